@@ -1,0 +1,97 @@
+/**
+ * The whole request pipeline, in order, on one screen: cookie → session → token vault → refresh → proxy.
+ */
+import express, { type Express, type RequestHandler } from 'express';
+import helmet from 'helmet';
+import type { Config } from './config/schema';
+import type { Logger } from './log/logger';
+import type { Kv } from './store/kv';
+import { cookieGuard } from './http/cookieGuard';
+import type { CookiePolicy } from './http/cookies';
+import { requireCsrf } from './http/csrf';
+import { errorHandler, sendError } from './http/errors';
+import { noStore, requireOriginForm } from './http/requestShape';
+import type { Lifecycle } from './session/lifecycle';
+import { requireSession } from './session/requireSession';
+import type { Idp } from './oidc/idp';
+import type { LoginTransactions } from './oidc/loginTx';
+import type { Revoker } from './oidc/revoker';
+import { login } from './oidc/login';
+import { callback } from './oidc/callback';
+import { sessionInfo } from './oidc/sessionInfo';
+import { logout } from './oidc/logout';
+import type { TokenService } from './tokens/refresh';
+import { attachAccessToken } from './tokens/attachAccessToken';
+import type { ApiProxy } from './proxy/apiProxy';
+import { healthz, readyz } from './health/health';
+
+export interface AppDeps {
+  cfg: Config;
+  log: Logger;
+  kv: Kv;
+  idp: Idp;
+  lifecycle: Lifecycle;
+  cookies: CookiePolicy;
+  transactions: LoginTransactions;
+  tokens: TokenService;
+  revoker: Revoker;
+  proxy: ApiProxy;
+  session: RequestHandler;
+  draining: () => boolean;
+  now: () => number;
+}
+
+export function createApp(d: AppDeps): Express {
+  const { cfg, lifecycle: lc } = d;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', cfg.trustProxy > 0 ? cfg.trustProxy : false); // R64: X-Forwarded-* only from configured hops
+  app.set('etag', false);
+
+  app.use(requireOriginForm());
+  app.use(helmet({ strictTransportSecurity: cfg.secureCookies }));
+  app.get('/healthz', healthz());
+  app.get('/readyz', readyz({ kv: d.kv, idp: d.idp, draining: d.draining }));
+
+  const csrf = requireCsrf(cfg.publicOrigin);
+  const cookies = cookieGuard(d.cookies);
+  app.use('/auth', noStore());
+  app.get('/auth/login', login({ idp: d.idp, tx: d.transactions, keyring: lc.keyring, cookies: d.cookies, publicOrigin: cfg.publicOrigin }));
+  app.get(
+    '/auth/callback',
+    cookies,
+    d.session,
+    callback({
+      idp: d.idp,
+      tx: d.transactions,
+      keyring: lc.keyring,
+      vault: lc.vault,
+      lifecycle: lc,
+      cookies: d.cookies,
+      log: d.log,
+      publicOrigin: cfg.publicOrigin,
+      secureCookies: cfg.secureCookies,
+      refreshSkewSeconds: cfg.refreshSkewSeconds,
+      absoluteMs: cfg.sessionAbsoluteSeconds * 1000,
+      now: d.now,
+    }),
+  );
+  app.get('/auth/session', csrf, cookies, d.session, sessionInfo(lc));
+  app.post('/auth/logout', csrf, cookies, d.session, logout({ lifecycle: lc, idp: d.idp, revoker: d.revoker, log: d.log }));
+  app.all('/auth/logout', methodNotAllowed('POST'));
+
+  // DESIGN.md /api table order: request shape (400/405), CSRF (403), session (401), tokens (401/503), upstream.
+  app.use('/api', d.proxy.guard, csrf, cookies, d.session, requireSession(lc), attachAccessToken(lc, d.tokens), d.proxy.forward);
+
+  if (cfg.staticDir) app.use(express.static(cfg.staticDir, { index: 'index.html', dotfiles: 'ignore' }));
+  app.use((_req, res) => sendError(res, 404, 'not_found'));
+  app.use(errorHandler(d.log));
+  return app;
+}
+
+function methodNotAllowed(allow: string): RequestHandler {
+  return (_req, res) => {
+    res.set('Allow', allow);
+    sendError(res, 405, 'method_not_allowed');
+  };
+}

@@ -1,0 +1,102 @@
+/**
+ * Every setting Gatehouse reads, with its variable, default and a one-line why.
+ * loadConfig() turns the environment (and an optional JSON file) into these options;
+ * validate() turns options into a frozen Config or a list of every problem at once.
+ */
+export type ClientAuth = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt';
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+
+/** What an embedder passes to createGatehouse(): strings or numbers, as in the environment. */
+export interface GatehouseOptions {
+  issuer?: string;
+  clientId?: string;
+  clientSecret?: string;
+  clientAuth?: string;
+  /** PEM (PKCS#8) private key for private_key_jwt: the key itself or a path to it. */
+  clientPrivateKey?: string;
+  postLogoutRedirectUri?: string;
+  publicUrl?: string;
+  upstream?: string;
+  /** One secret or several (comma-separated string or array): the first signs, all verify. */
+  sessionSecret?: string | string[];
+  redisUrl?: string;
+  port?: number | string;
+  scopes?: string;
+  refreshSkewSeconds?: number | string;
+  sessionIdleSeconds?: number | string;
+  sessionAbsoluteSeconds?: number | string;
+  configFile?: string;
+  logLevel?: string;
+  metricsPort?: number | string;
+  keyPrefix?: string;
+  cookieSameSite?: string;
+  trustProxy?: number | string;
+  idpTimeoutSeconds?: number | string;
+  staticDir?: string;
+}
+
+export interface Setting {
+  option: keyof GatehouseOptions;
+  env: string;
+  default?: string;
+  why: string;
+}
+
+export const SETTINGS: readonly Setting[] = [
+  { option: 'issuer', env: 'GATEHOUSE_ISSUER', why: 'OIDC issuer URL; metadata comes from its discovery document' },
+  { option: 'clientId', env: 'GATEHOUSE_CLIENT_ID', why: 'client id registered at the IdP' },
+  { option: 'clientSecret', env: 'GATEHOUSE_CLIENT_SECRET', why: 'client secret (not needed with private_key_jwt)' },
+  { option: 'clientAuth', env: 'GATEHOUSE_CLIENT_AUTH', default: 'client_secret_basic', why: 'token-endpoint client authentication' },
+  { option: 'clientPrivateKey', env: 'GATEHOUSE_CLIENT_PRIVATE_KEY', why: 'PKCS#8 PEM key or path to one, for private_key_jwt' },
+  { option: 'postLogoutRedirectUri', env: 'GATEHOUSE_POST_LOGOUT_REDIRECT_URI', why: 'where the IdP sends the browser after logout (default <PUBLIC_URL>/)' },
+  { option: 'publicUrl', env: 'GATEHOUSE_PUBLIC_URL', why: 'origin the browser sees; the redirect URI is <PUBLIC_URL>/auth/callback' },
+  { option: 'upstream', env: 'GATEHOUSE_UPSTREAM', why: 'base URL for /api/*' },
+  { option: 'sessionSecret', env: 'GATEHOUSE_SESSION_SECRET', why: 'cookie signing and storage-key secrets, >= 32 chars, comma-separated for rotation' },
+  { option: 'redisUrl', env: 'GATEHOUSE_REDIS_URL', why: 'redis:// or rediss:// URL; unset = in-memory store (one instance only)' },
+  { option: 'port', env: 'GATEHOUSE_PORT', default: '8080', why: 'listen port' },
+  { option: 'scopes', env: 'GATEHOUSE_SCOPES', default: 'openid profile email offline_access', why: 'requested scopes' },
+  { option: 'refreshSkewSeconds', env: 'GATEHOUSE_REFRESH_SKEW_SECONDS', default: '30', why: 'refresh when the access token has less than this left' },
+  { option: 'sessionIdleSeconds', env: 'GATEHOUSE_SESSION_IDLE_SECONDS', default: '1800', why: 'idle timeout (sliding)' },
+  { option: 'sessionAbsoluteSeconds', env: 'GATEHOUSE_SESSION_ABSOLUTE_SECONDS', default: '86400', why: 'absolute session lifetime from login' },
+  { option: 'configFile', env: 'GATEHOUSE_CONFIG', why: 'path of a JSON file with more settings (the environment wins)' },
+  { option: 'logLevel', env: 'GATEHOUSE_LOG_LEVEL', default: 'info', why: 'trace, debug, info, warn, error, fatal or silent' },
+  { option: 'metricsPort', env: 'GATEHOUSE_METRICS_PORT', default: '9464', why: 'admin port for /metrics (0 = off)' },
+  { option: 'keyPrefix', env: 'GATEHOUSE_KEY_PREFIX', default: 'gatehouse:', why: 'prefix of every Redis key' },
+  { option: 'cookieSameSite', env: 'GATEHOUSE_COOKIE_SAMESITE', default: 'strict', why: 'SameSite of the session cookie: strict or lax' },
+  { option: 'trustProxy', env: 'GATEHOUSE_TRUST_PROXY', default: '0', why: 'number of proxy hops whose X-Forwarded-* headers are trusted' },
+  { option: 'idpTimeoutSeconds', env: 'GATEHOUSE_IDP_TIMEOUT_SECONDS', default: '10', why: 'timeout of every call to the IdP' },
+  { option: 'staticDir', env: 'GATEHOUSE_STATIC_DIR', why: 'folder of SPA files served for paths outside /auth and /api' },
+];
+
+/** The validated, frozen configuration every module receives. */
+export interface Config {
+  readonly issuer: URL;
+  readonly clientId: string;
+  readonly clientSecret: string | undefined;
+  readonly clientAuth: ClientAuth;
+  readonly clientPrivateKeyPem: string | undefined;
+  readonly postLogoutRedirectUri: string;
+  readonly publicOrigin: string;
+  readonly redirectUri: string;
+  /** https public URL: Secure cookies with the __Host- prefix. */
+  readonly secureCookies: boolean;
+  readonly upstream: URL;
+  readonly sessionSecrets: readonly string[];
+  readonly redisUrl: string | undefined;
+  readonly port: number;
+  readonly scopes: string;
+  readonly refreshSkewSeconds: number;
+  readonly sessionIdleSeconds: number;
+  readonly sessionAbsoluteSeconds: number;
+  readonly logLevel: LogLevel;
+  readonly metricsPort: number;
+  readonly keyPrefix: string;
+  readonly cookieSameSite: 'strict' | 'lax';
+  readonly trustProxy: number;
+  readonly idpTimeoutSeconds: number;
+  readonly staticDir: string | undefined;
+  /** http:// issuer on a loopback host (demo and tests only). */
+  readonly allowInsecureIdp: boolean;
+  /** Start-up warnings (insecure development settings). */
+  readonly warnings: readonly string[];
+}

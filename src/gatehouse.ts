@@ -1,0 +1,140 @@
+/**
+ * createGatehouse(): wires every module from a validated configuration. Used by main.ts and by anyone
+ * embedding Gatehouse (supertest: `request(gatehouse.app)`).
+ */
+import type { Express } from 'express';
+import session from 'express-session';
+import { RedisStore } from 'connect-redis';
+import type { Redis } from 'ioredis';
+import type { Config, GatehouseOptions } from './config/schema';
+import { validate } from './config/loadConfig';
+import { createLogger, type Logger } from './log/logger';
+import { MemoryKv } from './store/memoryKv';
+import { RedisKv } from './store/redisKv';
+import { createRedis, waitForRedis } from './store/redisClient';
+import { randomId } from './crypto/seal';
+import { cookiePolicy } from './http/cookies';
+import { Keyring } from './session/keyring';
+import { KvBackingStore, SealedSessionStore, sessionExpiry, type BackingStore, type Envelope } from './session/sealedStore';
+import type { Lifecycle } from './session/lifecycle';
+import { Idp } from './oidc/idp';
+import { LoginTransactions } from './oidc/loginTx';
+import { Revoker } from './oidc/revoker';
+import { Vault } from './tokens/vault';
+import { TokenService, type RefreshEvents } from './tokens/refresh';
+import { createApiProxy } from './proxy/apiProxy';
+import { createApp } from './app';
+
+export interface GatehouseDeps {
+  /** An ioredis client to use instead of connecting to `redisUrl` (Gatehouse does not close it). */
+  redis?: Redis;
+  logger?: Logger;
+  /** Clock (epoch ms), for tests that move time. */
+  now?: () => number;
+  events?: RefreshEvents;
+}
+
+export interface Gatehouse {
+  readonly app: Express;
+  readonly config: Config;
+  /** True once the store answers and IdP metadata is loaded. */
+  ready(): Promise<boolean>;
+  /** Marks the gateway as draining (/readyz 503), finishes background work and closes connections it opened. */
+  close(): Promise<void>;
+}
+
+function isConfig(o: GatehouseOptions | Config): o is Config {
+  return o instanceof Object && 'publicOrigin' in o && 'warnings' in o;
+}
+
+export async function createGatehouse(options: GatehouseOptions | Config, deps: GatehouseDeps = {}): Promise<Gatehouse> {
+  const cfg = isConfig(options) ? options : validate(options);
+  const log = deps.logger ?? createLogger(cfg.logLevel);
+  for (const w of cfg.warnings) log.warn({}, w);
+  const now = deps.now ?? Date.now;
+
+  let redis = deps.redis;
+  const ownsRedis = !redis && cfg.redisUrl !== undefined;
+  if (!redis && cfg.redisUrl) {
+    redis = createRedis(cfg.redisUrl, log);
+    if (!(await waitForRedis(redis, 3000))) log.warn({}, 'redis is not reachable yet; requests answer 503 until it is');
+  }
+  const kv = redis ? new RedisKv(redis) : new MemoryKv(now);
+  const keyring = new Keyring(cfg.sessionSecrets, cfg.keyPrefix);
+  const idleMs = cfg.sessionIdleSeconds * 1000;
+  const backingPrefix = `${cfg.keyPrefix}s:`;
+  const backing: BackingStore = redis
+    ? (new RedisStore({
+        client: redis,
+        prefix: backingPrefix,
+        ttl: (env: unknown) => Math.ceil(((env as Envelope).exp - Date.now()) / 1000),
+      }) as unknown as BackingStore)
+    : new KvBackingStore(kv, backingPrefix, now);
+  const store = new SealedSessionStore(backing, kv, keyring, idleMs, now);
+  const cookies = cookiePolicy(cfg);
+  const vault = new Vault(kv);
+  const lifecycle: Lifecycle = { keyring, store, vault, cookies, idleMs, now };
+
+  const idp = new Idp(cfg, log);
+  await idp.start();
+  const tokens = new TokenService({
+    kv,
+    vault,
+    idp,
+    log,
+    now,
+    refreshSkewSeconds: cfg.refreshSkewSeconds,
+    lockLeaseMs: 10_000,
+    lockWaitMs: cfg.idpTimeoutSeconds * 1000 + 5000,
+    sessionEnd: (gh) => sessionExpiry({ cookie: undefined as never, gh }, idleMs),
+    events: deps.events,
+  });
+  const revoker = new Revoker(idp, log);
+  const proxy = createApiProxy(cfg.upstream, cfg.publicOrigin, log);
+  const sessionMiddleware = session({
+    name: cookies.sessionName,
+    secret: [...cfg.sessionSecrets],
+    store,
+    resave: false,
+    saveUninitialized: false,
+    rolling: false,
+    genid: () => randomId(), // R22: 256 bits from the CSPRNG
+    cookie: { httpOnly: true, secure: cfg.secureCookies, sameSite: cookies.sameSite === 'Lax' ? 'lax' : 'strict', path: '/' },
+  });
+
+  let draining = false;
+  const app = createApp({
+    cfg,
+    log,
+    kv,
+    idp,
+    lifecycle,
+    cookies,
+    transactions: new LoginTransactions(kv, keyring),
+    tokens,
+    revoker,
+    proxy,
+    session: sessionMiddleware,
+    draining: () => draining,
+    now,
+  });
+
+  return {
+    app,
+    config: cfg,
+    async ready() {
+      const storeOk = await kv.ping().then(
+        () => true,
+        () => false,
+      );
+      return storeOk && idp.ready();
+    },
+    async close() {
+      draining = true;
+      idp.close();
+      await revoker.close();
+      proxy.close();
+      if (ownsRedis) await redis!.quit().catch(() => redis!.disconnect());
+    },
+  };
+}

@@ -1,0 +1,112 @@
+/**
+ * GET /auth/callback: R8–R18. Every failure is the same 400 login_failed with no session; the reason
+ * goes to the log only (R12: nothing from the IdP's error response is reflected).
+ */
+import type { Request, RequestHandler } from 'express';
+import { cookieValues, type CookiePolicy } from '../http/cookies';
+import { GatewayError } from '../http/errors';
+import type { Logger } from '../log/logger';
+import type { Keyring } from '../session/keyring';
+import type { Lifecycle } from '../session/lifecycle';
+import type { GatehouseSession } from '../session/sessionData';
+import { tokensFrom, type Vault } from '../tokens/vault';
+import { identityClaims } from './claims';
+import type { Idp } from './idp';
+import type { LoginTransactions } from './loginTx';
+
+export interface CallbackDeps {
+  idp: Idp;
+  tx: LoginTransactions;
+  keyring: Keyring;
+  vault: Vault;
+  lifecycle: Lifecycle;
+  cookies: CookiePolicy;
+  log: Logger;
+  publicOrigin: string;
+  secureCookies: boolean;
+  refreshSkewSeconds: number;
+  absoluteMs: number;
+  now: () => number;
+}
+
+class LoginFailed extends Error {}
+
+const fail = (reason: string, cause?: unknown): never => {
+  throw new LoginFailed(reason, { cause });
+};
+
+function regenerate(req: Request): Promise<void> {
+  return new Promise((resolve, reject) => req.session.regenerate((err: unknown) => (err ? reject(err) : resolve())));
+}
+
+function save(req: Request): Promise<void> {
+  return new Promise((resolve, reject) => req.session.save((err: unknown) => (err ? reject(err) : resolve())));
+}
+
+export function callback(d: CallbackDeps): RequestHandler {
+  return async (req, res) => {
+    try {
+      const q = new URLSearchParams(req.originalUrl.slice(req.originalUrl.indexOf('?') + 1 || req.originalUrl.length));
+      // RFC 6749 §3.1: parameters MUST NOT be included more than once (R10).
+      for (const name of ['state', 'code', 'iss', 'error']) if (q.getAll(name).length > 1) fail(`duplicate ${name}`);
+      const state = q.get('state');
+      if (!state || state.length > 512) fail('missing state');
+      const bindings = cookieValues(req, d.cookies.txName);
+      if (bindings.length !== 1) fail('missing login transaction cookie');
+      // R9: the transaction is consumed now, whatever happens next.
+      const tx = await d.tx.take(state!);
+      if (!tx) fail('unknown, used or expired state');
+      // R8: the state must belong to this browser's transaction.
+      if (tx!.binding !== d.keyring.fingerprint(bindings[0]!)) fail('state bound to another browser');
+      if (d.secureCookies && !req.secure) {
+        fail('request arrived over http while GATEHOUSE_PUBLIC_URL is https; set GATEHOUSE_TRUST_PROXY to the TLS proxy hop count');
+      }
+
+      // R13: openid-client derives redirect_uri from this URL, so it is built from the configured origin.
+      const callbackUrl = new URL(req.originalUrl, d.publicOrigin);
+      let tokens;
+      try {
+        tokens = await d.idp.codeGrant(callbackUrl, { state: state!, nonce: tx!.nonce, codeVerifier: tx!.codeVerifier });
+      } catch (err) {
+        if (err instanceof GatewayError) throw err;
+        return fail('code exchange or ID token validation failed', err);
+      }
+      const receivedAt = d.now();
+      const claims = tokens.claims ?? fail('no ID token');
+      const sub = claims!.sub as string;
+      let userinfo: Record<string, unknown> = {};
+      try {
+        userinfo = await d.idp.userinfo(tokens.accessToken, sub);
+      } catch (err) {
+        d.log.warn({ err }, 'userinfo failed; the session carries the ID token claims only');
+      }
+
+      // R17: a new session id at every login; a previous session of this browser ends first.
+      if (req.session.gh) await d.vault.remove(d.keyring.forSession(req.sessionID));
+      await regenerate(req);
+      const now = d.now();
+      const gh: GatehouseSession = {
+        iss: claims!.iss as string,
+        sub,
+        ...(typeof claims!.sid === 'string' && { sid: claims!.sid }),
+        user: identityClaims({ ...userinfo, ...claims, sub }),
+        createdAt: now,
+        absoluteExpiresAt: now + d.absoluteMs,
+        activeAt: now,
+      };
+      req.session.gh = gh;
+      const keys = d.keyring.forSession(req.sessionID);
+      const ttl = Math.min(gh.absoluteExpiresAt, gh.activeAt + d.lifecycle.idleMs) - now;
+      if (!(await d.vault.write(keys, 0, tokensFrom(tokens, receivedAt, d.refreshSkewSeconds), ttl))) fail('session id collision');
+      await save(req);
+      d.log.info({ session: keys.hash, sub: d.keyring.fingerprint(sub) }, 'login');
+      // R18: leave the callback at once, leaking nothing through Referer.
+      res.set('Referrer-Policy', 'no-referrer');
+      res.redirect(302, tx!.returnTo);
+    } catch (err) {
+      if (!(err instanceof LoginFailed)) throw err;
+      d.log.warn({ reason: err.message, err: err.cause }, 'login failed');
+      res.status(400).json({ error: 'login_failed', message: 'The login could not be completed. Start again at /auth/login.' });
+    }
+  };
+}

@@ -1,0 +1,27 @@
+/**
+ * STYLE §8 / STANDARDS.md §3: classify token-endpoint failures by error class and protocol code,
+ * never by message text. Only `invalid_grant` proves the grant is dead; everything else (invalid_client
+ * during secret rotation, 5xx, 429, timeouts, network errors, non-JSON bodies) is the IdP's availability
+ * or our configuration, and must never end a user's session.
+ */
+import * as oidc from 'openid-client';
+
+export type RefreshFailure =
+  | 'invalid_grant' // RFC 6749 §5.2: the refresh token is invalid, expired, revoked or reused
+  | 'invalid_client' // our client authentication failed: configuration, page an operator
+  | 'idp_error' // another OAuth error code, or a non-conforming response
+  | 'timeout'
+  | 'network';
+
+export function classifyRefreshError(err: unknown): RefreshFailure {
+  if (err instanceof oidc.ResponseBodyError) return err.error === 'invalid_grant' ? 'invalid_grant' : err.error === 'invalid_client' ? 'invalid_client' : 'idp_error';
+  if (err instanceof oidc.WWWAuthenticateChallengeError) return 'invalid_client';
+  if (err instanceof oidc.ClientError) return err.code === 'OAUTH_TIMEOUT' ? 'timeout' : 'idp_error';
+  if (err instanceof DOMException && (err.name === 'TimeoutError' || err.name === 'AbortError')) return 'timeout';
+  return 'network';
+}
+
+/** RFC 7009 §2.2.1: `unsupported_token_type` (and other 4xx OAuth errors) will not change on retry. */
+export function revocationRetryable(err: unknown): boolean {
+  return !(err instanceof oidc.ResponseBodyError);
+}

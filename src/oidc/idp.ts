@@ -1,0 +1,159 @@
+/**
+ * The only code that imports openid-client. Discovery is retried in the background until it succeeds
+ * (so a gateway started while the IdP is down becomes ready by itself); every call has a timeout.
+ *
+ * Things openid-client does NOT do for us, done here or by callers (STANDARDS.md §4.11):
+ * - token-endpoint ID-token signatures are unchecked by default → enableNonRepudiationChecks (R14);
+ * - `redirect_uri` is derived from the URL passed in → callers pass the configured public origin (R13);
+ * - refreshed ID tokens are not compared with the original → tokens/refresh.ts (R43).
+ */
+import { createPrivateKey } from 'node:crypto';
+import * as oidc from 'openid-client';
+import type { Config } from '../config/schema';
+import type { Logger } from '../log/logger';
+import { GatewayError } from '../http/errors';
+
+export interface TokenSet {
+  accessToken: string;
+  refreshToken: string | undefined;
+  idToken: string | undefined;
+  /** Seconds, as sent by the IdP (RFC 6749 §5.1); undefined when the IdP sent none. */
+  expiresIn: number | undefined;
+  claims: Record<string, unknown> | undefined;
+}
+
+export interface LoginChecks {
+  codeVerifier: string;
+  state: string;
+  nonce: string;
+}
+
+function toTokenSet(r: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers): TokenSet {
+  return {
+    accessToken: r.access_token,
+    refreshToken: r.refresh_token,
+    idToken: r.id_token,
+    expiresIn: r.expiresIn(),
+    claims: r.claims() as Record<string, unknown> | undefined,
+  };
+}
+
+export class Idp {
+  private config: oidc.Configuration | undefined;
+  private discovering: Promise<oidc.Configuration> | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly log: Logger,
+  ) {}
+
+  /** Starts discovery; resolves when metadata is loaded or the first attempt failed (then retries in the background). */
+  async start(): Promise<void> {
+    await this.metadata().catch(() => undefined);
+  }
+
+  ready(): boolean {
+    return this.config !== undefined;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+  }
+
+  private async clientAuth(): Promise<oidc.ClientAuth> {
+    switch (this.cfg.clientAuth) {
+      case 'client_secret_post':
+        return oidc.ClientSecretPost(this.cfg.clientSecret);
+      case 'private_key_jwt': {
+        const key = createPrivateKey(this.cfg.clientPrivateKeyPem!);
+        const alg = key.asymmetricKeyType === 'ec' ? { name: 'ECDSA', namedCurve: 'P-256' } : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+        const cryptoKey = await crypto.subtle.importKey('pkcs8', key.export({ format: 'der', type: 'pkcs8' }), alg, false, ['sign']);
+        return oidc.PrivateKeyJwt(cryptoKey);
+      }
+      default:
+        return oidc.ClientSecretBasic(this.cfg.clientSecret);
+    }
+  }
+
+  /** IdP metadata; rejects with 503 identity_provider_unavailable while discovery has not succeeded. */
+  async metadata(): Promise<oidc.Configuration> {
+    if (this.config) return this.config;
+    this.discovering ??= this.discover().finally(() => (this.discovering = undefined));
+    return this.discovering;
+  }
+
+  private async discover(): Promise<oidc.Configuration> {
+    try {
+      const options: oidc.DiscoveryRequestOptions = { timeout: this.cfg.idpTimeoutSeconds };
+      // http:// issuers are accepted only on loopback hosts (config/loadConfig.ts), for the demo and tests.
+      if (this.cfg.allowInsecureIdp) options.execute = [oidc.allowInsecureRequests];
+      const config = await oidc.discovery(this.cfg.issuer, this.cfg.clientId, undefined, await this.clientAuth(), options);
+      config.timeout = this.cfg.idpTimeoutSeconds;
+      oidc.enableNonRepudiationChecks(config); // R14: verify ID-token signatures with the IdP's JWKS
+      this.config = config;
+      this.log.info({ issuer: this.cfg.issuer.href }, 'identity provider metadata loaded');
+      return config;
+    } catch (err) {
+      this.log.warn({ err, issuer: this.cfg.issuer.href }, 'identity provider discovery failed; retrying');
+      if (!this.closed) {
+        clearTimeout(this.retryTimer);
+        this.retryTimer = setTimeout(() => void this.metadata().catch(() => undefined), 5000).unref();
+      }
+      throw new GatewayError('identity_provider_unavailable', 503, { cause: err, headers: { 'Retry-After': '5' } });
+    }
+  }
+
+  async authorizationUrl(checks: LoginChecks): Promise<URL> {
+    const config = await this.metadata();
+    return oidc.buildAuthorizationUrl(config, {
+      redirect_uri: this.cfg.redirectUri,
+      scope: this.cfg.scopes,
+      code_challenge: await oidc.calculatePKCECodeChallenge(checks.codeVerifier),
+      code_challenge_method: 'S256',
+      state: checks.state,
+      nonce: checks.nonce,
+    });
+  }
+
+  /** R8, R11, R13, R14: state, iss (RFC 9207), code exchange with PKCE, ID token with nonce. */
+  async codeGrant(callbackUrl: URL, checks: LoginChecks): Promise<TokenSet> {
+    const config = await this.metadata();
+    return toTokenSet(
+      await oidc.authorizationCodeGrant(config, callbackUrl, {
+        pkceCodeVerifier: checks.codeVerifier,
+        expectedState: checks.state,
+        expectedNonce: checks.nonce,
+        idTokenExpected: true,
+      }),
+    );
+  }
+
+  async refresh(refreshToken: string): Promise<TokenSet> {
+    return toTokenSet(await oidc.refreshTokenGrant(await this.metadata(), refreshToken));
+  }
+
+  async userinfo(accessToken: string, sub: string): Promise<Record<string, unknown>> {
+    const config = await this.metadata();
+    if (!config.serverMetadata().userinfo_endpoint) return {};
+    return (await oidc.fetchUserInfo(config, accessToken, sub)) as Record<string, unknown>;
+  }
+
+  /** RFC 7009 §2.1. Resolves false when the IdP offers no revocation endpoint. */
+  async revoke(refreshToken: string): Promise<boolean> {
+    const config = await this.metadata();
+    if (!config.serverMetadata().revocation_endpoint) return false;
+    await oidc.tokenRevocation(config, refreshToken, { token_type_hint: 'refresh_token' });
+    return true;
+  }
+
+  /** OIDC RP-Initiated Logout §2: null when the IdP has no end_session_endpoint (or metadata is not loaded). */
+  endSessionUrl(idTokenHint: string | undefined): string | null {
+    if (!this.config?.serverMetadata().end_session_endpoint) return null;
+    const params: Record<string, string> = { client_id: this.cfg.clientId, post_logout_redirect_uri: this.cfg.postLogoutRedirectUri };
+    if (idTokenHint) params.id_token_hint = idTokenHint;
+    return oidc.buildEndSessionUrl(this.config, params).href;
+  }
+}

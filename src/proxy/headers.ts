@@ -1,0 +1,52 @@
+/**
+ * Header rules for /api as data, applied by one function each way.
+ *
+ * Upstream (R46–R48, RFC 9110 §7.6.1): drop hop-by-hop fields and every field the browser's Connection
+ * header names (before adding ours, so `Connection: authorization` cannot strip the injected token),
+ * the browser's credentials (Cookie, Authorization, Proxy-Authorization, X-CSRF), and identity or
+ * forwarding headers an upstream might trust; then set exactly one Authorization and our own X-Forwarded-*.
+ *
+ * Browser (R50, R51): no upstream Set-Cookie (an upstream could otherwise overwrite our session cookie on
+ * our origin), no hop-by-hop fields, and `Cache-Control: no-store` when the upstream set no caching policy.
+ */
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization'];
+const DROP_UPSTREAM = new Set([...HOP_BY_HOP, 'cookie', 'authorization', 'x-csrf', 'forwarded', 'x-real-ip', 'x-client-ip', 'true-client-ip']);
+const DROP_UPSTREAM_PREFIX = /^(x-forwarded-|x-user|x-auth|x-gatehouse)/;
+const DROP_DOWNSTREAM = new Set([...HOP_BY_HOP, 'set-cookie']);
+
+function connectionNamed(headers: IncomingHttpHeaders): string[] {
+  const c = headers.connection;
+  if (typeof c !== 'string') return [];
+  return c.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean);
+}
+
+export interface Forwarded {
+  accessToken: string;
+  clientIp: string | undefined;
+  proto: string;
+  host: string;
+}
+
+/** Rewrites the incoming request's headers in place into what the upstream receives. */
+export function prepareUpstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded): void {
+  for (const name of connectionNamed(headers)) delete headers[name];
+  for (const name of Object.keys(headers)) {
+    if (DROP_UPSTREAM.has(name) || DROP_UPSTREAM_PREFIX.test(name)) delete headers[name];
+  }
+  // Transfer-Encoding stays: Node already validated the framing (no TE + Content-Length smuggling) and
+  // re-frames the body; dropping it would leave a chunked DELETE without framing.
+  headers.authorization = `Bearer ${fwd.accessToken}`;
+  if (fwd.clientIp) headers['x-forwarded-for'] = fwd.clientIp;
+  headers['x-forwarded-proto'] = fwd.proto;
+  headers['x-forwarded-host'] = fwd.host;
+}
+
+/** Rewrites the upstream response's headers in place into what the browser receives. */
+export function prepareDownstreamHeaders(res: IncomingMessage): void {
+  const headers = res.headers;
+  for (const name of connectionNamed(headers)) if (name !== 'close' && name !== 'keep-alive') delete headers[name];
+  for (const name of DROP_DOWNSTREAM) delete headers[name];
+  if (headers['cache-control'] === undefined) headers['cache-control'] = 'no-store';
+}

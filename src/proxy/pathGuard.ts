@@ -1,0 +1,35 @@
+/**
+ * R49 (browser-based-apps §6.1.3.6: strict outbound request controls): `/api/<p>` may only ever reach
+ * `<UPSTREAM>/<p>`. A path is refused when any segment could climb out of the base or change the host
+ * once decoded by the upstream: `.`/`..` (raw or percent-encoded), an encoded `/` or `\`, a raw `\`,
+ * an empty segment (`//`), a leading `@`, or a control character. The query passes through unchanged.
+ */
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** The upstream-relative path and query of a raw `/api...` request target, or undefined when it is refused. */
+export function upstreamPath(rawUrl: string): string | undefined {
+  const q = rawUrl.indexOf('?');
+  const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
+  const query = q < 0 ? '' : rawUrl.slice(q);
+  if (path !== '/api' && !path.startsWith('/api/')) return undefined;
+  const rest = path.slice(4) || '/';
+  const segments = rest.split('/').slice(1);
+  for (let i = 0; i < segments.length; i++) {
+    const seg = segments[i]!;
+    if (seg === '') {
+      if (i === segments.length - 1) continue; // a trailing slash
+      return undefined;
+    }
+    if (seg.includes('\\')) return undefined;
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(seg);
+    } catch {
+      return undefined;
+    }
+    if (decoded === '.' || decoded === '..' || /[/\\]/.test(decoded) || CONTROL.test(decoded)) return undefined;
+    if (i === 0 && decoded.startsWith('@')) return undefined;
+  }
+  if (CONTROL.test(query)) return undefined;
+  return rest + query;
+}

@@ -1,0 +1,83 @@
+/**
+ * Turns a session id into everything stored about it, without Redis ever seeing the id.
+ *
+ * R34 (STANDARDS.md): keys are HMAC-SHA-256(session id) under a key derived from the server secret, and
+ * values are sealed with a key derived from the id AND the secret: a Redis dump alone opens nothing,
+ * and the id alone (a stolen cookie) does not find its record without the secret.
+ *
+ * Every record of one session carries the same hash tag `{h}`, so they share one Redis Cluster slot.
+ * With several secrets (rotation) the first one keys new sessions; lookups fall back to older secrets.
+ */
+import { deriveKey, keyedHash, type Key } from '../crypto/seal';
+
+export interface SessionKeys {
+  /** Base64url keyed hash of the id: the only form of the id that storage sees. */
+  readonly hash: string;
+  /** Which configured secret keyed this session (0 = the current one). */
+  readonly secretIndex: number;
+  readonly sessionKey: string;
+  readonly tokensKey: string;
+  readonly lockKey: string;
+  readonly sealKey: Key;
+}
+
+interface SecretKeys {
+  index: Key;
+  seal: Key;
+}
+
+export class Keyring {
+  private readonly secrets: SecretKeys[];
+  /** Sessions found under an older secret keep using it until they end (bounded; rare). */
+  private readonly legacy = new Map<string, number>();
+
+  constructor(
+    secrets: readonly string[],
+    private readonly prefix: string,
+  ) {
+    this.secrets = secrets.map((s) => ({ index: deriveKey(s, 'storage-index'), seal: deriveKey(s, 'record-seal') }));
+  }
+
+  get secretCount(): number {
+    return this.secrets.length;
+  }
+
+  /** The keys of `sid` under secret `i` (default: the one it was found under, else the current one). */
+  forSession(sid: string, i: number = this.legacy.get(sid) ?? 0): SessionKeys {
+    const s = this.secrets[i]!;
+    const hash = keyedHash(s.index, sid).toString('base64url').slice(0, 32);
+    const tag = `{${hash}}`;
+    return {
+      hash,
+      secretIndex: i,
+      sessionKey: `${this.prefix}s:${tag}`,
+      tokensKey: `${this.prefix}t:${tag}`,
+      lockKey: `${this.prefix}l:${tag}`,
+      sealKey: keyedHash(s.seal, sid),
+    };
+  }
+
+  rememberSecret(sid: string, i: number): void {
+    if (i === 0) return;
+    if (this.legacy.size >= 10_000) this.legacy.delete(this.legacy.keys().next().value!);
+    this.legacy.set(sid, i);
+  }
+
+  forget(sid: string): void {
+    this.legacy.delete(sid);
+  }
+
+  /** Keys for one-time records named by a random value (login transactions). */
+  forRandom(kind: string, value: string): { key: string; sealKey: Key } {
+    const s = this.secrets[0]!;
+    return {
+      key: `${this.prefix}${kind}:${keyedHash(s.index, `${kind}:${value}`).toString('base64url').slice(0, 32)}`,
+      sealKey: keyedHash(s.seal, `${kind}:${value}`),
+    };
+  }
+
+  /** Hash of a value for comparisons and logs (never the value itself). */
+  fingerprint(value: string): string {
+    return keyedHash(this.secrets[0]!.index, `fp:${value}`).toString('base64url').slice(0, 16);
+  }
+}

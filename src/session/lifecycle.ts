@@ -1,0 +1,64 @@
+/**
+ * Session rules applied on every authenticated request: a session exists, is within its idle and
+ * absolute lifetimes (OWASP session management: enforced server-side), and ends cleanly.
+ */
+import type { Request, Response } from 'express';
+import type { Keyring } from './keyring';
+import type { SealedSessionStore } from './sealedStore';
+import type { GatehouseSession } from './sessionData';
+import type { Vault } from '../tokens/vault';
+import { clearSessionCookie, type CookiePolicy } from '../http/cookies';
+import type { CookieState } from '../http/cookieGuard';
+import { sendError, type ErrorCode } from '../http/errors';
+
+export interface Lifecycle {
+  readonly keyring: Keyring;
+  readonly store: SealedSessionStore;
+  readonly vault: Vault;
+  readonly cookies: CookiePolicy;
+  readonly idleMs: number;
+  readonly now: () => number;
+}
+
+/** The live session of this request, or undefined (expired ones are ended on the way). */
+export async function liveSession(req: Request, lc: Lifecycle): Promise<GatehouseSession | undefined> {
+  const gh = req.session?.gh;
+  if (!gh) return undefined;
+  const now = lc.now();
+  if (now >= gh.absoluteExpiresAt || now >= gh.activeAt + lc.idleMs) {
+    await endSession(req, lc, { keepTokenRecord: false });
+    return undefined;
+  }
+  return gh;
+}
+
+/**
+ * The idle window slides in steps of a tenth of its length (DESIGN.md "Redis"): at most one write per
+ * step, never one per request.
+ */
+export async function slideIdle(req: Request, lc: Lifecycle, gh: GatehouseSession): Promise<void> {
+  const now = lc.now();
+  if (now - gh.activeAt < lc.idleMs / 10) return;
+  await lc.store.slide(req.sessionID, { cookie: req.session.cookie, gh: { ...gh, activeAt: now } });
+}
+
+/**
+ * Ends the request's session: token record and session both deleted (R52: never just the cookie).
+ * After invalid_grant the token record is left as the short-lived "dead" marker, so requests waiting
+ * on other replicas learn the outcome.
+ */
+export async function endSession(req: Request, lc: Lifecycle, opts: { keepTokenRecord: boolean }): Promise<void> {
+  const keys = lc.keyring.forSession(req.sessionID);
+  if (!opts.keepTokenRecord) await lc.vault.remove(keys);
+  await new Promise<void>((resolve, reject) => req.session.destroy((err: unknown) => (err ? reject(err) : resolve())));
+}
+
+/**
+ * R23, R68: every kind of missing session gets the same 401 body; a cookie that named no live session
+ * is cleared (with the attributes it was set with, R52).
+ */
+export function rejectSession(res: Response, lc: Lifecycle, code: ErrorCode & ('unauthenticated' | 'session_expired')): void {
+  if ((res.locals.cookie as CookieState | undefined)?.sent || code === 'session_expired') clearSessionCookie(res, lc.cookies);
+  res.set('Cache-Control', 'no-store');
+  sendError(res, 401, code);
+}

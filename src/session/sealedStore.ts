@@ -1,0 +1,145 @@
+/**
+ * express-session store that seals every session before it reaches the backing store.
+ *
+ * The backing store is connect-redis (Redis) or KvSessionStore (memory); either way it only ever sees
+ * `{h}` (a keyed hash of the session id, see keyring.ts) and an envelope `{ v: <sealed JSON>, exp }`.
+ *
+ * Writes: express-session writes a session only when it is created (login): resave and
+ * saveUninitialized are off and Gatehouse never edits a loaded session. The idle window slides through
+ * slide(), a SET ... XX that can never resurrect a session another request destroyed meanwhile.
+ */
+import { Store, type SessionData } from 'express-session';
+import type { Kv } from '../store/kv';
+import { StoreUnavailableError } from '../store/kv';
+import { open, seal } from '../crypto/seal';
+import type { Keyring, SessionKeys } from './keyring';
+
+export interface Envelope {
+  v: string;
+  /** Epoch ms when the session ends at the latest: the backing store's TTL. */
+  exp: number;
+}
+
+type Cb<T = unknown> = (err?: unknown, value?: T) => void;
+
+/** The part of express-session's Store API the sealed store delegates to. */
+export interface BackingStore {
+  get(id: string, cb: Cb<Envelope | null>): void;
+  set(id: string, env: Envelope, cb: Cb): void;
+  destroy(id: string, cb: Cb): void;
+}
+
+function call<T>(fn: (cb: Cb<T>) => unknown): Promise<T | undefined> {
+  return new Promise((resolve, reject) => {
+    Promise.resolve(fn((err, value) => (err ? reject(new StoreUnavailableError(err)) : resolve(value)))).catch((e: unknown) =>
+      reject(new StoreUnavailableError(e)),
+    );
+  });
+}
+
+/** Remaining life of a session in ms: the earlier of its absolute end and its idle end. */
+export function sessionExpiry(sess: SessionData, idleMs: number): number {
+  const gh = sess.gh;
+  if (!gh) return 0;
+  return Math.min(gh.absoluteExpiresAt, gh.activeAt + idleMs);
+}
+
+export class SealedSessionStore extends Store {
+  constructor(
+    private readonly backing: BackingStore,
+    private readonly kv: Kv,
+    private readonly keyring: Keyring,
+    private readonly idleMs: number,
+    private readonly now: () => number,
+  ) {
+    super();
+  }
+
+  /** Backing-store id of a session: its hash tag, so connect-redis' `prefix + id` is `<prefix>s:{h}`. */
+  static backingId(keys: SessionKeys): string {
+    return keys.sessionKey.slice(keys.sessionKey.indexOf('{'));
+  }
+
+  override get(sid: string, cb: Cb<SessionData | null>): void {
+    this.find(sid).then(
+      (s) => cb(null, s),
+      (e: unknown) => cb(e),
+    );
+  }
+
+  private async find(sid: string): Promise<SessionData | null> {
+    for (let i = 0; i < this.keyring.secretCount; i++) {
+      const keys = this.keyring.forSession(sid, i);
+      const env = await call<Envelope | null>((cb) => this.backing.get(SealedSessionStore.backingId(keys), cb));
+      if (!env || typeof env.v !== 'string') continue;
+      const json = open(keys.sealKey, env.v, keys.sessionKey);
+      if (json === undefined) return null; // not sealed for this id: never resumes anything
+      this.keyring.rememberSecret(sid, i);
+      const sess = JSON.parse(json) as SessionData;
+      return sessionExpiry(sess, this.idleMs) > this.now() ? sess : null;
+    }
+    return null;
+  }
+
+  override set(sid: string, sess: SessionData, cb?: Cb): void {
+    const keys = this.keyring.forSession(sid);
+    const exp = sessionExpiry(sess, this.idleMs);
+    const env: Envelope = { v: seal(keys.sealKey, JSON.stringify(sess), keys.sessionKey), exp };
+    call((c) => this.backing.set(SealedSessionStore.backingId(keys), env, c)).then(
+      () => cb?.(),
+      (e: unknown) => cb?.(e),
+    );
+  }
+
+  override destroy(sid: string, cb?: Cb): void {
+    const keys = this.keyring.forSession(sid);
+    this.keyring.forget(sid);
+    call((c) => this.backing.destroy(SealedSessionStore.backingId(keys), c)).then(
+      () => cb?.(),
+      (e: unknown) => cb?.(e),
+    );
+  }
+
+  /**
+   * OWASP session management "Idle Timeout": records activity in steps. Rewrites the sealed session only if
+   * it still exists (SET XX) and extends the token record to the same end, so both expire together.
+   */
+  async slide(sid: string, sess: SessionData): Promise<void> {
+    const keys = this.keyring.forSession(sid);
+    const exp = sessionExpiry(sess, this.idleMs);
+    const ttl = exp - this.now();
+    if (ttl <= 0) return;
+    const env: Envelope = { v: seal(keys.sealKey, JSON.stringify(sess), keys.sessionKey), exp };
+    if (await this.kv.replace(keys.sessionKey, JSON.stringify(env), ttl)) await this.kv.expire(keys.tokensKey, ttl);
+  }
+}
+
+/** Backing store over a Kv (the memory store), with the same key layout and envelope as connect-redis. */
+export class KvBackingStore implements BackingStore {
+  constructor(
+    private readonly kv: Kv,
+    private readonly prefix: string,
+    private readonly now: () => number,
+  ) {}
+
+  get(id: string, cb: Cb<Envelope | null>): void {
+    this.kv.get(this.prefix + id).then(
+      (v) => cb(null, v === null ? null : (JSON.parse(v) as Envelope)),
+      (e: unknown) => cb(e),
+    );
+  }
+  set(id: string, env: Envelope, cb: Cb): void {
+    const ttl = env.exp - this.now();
+    const op = ttl > 0 ? this.kv.set(this.prefix + id, JSON.stringify(env), ttl) : this.kv.del(this.prefix + id);
+    op.then(
+      () => cb(),
+      (e: unknown) => cb(e),
+    );
+  }
+  destroy(id: string, cb: Cb): void {
+    this.kv.del(this.prefix + id).then(
+      () => cb(),
+      (e: unknown) => cb(e),
+    );
+  }
+}

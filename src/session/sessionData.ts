@@ -1,0 +1,24 @@
+/** What the express-session blob holds: identity and lifetimes. Tokens live in the vault, never here. */
+import type { Session } from 'express-session';
+
+export interface GatehouseSession {
+  /** IdP issuer and subject, and the IdP session id (for back-channel logout). */
+  iss: string;
+  sub: string;
+  sid?: string;
+  /** The user's identity claims (ID token + userinfo, protocol claims removed). */
+  user: Record<string, unknown>;
+  /** Epoch milliseconds. */
+  createdAt: number;
+  absoluteExpiresAt: number;
+  /** Last recorded activity; the idle window slides from here, written in steps (not on every request). */
+  activeAt: number;
+}
+
+declare module 'express-session' {
+  interface SessionData {
+    gh?: GatehouseSession;
+  }
+}
+
+export type LiveSession = Session & { gh: GatehouseSession };

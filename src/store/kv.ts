@@ -1,0 +1,40 @@
+/**
+ * The few storage operations Gatehouse needs beyond express-session, with two implementations:
+ * Redis (shared by replicas) and memory (one process, development only).
+ *
+ * Versioned values are written as "<version>|<payload>" so a compare-and-set can check the
+ * version without opening the sealed payload.
+ */
+export interface Kv {
+  get(key: string): Promise<string | null>;
+  set(key: string, value: string, ttlMs: number): Promise<void>;
+  /** Overwrites only an existing key (SET XX): never resurrects a deleted record. True when written. */
+  replace(key: string, value: string, ttlMs: number): Promise<boolean>;
+  /** Sets only when absent (a lock); true when this call created it. */
+  setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>;
+  /** Reads and deletes in one step: one-time records (login transactions). */
+  getDel(key: string): Promise<string | null>;
+  del(...keys: string[]): Promise<void>;
+  expire(key: string, ttlMs: number): Promise<void>;
+  /** Writes a versioned value only if the stored version is `expected` (0 = absent). */
+  compareAndSet(key: string, expected: number, value: string, ttlMs: number): Promise<boolean>;
+  /** Deletes or extends a lock only while `owner` still holds it. */
+  releaseLock(key: string, owner: string): Promise<boolean>;
+  renewLock(key: string, owner: string, ttlMs: number): Promise<boolean>;
+  ping(): Promise<void>;
+}
+
+/** Thrown for any failure to reach or use the store; answered with 503 session_store_unavailable. */
+export class StoreUnavailableError extends Error {
+  override readonly name = 'StoreUnavailableError';
+  constructor(cause: unknown) {
+    super('session store unavailable', { cause });
+  }
+}
+
+export function versionOf(value: string | null): number {
+  if (value === null) return 0;
+  const bar = value.indexOf('|');
+  const v = bar > 0 ? Number(value.slice(0, bar)) : NaN;
+  return Number.isSafeInteger(v) ? v : -1;
+}

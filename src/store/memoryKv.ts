@@ -1,0 +1,83 @@
+import type { Kv } from './kv';
+import { versionOf } from './kv';
+
+interface Entry {
+  value: string;
+  expiresAt: number;
+}
+
+/** Single-process store for development and tests of one instance; expired entries are swept lazily. */
+export class MemoryKv implements Kv {
+  private readonly map = new Map<string, Entry>();
+  private sweepAt = 0;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  private read(key: string): string | null {
+    const e = this.map.get(key);
+    if (!e) return null;
+    if (e.expiresAt <= this.now()) {
+      this.map.delete(key);
+      return null;
+    }
+    return e.value;
+  }
+
+  private write(key: string, value: string, ttlMs: number): void {
+    const now = this.now();
+    this.map.set(key, { value, expiresAt: now + Math.max(1, ttlMs) });
+    if (now >= this.sweepAt) {
+      this.sweepAt = now + 60_000;
+      for (const [k, e] of this.map) if (e.expiresAt <= now) this.map.delete(k);
+    }
+  }
+
+  async get(key: string) {
+    return this.read(key);
+  }
+  async set(key: string, value: string, ttlMs: number) {
+    this.write(key, value, ttlMs);
+  }
+  async replace(key: string, value: string, ttlMs: number) {
+    if (this.read(key) === null) return false;
+    this.write(key, value, ttlMs);
+    return true;
+  }
+  async setIfAbsent(key: string, value: string, ttlMs: number) {
+    if (this.read(key) !== null) return false;
+    this.write(key, value, ttlMs);
+    return true;
+  }
+  async getDel(key: string) {
+    const v = this.read(key);
+    this.map.delete(key);
+    return v;
+  }
+  async del(...keys: string[]) {
+    for (const k of keys) this.map.delete(k);
+  }
+  async expire(key: string, ttlMs: number) {
+    const v = this.read(key);
+    if (v !== null) this.write(key, v, ttlMs);
+  }
+  async compareAndSet(key: string, expected: number, value: string, ttlMs: number) {
+    if (versionOf(this.read(key)) !== expected) return false;
+    this.write(key, value, ttlMs);
+    return true;
+  }
+  async releaseLock(key: string, owner: string) {
+    if (this.read(key) !== owner) return false;
+    this.map.delete(key);
+    return true;
+  }
+  async renewLock(key: string, owner: string, ttlMs: number) {
+    if (this.read(key) !== owner) return false;
+    this.write(key, owner, ttlMs);
+    return true;
+  }
+  async ping() {}
+  /** Test and CLI helper: number of live keys. */
+  size(): number {
+    return [...this.map.keys()].filter((k) => this.read(k) !== null).length;
+  }
+}

@@ -1,0 +1,79 @@
+import type { Redis } from 'ioredis';
+import type { Kv } from './kv';
+import { StoreUnavailableError } from './kv';
+
+// Each script touches one key, so it is cluster-safe (all keys of one session share a hash tag).
+const CAS = `
+local cur = redis.call('GET', KEYS[1])
+local v = 0
+if cur then v = tonumber(string.match(cur, '^(%d+)|')) or -1 end
+if v ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1`;
+const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+const RENEW = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`;
+
+type Scripted = Redis & {
+  gatehouseCas(key: string, expected: number, value: string, ttlMs: number): Promise<number>;
+  gatehouseRelease(key: string, owner: string): Promise<number>;
+  gatehouseRenew(key: string, owner: string, ttlMs: number): Promise<number>;
+};
+
+/** Every command error becomes a StoreUnavailableError: callers never mistake a fault for a missing record. */
+async function guard<T>(op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    throw new StoreUnavailableError(err);
+  }
+}
+
+export class RedisKv implements Kv {
+  private readonly r: Scripted;
+
+  constructor(redis: Redis) {
+    redis.defineCommand('gatehouseCas', { numberOfKeys: 1, lua: CAS });
+    redis.defineCommand('gatehouseRelease', { numberOfKeys: 1, lua: RELEASE });
+    redis.defineCommand('gatehouseRenew', { numberOfKeys: 1, lua: RENEW });
+    this.r = redis as Scripted;
+  }
+
+  get(key: string) {
+    return guard(() => this.r.get(key));
+  }
+  async set(key: string, value: string, ttlMs: number) {
+    await guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs))));
+  }
+  async replace(key: string, value: string, ttlMs: number) {
+    return (await guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'XX'))) === 'OK';
+  }
+  async setIfAbsent(key: string, value: string, ttlMs: number) {
+    return (await guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'))) === 'OK';
+  }
+  getDel(key: string) {
+    return guard(() => this.r.getdel(key));
+  }
+  async del(...keys: string[]) {
+    // One DEL per key: keys of different sessions may live in different cluster slots.
+    await guard(() => Promise.all(keys.map((k) => this.r.del(k))));
+  }
+  async expire(key: string, ttlMs: number) {
+    await guard(() => this.r.pexpire(key, Math.max(1, Math.ceil(ttlMs))));
+  }
+  async compareAndSet(key: string, expected: number, value: string, ttlMs: number) {
+    return (await guard(() => this.r.gatehouseCas(key, expected, value, Math.max(1, Math.ceil(ttlMs))))) === 1;
+  }
+  async releaseLock(key: string, owner: string) {
+    return (await guard(() => this.r.gatehouseRelease(key, owner))) === 1;
+  }
+  async renewLock(key: string, owner: string, ttlMs: number) {
+    return (await guard(() => this.r.gatehouseRenew(key, owner, Math.max(1, Math.ceil(ttlMs))))) === 1;
+  }
+  async ping() {
+    await guard(() => this.r.ping());
+  }
+}

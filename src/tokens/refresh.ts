@@ -1,0 +1,205 @@
+/**
+ * Refresh, exactly once: however many requests of one session arrive together, on however many
+ * replicas sharing one Redis, one expiring access token causes exactly one refresh grant.
+ *
+ *  1. In a process, requests of one session share one promise (single flight).
+ *  2. Across replicas, a Redis lock `SET NX PX` with an owner token and a lease renewed while the IdP
+ *     answers, so a slow IdP never lets a second refresher in (oauth2-proxy PR #3456).
+ *  3. R39: after taking the lock, re-read the record: another replica may have refreshed already
+ *     (Duende Support #1286). Waiters poll the record and reuse the winner's result.
+ *  4. RFC 6749 §6 / R38: the rotated refresh token is stored by compare-and-set before the new access
+ *     token is used, and the old one is never sent again.
+ *  5. Only `invalid_grant` ends the session, and only after re-reading shows nobody rotated the token
+ *     meanwhile. Every other failure keeps it: the still-valid access token is used (R42), else 503.
+ *
+ * Expected outcomes are values (STYLE §6): callers switch on AccessResult.kind.
+ */
+import type { Kv } from '../store/kv';
+import type { Logger } from '../log/logger';
+import type { Idp, TokenSet } from '../oidc/idp';
+import { classifyRefreshError } from '../oidc/classify';
+import { randomId } from '../crypto/seal';
+import type { SessionKeys } from '../session/keyring';
+import type { GatehouseSession } from '../session/sessionData';
+import { tokensFrom, type Tokens, type Vault, type VaultEntry } from './vault';
+
+export type AccessResult =
+  | { kind: 'bearer'; accessToken: string }
+  /** The grant is dead (invalid_grant, or a refreshed ID token for someone else): the session is over. */
+  | { kind: 'session-expired' }
+  /** No token record: the session ended elsewhere (logout on another tab or replica). */
+  | { kind: 'gone' }
+  /** The IdP could not refresh an already expired token; the session is kept. */
+  | { kind: 'unavailable'; retryAfterSeconds: number };
+
+export interface RefreshEvents {
+  /** Called once per refresh grant sent, with its outcome. */
+  onRefresh?(outcome: 'ok' | 'invalid_grant' | 'transient' | 'race_recovered'): void;
+}
+
+export interface TokenServiceOptions {
+  kv: Kv;
+  vault: Vault;
+  idp: Idp;
+  log: Logger;
+  now: () => number;
+  refreshSkewSeconds: number;
+  /** How long one refresh may hold the lock before renewing it. */
+  lockLeaseMs: number;
+  /** How long a request waits for another replica's refresh before giving up (then R42 / 503). */
+  lockWaitMs: number;
+  /** The session's end (ms), for the record's TTL. */
+  sessionEnd: (gh: GatehouseSession) => number;
+  events?: RefreshEvents;
+}
+
+const RETRY_AFTER_SECONDS = 2;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const bearer = (t: Tokens): AccessResult => ({ kind: 'bearer', accessToken: t.accessToken });
+
+export class TokenService {
+  private readonly inflight = new Map<string, Promise<AccessResult>>();
+
+  constructor(private readonly o: TokenServiceOptions) {}
+
+  /** The access token to send upstream, refreshed first when it is within the skew of its end. */
+  async accessToken(keys: SessionKeys, gh: GatehouseSession): Promise<AccessResult> {
+    const entry = await this.o.vault.read(keys);
+    if (!entry) return { kind: 'gone' };
+    if (entry.dead) return { kind: 'session-expired' };
+    if (this.o.now() < entry.tokens.refreshAt) return bearer(entry.tokens);
+    let flight = this.inflight.get(keys.tokensKey);
+    if (!flight) {
+      flight = this.refreshAcrossReplicas(keys, gh).finally(() => this.inflight.delete(keys.tokensKey));
+      this.inflight.set(keys.tokensKey, flight);
+    }
+    return flight;
+  }
+
+  /** Number of refreshes this process is running or waiting on (for graceful shutdown). */
+  get pending(): number {
+    return this.inflight.size;
+  }
+
+  private async refreshAcrossReplicas(keys: SessionKeys, gh: GatehouseSession): Promise<AccessResult> {
+    const { kv, vault, now } = this.o;
+    const owner = randomId();
+    const deadline = now() + this.o.lockWaitMs;
+    let pause = 20;
+    for (;;) {
+      if (await kv.setIfAbsent(keys.lockKey, owner, this.o.lockLeaseMs)) {
+        try {
+          return await this.refreshHoldingLock(keys, gh, owner);
+        } finally {
+          await kv.releaseLock(keys.lockKey, owner).catch((err: unknown) => this.o.log.warn({ err }, 'could not release refresh lock; it expires by itself'));
+        }
+      }
+      // Another replica is refreshing this session: wait for its result and reuse it.
+      await sleep(pause);
+      pause = Math.min(pause * 2, 200);
+      const cur = await vault.read(keys);
+      const settled = this.settled(cur);
+      if (settled) return settled;
+      if (now() > deadline) {
+        this.o.log.warn({ session: keys.hash }, 'gave up waiting for another replica to refresh');
+        return this.degrade((cur as VaultEntry & { dead: false }).tokens);
+      }
+    }
+  }
+
+  /** The outcome visible in a record without refreshing: gone, dead, or a token that is still fresh. */
+  private settled(entry: VaultEntry | null): AccessResult | undefined {
+    if (!entry) return { kind: 'gone' };
+    if (entry.dead) return { kind: 'session-expired' };
+    if (this.o.now() < entry.tokens.refreshAt) return bearer(entry.tokens);
+    return undefined;
+  }
+
+  /** R42: a failed refresh keeps the session; the current token is used while it is still valid. */
+  private degrade(tokens: Tokens): AccessResult {
+    return this.o.now() < tokens.expiresAt ? bearer(tokens) : { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
+  }
+
+  private async refreshHoldingLock(keys: SessionKeys, gh: GatehouseSession, owner: string): Promise<AccessResult> {
+    const { vault, idp, log, now } = this.o;
+    // R39: re-read after taking the lock; the previous holder may have refreshed already.
+    const cur = await vault.read(keys);
+    const settled = this.settled(cur);
+    if (settled) return settled;
+    const entry = cur as VaultEntry & { dead: false };
+    const sent = entry.tokens.refreshToken;
+    if (!sent) {
+      // No refresh token was issued (no offline_access): the session ends with its access token.
+      return now() < entry.tokens.expiresAt ? bearer(entry.tokens) : this.kill(keys, entry.version);
+    }
+
+    const renew = setInterval(() => {
+      this.o.kv.renewLock(keys.lockKey, owner, this.o.lockLeaseMs).catch(() => undefined);
+    }, Math.max(100, this.o.lockLeaseMs / 3));
+    let response: TokenSet;
+    // Expiry counts from when the request was sent: never later than the IdP's own clock.
+    const sentAt = now();
+    try {
+      response = await idp.refresh(sent);
+    } catch (err) {
+      const failure = classifyRefreshError(err);
+      if (failure === 'invalid_grant') {
+        // R39: before ending the session, check that nobody rotated the token while we asked.
+        const again = await vault.read(keys);
+        if (again && !again.dead && again.tokens.refreshToken !== sent) {
+          this.o.events?.onRefresh?.('race_recovered');
+          return this.settled(again) ?? this.degrade(again.tokens);
+        }
+        this.o.events?.onRefresh?.('invalid_grant');
+        log.info({ session: keys.hash }, 'refresh token rejected (invalid_grant): ending the session');
+        return this.kill(keys, again?.version ?? entry.version);
+      }
+      this.o.events?.onRefresh?.('transient');
+      log.warn({ session: keys.hash, failure, err }, 'refresh failed; keeping the session');
+      return this.degrade(entry.tokens);
+    } finally {
+      clearInterval(renew);
+    }
+
+    // OIDC Core §12.2 / R43: a refreshed ID token must name the same issuer and subject.
+    if (response.claims && (response.claims.iss !== gh.iss || response.claims.sub !== gh.sub)) {
+      log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
+      this.o.events?.onRefresh?.('invalid_grant');
+      return this.kill(keys, entry.version);
+    }
+    const tokens = tokensFrom(response, sentAt, this.o.refreshSkewSeconds, entry.tokens);
+    this.o.events?.onRefresh?.('ok');
+    return this.store(keys, gh, entry.version, tokens);
+  }
+
+  /**
+   * RFC 6749 §6: the rotated refresh token replaces the old one atomically. A store fault here would
+   * lose the only valid refresh token, so the write is retried before giving up.
+   */
+  private async store(keys: SessionKeys, gh: GatehouseSession, version: number, tokens: Tokens): Promise<AccessResult> {
+    const { vault, log, now } = this.o;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const ttl = this.o.sessionEnd(gh) - now();
+        if (await vault.write(keys, version, tokens, Math.max(1000, ttl))) return bearer(tokens);
+        // The record moved under us: the session ended meanwhile (logout), or it was killed.
+        const cur = await vault.read(keys);
+        if (!cur) return { kind: 'gone' };
+        if (cur.dead) return { kind: 'session-expired' };
+        log.warn({ session: keys.hash }, 'token record changed during refresh; keeping the newer record');
+        return bearer(tokens);
+      } catch (err) {
+        if (attempt >= 4) {
+          log.error({ session: keys.hash, err }, 'could not store rotated tokens; the next refresh will fail');
+          return bearer(tokens);
+        }
+        await sleep(100 * 2 ** attempt);
+      }
+    }
+  }
+
+  private async kill(keys: SessionKeys, version: number): Promise<AccessResult> {
+    await this.o.vault.kill(keys, version);
+    return { kind: 'session-expired' };
+  }
+}

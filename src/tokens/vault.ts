@@ -1,0 +1,80 @@
+/**
+ * The token vault: one sealed, versioned record per session, apart from the express-session blob.
+ *
+ * Why apart: express-session writes a whole session back at the end of a request, so a slow request
+ * would put an old refresh token over a new one (express-openid-connect #408). Here tokens are written
+ * only by compare-and-set on the record's version, so an older token set can never replace a newer one.
+ *
+ * A record is "<version>|<sealed tokens>", or "<version>|dead" for a short while after the grant was
+ * found dead, so requests waiting on other replicas learn the outcome (401 session_expired) too.
+ */
+import type { Kv } from '../store/kv';
+import { versionOf } from '../store/kv';
+import { open, seal } from '../crypto/seal';
+import type { SessionKeys } from '../session/keyring';
+import type { TokenSet } from '../oidc/idp';
+
+export interface Tokens {
+  accessToken: string;
+  refreshToken: string | undefined;
+  idToken: string | undefined;
+  /** Epoch ms: the access token's end, computed at receipt (RFC 6749 §5.1), and when to refresh it. */
+  expiresAt: number;
+  refreshAt: number;
+}
+
+export type VaultEntry = { version: number; dead: false; tokens: Tokens } | { version: number; dead: true };
+
+const DEAD = 'dead';
+const TOMBSTONE_MS = 60_000;
+/** An IdP that sends no expires_in: assume five minutes and refresh ahead of that. */
+const DEFAULT_LIFETIME_S = 300;
+
+/**
+ * Builds the record from a token response received at `receivedAt`.
+ * RFC 6749 §6: when the IdP returns no new refresh token, the old one stays valid and is kept.
+ * The refresh point is `skew` before expiry, but at most half the token's life, so an IdP whose tokens
+ * live shorter than the skew does not cause a refresh on every request.
+ */
+export function tokensFrom(ts: TokenSet, receivedAt: number, skewSeconds: number, previous?: Tokens): Tokens {
+  const lifetime = ts.expiresIn !== undefined && ts.expiresIn > 0 ? ts.expiresIn : DEFAULT_LIFETIME_S;
+  const skew = Math.min(skewSeconds, lifetime / 2);
+  const expiresAt = receivedAt + lifetime * 1000;
+  return {
+    accessToken: ts.accessToken,
+    refreshToken: ts.refreshToken ?? previous?.refreshToken,
+    idToken: ts.idToken ?? previous?.idToken,
+    expiresAt,
+    refreshAt: expiresAt - skew * 1000,
+  };
+}
+
+export class Vault {
+  constructor(private readonly kv: Kv) {}
+
+  async read(keys: SessionKeys): Promise<VaultEntry | null> {
+    const raw = await this.kv.get(keys.tokensKey);
+    if (raw === null) return null;
+    const version = versionOf(raw);
+    const body = raw.slice(raw.indexOf('|') + 1);
+    if (body === DEAD) return { version, dead: true };
+    const json = open(keys.sealKey, body, keys.tokensKey);
+    // A record that does not open for this session is treated as absent: it can never grant access.
+    return json === undefined ? null : { version, dead: false, tokens: JSON.parse(json) as Tokens };
+  }
+
+  /** Writes `tokens` as version expected+1 only if the record is still at `expected` (0 = absent). */
+  write(keys: SessionKeys, expected: number, tokens: Tokens, ttlMs: number): Promise<boolean> {
+    const value = `${expected + 1}|${seal(keys.sealKey, JSON.stringify(tokens), keys.tokensKey)}`;
+    return this.kv.compareAndSet(keys.tokensKey, expected, value, ttlMs);
+  }
+
+  /** Marks the grant dead (terminal, so unconditional); the marker expires by itself. */
+  async kill(keys: SessionKeys, version: number): Promise<void> {
+    await this.kv.set(keys.tokensKey, `${version + 1}|${DEAD}`, TOMBSTONE_MS);
+  }
+
+  async remove(keys: SessionKeys): Promise<void> {
+    await this.kv.del(keys.tokensKey, keys.lockKey);
+  }
+}

@@ -1,0 +1,64 @@
+import { loginAs, idpAgent } from '../support/login';
+import { startStack, SPA, type Stack } from '../support/stack';
+
+describe('login end to end', () => {
+  let s: Stack;
+  beforeAll(async () => {
+    s = await startStack();
+  });
+  afterAll(() => s.close());
+
+  it('logs in through the IdP, sets an HttpOnly session cookie and proxies /api with the bearer', async () => {
+    const browser = s.gw.agent();
+    const cb = await loginAs(browser, s.idp, 'alice', '/dashboard?tab=1');
+    expect(cb.status).toBe(302);
+    expect(cb.headers.location).toBe('/dashboard?tab=1');
+    const setCookie = ([] as string[]).concat(cb.headers['set-cookie'] ?? []);
+    const session = setCookie.find((c) => c.startsWith('gatehouse='));
+    expect(session).toMatch(/^gatehouse=s%3A[A-Za-z0-9_-]{43}\.[^;]+; Path=\/; HttpOnly; SameSite=Strict$/);
+
+    const me = await browser.get('/auth/session').set(SPA).expect(200);
+    expect(me.body).toMatchObject({ authenticated: true, user: { sub: 'alice', email: 'alice@example.test', name: 'Test alice' } });
+    expect(me.body.user).not.toHaveProperty('nonce');
+    expect(me.body.user).not.toHaveProperty('aud');
+
+    const api = await browser.get('/api/things?x=1').set(SPA).expect(200);
+    expect(api.body.path).toBe('/things');
+    const seen = s.upstream.requests.at(-1)!;
+    expect(seen.headers.authorization).toMatch(/^Bearer \S+$/);
+    expect(seen.headers.cookie).toBeUndefined();
+    expect(seen.headers['x-csrf']).toBeUndefined();
+  });
+
+  it('gives a new session id at every login (R17)', async () => {
+    const browser = s.gw.agent();
+    const a = await loginAs(browser, s.idp, 'bob');
+    const b = await loginAs(browser, s.idp, 'bob');
+    const id = (r: typeof a) => String(r.headers['set-cookie']).match(/gatehouse=([^;]+)/)![1];
+    expect(id(a)).not.toBe(id(b));
+    // the old id no longer resumes anything
+    const replay = await s.gw.agent().get('/auth/session').set(SPA).set('Cookie', `gatehouse=${id(a)}`);
+    expect(replay.status).toBe(401);
+  });
+
+  it('refreshes an expired access token transparently', async () => {
+    const browser = s.gw.agent();
+    await loginAs(browser, s.idp, 'carol');
+    await browser.get('/api/a').set(SPA).expect(200);
+    const first = s.upstream.requests.at(-1)!.headers.authorization;
+    const before = s.idp.grants.refresh_token;
+    await new Promise((r) => setTimeout(r, 2100));
+    await browser.get('/api/b').set(SPA).expect(200);
+    expect(s.upstream.requests.at(-1)!.headers.authorization).not.toBe(first);
+    expect(s.idp.grants.refresh_token).toBe(before + 1);
+  });
+
+  it('logs out: 200 with logoutUrl, cookie cleared, old cookie dead', async () => {
+    const browser = s.gw.agent();
+    await loginAs(browser, s.idp, 'dave', { idpAgent: idpAgent(s.idp) });
+    const out = await browser.post('/auth/logout').set(SPA).expect(200);
+    expect(out.body.logoutUrl).toContain(`${s.idp.issuer}/session/end`);
+    expect(String(out.headers['set-cookie'])).toMatch(/gatehouse=; Path=\/; HttpOnly; Max-Age=0/);
+    await browser.get('/api/x').set(SPA).expect(401);
+  });
+});

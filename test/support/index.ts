@@ -1,0 +1,6 @@
+/** Convenience re-exports: `import { startTestIdp, startUpstream, loginAs, reserveServer } from '../support';` */
+export * from './idp';
+export * from './upstream';
+export * from './login';
+export { startRedisServer, findFreePort, pingRedis, findRedisServerBinary } from './redisServer';
+export type { RedisServerHandle, StartRedisOptions } from './redisServer';

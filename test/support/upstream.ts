@@ -1,0 +1,211 @@
+/**
+ * A real upstream API for proxy tests: node:http on 127.0.0.1:<ephemeral>, recording every request.
+ *
+ * Routes (matched on the path, any method):
+ * - `/sse`                 text/event-stream: 3 `data:` events 100 ms apart, then ends
+ * - `/set-cookie`          200 JSON with `Set-Cookie: gatehouse=evil; Path=/` and `Set-Cookie: __Host-Http-gatehouse=evil; Path=/; Secure`
+ * - `/slow?ms=N`           the echo, after N ms (default 1000)
+ * - `/status/:code`        that status with a JSON body `{status: code}` (no body for 204/304)
+ * - `/big-upload`          streams the request body, counting bytes: 200 `{bytes: n}` (the body is not recorded)
+ * - anything else          200 echo `{method, path, query, headers, body, sub}`
+ *
+ * `sub` is the `sub` claim when the Bearer token is a JWT, else null (oidc-provider access tokens are opaque);
+ * `headers.authorization` is echoed as received.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface RecordedRequest {
+  method: string;
+  /** raw request target, e.g. `/things?x=1` */
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  /** raw header list as received (shows duplicates, e.g. two Authorization headers) */
+  rawHeaders: string[];
+  /** body as UTF-8 text ('' when none; for /big-upload always '') */
+  body: string;
+  /** body size in bytes */
+  bodyBytes: number;
+}
+
+export interface EchoResponse {
+  method: string;
+  path: string;
+  query: Record<string, string | string[]>;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+  sub: string | null;
+}
+
+export interface TestUpstream {
+  /** `http://127.0.0.1:<port>` */
+  readonly url: string;
+  readonly server: http.Server;
+  /** every request so far, in arrival order (recorded once the body has been read) */
+  readonly requests: RecordedRequest[];
+  /** the last recorded request (throws if none) */
+  last(): RecordedRequest;
+  /** forget recorded requests */
+  reset(): void;
+  close(): Promise<void>;
+}
+
+/** `sub` of a JWT (payload decoded, signature NOT verified), or null if the token is not a JWT. */
+export function subFromBearer(authorization: string | undefined): string | null {
+  const m = /^Bearer\s+(\S+)$/i.exec(authorization ?? '');
+  const token = m?.[1];
+  if (!token) return null;
+  const parts = token.split('.');
+  if (parts.length !== 3 || !parts[1]) return null;
+  try {
+    const payload = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8')) as { sub?: unknown };
+    return typeof payload.sub === 'string' ? payload.sub : null;
+  } catch {
+    return null;
+  }
+}
+
+function queryOf(url: URL): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of url.searchParams) {
+    const prev = out[k];
+    if (prev === undefined) out[k] = v;
+    else out[k] = Array.isArray(prev) ? [...prev, v] : [prev, v];
+  }
+  return out;
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown, extraHeaders: http.OutgoingHttpHeaders = {}) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    ...extraHeaders,
+  });
+  res.end(text);
+}
+
+export async function startUpstream(): Promise<TestUpstream> {
+  const requests: RecordedRequest[] = [];
+  const pendingTimers = new Set<NodeJS.Timeout>();
+  const later = (ms: number, fn: () => void) => {
+    const t = setTimeout(() => {
+      pendingTimers.delete(t);
+      fn();
+    }, ms);
+    pendingTimers.add(t);
+  };
+
+  const server = http.createServer((req, res) => {
+    const method = req.method ?? 'GET';
+    const rawUrl = req.url ?? '/';
+    // parse leniently: the target may be odd on purpose (path-traversal tests) and must still be recorded
+    let parsed: URL;
+    try {
+      parsed = new URL(rawUrl, 'http://upstream.invalid');
+    } catch {
+      parsed = new URL('http://upstream.invalid/');
+    }
+    const path = parsed.pathname;
+
+    if (path === '/big-upload') {
+      let bytes = 0;
+      req.on('data', (c: Buffer) => {
+        bytes += c.length;
+      });
+      req.on('end', () => {
+        requests.push({ method, url: rawUrl, headers: req.headers, rawHeaders: req.rawHeaders, body: '', bodyBytes: bytes });
+        sendJson(res, 200, { bytes });
+      });
+      return;
+    }
+
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const buf = Buffer.concat(chunks);
+      const body = buf.toString('utf8');
+      requests.push({ method, url: rawUrl, headers: req.headers, rawHeaders: req.rawHeaders, body, bodyBytes: buf.length });
+      const echo: EchoResponse = {
+        method,
+        path,
+        query: queryOf(parsed),
+        headers: req.headers,
+        body,
+        sub: subFromBearer(req.headers.authorization),
+      };
+
+      if (path === '/sse') {
+        res.writeHead(200, {
+          'content-type': 'text/event-stream',
+          'cache-control': 'no-cache',
+          connection: 'keep-alive',
+        });
+        res.flushHeaders();
+        let n = 0;
+        const tick = () => {
+          if (res.destroyed) return;
+          n++;
+          res.write(`data: ${JSON.stringify({ n })}\n\n`);
+          if (n < 3) later(100, tick);
+          else res.end();
+        };
+        tick();
+        return;
+      }
+
+      if (path === '/set-cookie') {
+        sendJson(res, 200, echo, {
+          'set-cookie': ['gatehouse=evil; Path=/', '__Host-Http-gatehouse=evil; Path=/; Secure'],
+        });
+        return;
+      }
+
+      if (path === '/slow') {
+        const ms = Number(parsed.searchParams.get('ms') ?? '1000');
+        later(Number.isFinite(ms) && ms >= 0 ? ms : 1000, () => {
+          if (!res.destroyed) sendJson(res, 200, echo);
+        });
+        return;
+      }
+
+      const status = /^\/status\/(\d{3})$/.exec(path)?.[1];
+      if (status) {
+        const code = Number(status);
+        if (code === 204 || code === 304) {
+          res.writeHead(code);
+          res.end();
+        } else {
+          sendJson(res, code, { status: code });
+        }
+        return;
+      }
+
+      sendJson(res, 200, echo);
+    });
+  });
+
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  return {
+    url,
+    server,
+    requests,
+    last: () => {
+      const r = requests[requests.length - 1];
+      if (!r) throw new Error('the upstream has not received any request');
+      return r;
+    },
+    reset: () => {
+      requests.length = 0;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const t of pendingTimers) clearTimeout(t);
+        pendingTimers.clear();
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

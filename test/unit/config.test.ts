@@ -1,0 +1,99 @@
+import { loadConfig, ConfigError } from '../../src/config/loadConfig';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const good = {
+  GATEHOUSE_ISSUER: 'https://login.example.com',
+  GATEHOUSE_CLIENT_ID: 'gatehouse',
+  GATEHOUSE_CLIENT_SECRET: 'client-secret',
+  GATEHOUSE_PUBLIC_URL: 'https://app.example.com',
+  GATEHOUSE_UPSTREAM: 'https://api.internal.example/v1',
+  GATEHOUSE_SESSION_SECRET: 'x'.repeat(32),
+  GATEHOUSE_REDIS_URL: 'redis://127.0.0.1:6379',
+};
+
+function problems(env: NodeJS.ProcessEnv): string[] {
+  try {
+    loadConfig(env);
+  } catch (e) {
+    if (e instanceof ConfigError) return [...e.problems];
+    throw e;
+  }
+  return [];
+}
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const c = loadConfig(good);
+    expect(c.port).toBe(8080);
+    expect(c.scopes).toBe('openid profile email offline_access');
+    expect(c.refreshSkewSeconds).toBe(30);
+    expect(c.sessionIdleSeconds).toBe(1800);
+    expect(c.sessionAbsoluteSeconds).toBe(86400);
+    expect(c.metricsPort).toBe(9464);
+    expect(c.clientAuth).toBe('client_secret_basic');
+    expect(c.postLogoutRedirectUri).toBe('https://app.example.com/');
+    expect(c.redirectUri).toBe('https://app.example.com/auth/callback');
+    expect(c.secureCookies).toBe(true);
+    expect(c.warnings).toEqual([]);
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('reports every problem at once, one line each naming the variable', () => {
+    const p = problems({});
+    for (const v of ['GATEHOUSE_ISSUER', 'GATEHOUSE_CLIENT_ID', 'GATEHOUSE_CLIENT_SECRET', 'GATEHOUSE_PUBLIC_URL', 'GATEHOUSE_UPSTREAM', 'GATEHOUSE_SESSION_SECRET']) {
+      expect(p.filter((l) => l.startsWith(`${v}:`))).toHaveLength(1);
+    }
+    for (const line of p) expect(line).not.toContain('\n');
+  });
+
+  it.each([
+    [{ GATEHOUSE_SESSION_SECRET: 'short' }, 'GATEHOUSE_SESSION_SECRET: secret #1 has 5 characters'],
+    [{ GATEHOUSE_SESSION_SECRET: `${'x'.repeat(32)},short` }, 'GATEHOUSE_SESSION_SECRET: secret #2'],
+    [{ GATEHOUSE_ISSUER: 'http://login.example.com' }, 'GATEHOUSE_ISSUER: must be https://'],
+    [{ GATEHOUSE_ISSUER: 'not a url' }, 'GATEHOUSE_ISSUER: "not a url" is not an absolute URL'],
+    [{ GATEHOUSE_PUBLIC_URL: 'https://app.example.com/app' }, 'GATEHOUSE_PUBLIC_URL: must be an origin'],
+    [{ GATEHOUSE_UPSTREAM: 'ftp://x' }, 'GATEHOUSE_UPSTREAM: must be an http(s) URL'],
+    [{ GATEHOUSE_REDIS_URL: 'http://redis' }, 'GATEHOUSE_REDIS_URL: must be a redis://'],
+    [{ GATEHOUSE_PORT: 'eighty' }, 'GATEHOUSE_PORT: "eighty" is not a port'],
+    [{ GATEHOUSE_REFRESH_SKEW_SECONDS: '-5' }, 'GATEHOUSE_REFRESH_SKEW_SECONDS'],
+    [{ GATEHOUSE_SESSION_IDLE_SECONDS: '0' }, 'GATEHOUSE_SESSION_IDLE_SECONDS'],
+    [{ GATEHOUSE_SESSION_IDLE_SECONDS: '1.5' }, 'GATEHOUSE_SESSION_IDLE_SECONDS'],
+    [{ GATEHOUSE_SESSION_IDLE_SECONDS: '7200', GATEHOUSE_SESSION_ABSOLUTE_SECONDS: '3600' }, 'GATEHOUSE_SESSION_IDLE_SECONDS: 7200 is longer than'],
+    [{ GATEHOUSE_CLIENT_AUTH: 'magic' }, 'GATEHOUSE_CLIENT_AUTH: "magic" is not supported'],
+    [{ GATEHOUSE_CLIENT_AUTH: 'private_key_jwt' }, 'GATEHOUSE_CLIENT_PRIVATE_KEY: is required'],
+    [{ GATEHOUSE_SCOPES: 'profile email' }, 'GATEHOUSE_SCOPES: "profile email" lacks openid'],
+    [{ GATEHOUSE_LOG_LEVEL: 'loud' }, 'GATEHOUSE_LOG_LEVEL'],
+    [{ GATEHOUSE_METRICS_PORT: '8080' }, 'GATEHOUSE_METRICS_PORT: must differ'],
+    [{ GATEHOUSE_COOKIE_SAMESITE: 'none' }, 'GATEHOUSE_COOKIE_SAMESITE'],
+    [{ GATEHOUSE_CONFIG: '/nonexistent/gatehouse.json' }, 'GATEHOUSE_CONFIG: file /nonexistent/gatehouse.json does not exist'],
+  ])('refuses %o', (override, expected) => {
+    const p = problems({ ...good, ...override });
+    expect(p.some((l) => l.startsWith(expected))).toBe(true);
+  });
+
+  it('accepts http:// only on loopback, with a warning', () => {
+    const c = loadConfig({ ...good, GATEHOUSE_ISSUER: 'http://127.0.0.1:9000', GATEHOUSE_PUBLIC_URL: 'http://localhost:8080' });
+    expect(c.allowInsecureIdp).toBe(true);
+    expect(c.secureCookies).toBe(false);
+    expect(c.warnings.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('warns when no Redis is configured', () => {
+    const { GATEHOUSE_REDIS_URL: _omit, ...env } = good;
+    expect(loadConfig(env).warnings.some((w) => w.includes('GATEHOUSE_REDIS_URL'))).toBe(true);
+  });
+
+  it('reads a JSON config file under the environment', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-'));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify({ upstream: 'https://from-file.example', refreshSkewSeconds: 45 }));
+    const { GATEHOUSE_UPSTREAM: _u, ...env } = good;
+    const c = loadConfig({ ...env, GATEHOUSE_CONFIG: file, GATEHOUSE_REFRESH_SKEW_SECONDS: '10' });
+    expect(c.upstream.href).toBe('https://from-file.example/');
+    expect(c.refreshSkewSeconds).toBe(10);
+    writeFileSync(file, '{"upstreem": "x"}');
+    expect(problems({ ...good, GATEHOUSE_CONFIG: file })[0]).toMatch(/^GATEHOUSE_CONFIG: .* has unknown settings upstreem/);
+  });
+});

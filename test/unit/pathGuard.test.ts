@@ -1,0 +1,36 @@
+import { upstreamPath } from '../../src/proxy/pathGuard';
+
+describe('upstreamPath (R49: /api/<p> reaches only <UPSTREAM>/<p>)', () => {
+  it.each([
+    ['/api/things', '/things'],
+    ['/api/things?x=1&y=%2F', '/things?x=1&y=%2F'],
+    ['/api', '/'],
+    ['/api/', '/'],
+    ['/api/a/b/', '/a/b/'],
+    ['/api/users/j%C3%B6rg', '/users/j%C3%B6rg'],
+    ['/api/a@b', '/a@b'],
+  ])('maps %s to %s', (raw, expected) => {
+    expect(upstreamPath(raw)).toBe(expected);
+  });
+
+  // STANDARDS.md §2 row 14 and DESIGN.md's 400 bad_request row.
+  it.each([
+    '/api/../admin',
+    '/api/%2e%2e/admin',
+    '/api/%2E%2E/admin',
+    '/api/.%2e/admin',
+    '/api/..%2fadmin',
+    '/api/%5c..%5cadmin',
+    '/api/a\\..\\admin',
+    '/api//evil.example/x',
+    '/api/@evil.example/x',
+    '/api/./x',
+    '/api/x/%00',
+    '/api/x%0d%0a',
+    '/api/%zz',
+    '/apix',
+    'http://evil.example/api/x',
+  ])('refuses %s', (raw) => {
+    expect(upstreamPath(raw)).toBeUndefined();
+  });
+});
