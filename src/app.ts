@@ -49,7 +49,13 @@ export function createApp(d: AppDeps): Express {
   app.set('etag', false);
 
   app.use(requireOriginForm());
-  app.use(helmet({ strictTransportSecurity: cfg.secureCookies }));
+  // HSTS and upgrade-insecure-requests only make sense on https; on http://localhost they break the page.
+  app.use(
+    helmet({
+      strictTransportSecurity: cfg.secureCookies,
+      contentSecurityPolicy: { directives: { upgradeInsecureRequests: cfg.secureCookies ? [] : null } },
+    }),
+  );
   app.get('/healthz', healthz());
   app.get('/readyz', readyz({ kv: d.kv, idp: d.idp, draining: d.draining }));
 

@@ -52,7 +52,7 @@ function readConfigFile(path: string): GatehouseOptions {
   }
   const unknown = Object.keys(json).filter((k) => !ENV_OF.has(k as keyof GatehouseOptions));
   if (unknown.length) throw new Error(`${path} has unknown settings ${unknown.join(', ')} — known: ${[...ENV_OF.keys()].join(', ')}`);
-  return json as GatehouseOptions;
+  return json;
 }
 
 /** Validates options (from loadConfig or an embedder) into a frozen Config; throws ConfigError listing every problem. */
@@ -145,6 +145,7 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
     if (sessionSecrets.length === 0) fail('sessionSecret', 'is empty — set at least one secret of 32+ characters');
     sessionSecrets.forEach((s, i) => {
       if (s.length < 32) fail('sessionSecret', `secret #${i + 1} has ${s.length} characters — use 32 or more, e.g. $(openssl rand -base64 48)`);
+      else if (s.startsWith('change-me')) fail('sessionSecret', `secret #${i + 1} is the placeholder from config/example.env — generate one with openssl rand -base64 48`);
     });
   }
 

@@ -34,7 +34,7 @@ function toTokenSet(r: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHe
     refreshToken: r.refresh_token,
     idToken: r.id_token,
     expiresIn: r.expiresIn(),
-    claims: r.claims() as Record<string, unknown> | undefined,
+    claims: r.claims(),
   };
 }
 
@@ -138,7 +138,7 @@ export class Idp {
   async userinfo(accessToken: string, sub: string): Promise<Record<string, unknown>> {
     const config = await this.metadata();
     if (!config.serverMetadata().userinfo_endpoint) return {};
-    return (await oidc.fetchUserInfo(config, accessToken, sub)) as Record<string, unknown>;
+    return (await oidc.fetchUserInfo(config, accessToken, sub));
   }
 
   /** RFC 7009 §2.1. Resolves false when the IdP offers no revocation endpoint. */

@@ -32,9 +32,14 @@ export class StoreUnavailableError extends Error {
   }
 }
 
+/**
+ * The version of a stored value: 0 when absent, -1 when it carries none. Only "<digits>|" counts, exactly
+ * as the Redis CAS script reads it (`^(%d+)|`): Number() would also accept " 1", "+1", "1.0" or "0x1", and
+ * MemoryKv and RedisKv must answer the same compare-and-set the same way (test/contract/kv.test.ts).
+ */
 export function versionOf(value: string | null): number {
   if (value === null) return 0;
-  const bar = value.indexOf('|');
-  const v = bar > 0 ? Number(value.slice(0, bar)) : NaN;
+  const m = /^(\d+)\|/.exec(value);
+  const v = m ? Number(m[1]) : NaN;
   return Number.isSafeInteger(v) ? v : -1;
 }

@@ -70,7 +70,7 @@ export class TokenService {
     if (this.o.now() < entry.tokens.refreshAt) return bearer(entry.tokens);
     let flight = this.inflight.get(keys.tokensKey);
     if (!flight) {
-      flight = this.refreshAcrossReplicas(keys, gh).finally(() => this.inflight.delete(keys.tokensKey));
+      flight = this.refreshAcrossReplicas(keys, gh, entry.version).finally(() => this.inflight.delete(keys.tokensKey));
       this.inflight.set(keys.tokensKey, flight);
     }
     return flight;
@@ -81,7 +81,8 @@ export class TokenService {
     return this.inflight.size;
   }
 
-  private async refreshAcrossReplicas(keys: SessionKeys, gh: GatehouseSession): Promise<AccessResult> {
+  /** `due` is the version of the record found due for refresh: any newer record is another request's result. */
+  private async refreshAcrossReplicas(keys: SessionKeys, gh: GatehouseSession, due: number): Promise<AccessResult> {
     const { kv, vault, now } = this.o;
     const owner = randomId();
     const deadline = now() + this.o.lockWaitMs;
@@ -89,7 +90,7 @@ export class TokenService {
     for (;;) {
       if (await kv.setIfAbsent(keys.lockKey, owner, this.o.lockLeaseMs)) {
         try {
-          return await this.refreshHoldingLock(keys, gh, owner);
+          return await this.refreshHoldingLock(keys, gh, owner, due);
         } finally {
           await kv.releaseLock(keys.lockKey, owner).catch((err: unknown) => this.o.log.warn({ err }, 'could not release refresh lock; it expires by itself'));
         }
@@ -98,7 +99,7 @@ export class TokenService {
       await sleep(pause);
       pause = Math.min(pause * 2, 200);
       const cur = await vault.read(keys);
-      const settled = this.settled(cur);
+      const settled = this.settled(cur, due);
       if (settled) return settled;
       if (now() > deadline) {
         this.o.log.warn({ session: keys.hash }, 'gave up waiting for another replica to refresh');
@@ -107,11 +108,18 @@ export class TokenService {
     }
   }
 
-  /** The outcome visible in a record without refreshing: gone, dead, or a token that is still fresh. */
-  private settled(entry: VaultEntry | null): AccessResult | undefined {
+  /**
+   * The outcome visible in a record without refreshing: gone, dead, a token that is still fresh, or (R39)
+   * the result of a refresh that another request or replica completed after we found version `due` due.
+   */
+  private settled(entry: VaultEntry | null, due: number): AccessResult | undefined {
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
     if (this.o.now() < entry.tokens.refreshAt) return bearer(entry.tokens);
+    // R39 (waiters reuse the winner's result): a slow IdP can hand back a token that is already inside its
+    // skew window (expiry counts from when the grant was sent). It is still valid, so refreshing it again
+    // would be a second grant for one expiring token.
+    if (entry.version > due && this.o.now() < entry.tokens.expiresAt) return bearer(entry.tokens);
     return undefined;
   }
 
@@ -120,11 +128,11 @@ export class TokenService {
     return this.o.now() < tokens.expiresAt ? bearer(tokens) : { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
   }
 
-  private async refreshHoldingLock(keys: SessionKeys, gh: GatehouseSession, owner: string): Promise<AccessResult> {
+  private async refreshHoldingLock(keys: SessionKeys, gh: GatehouseSession, owner: string, due: number): Promise<AccessResult> {
     const { vault, idp, log, now } = this.o;
     // R39: re-read after taking the lock; the previous holder may have refreshed already.
     const cur = await vault.read(keys);
-    const settled = this.settled(cur);
+    const settled = this.settled(cur, due);
     if (settled) return settled;
     const entry = cur as VaultEntry & { dead: false };
     const sent = entry.tokens.refreshToken;
@@ -148,7 +156,7 @@ export class TokenService {
         const again = await vault.read(keys);
         if (again && !again.dead && again.tokens.refreshToken !== sent) {
           this.o.events?.onRefresh?.('race_recovered');
-          return this.settled(again) ?? this.degrade(again.tokens);
+          return this.settled(again, entry.version) ?? this.degrade(again.tokens);
         }
         this.o.events?.onRefresh?.('invalid_grant');
         log.info({ session: keys.hash }, 'refresh token rejected (invalid_grant): ending the session');

@@ -57,25 +57,21 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const logger: Logger = createLogger('debug', (line) => logs.push(line));
   const servers: ReservedServer[] = [await reserveServer()];
   for (let i = 1; i < (opts.instances ?? 1); i++) servers.push(await reserveServer());
-  const first = servers[0]!;
   const idp = await startTestIdp({
     redirectUri: [],
     postLogoutRedirectUri: [],
     ...opts.idp,
-  } as TestIdpOptions);
+  });
   const upstream = await startUpstream();
   const useRedis = (opts.store ?? 'redis') === 'redis';
   const redis = useRedis ? new Redis(redisUrl()) : null;
   const instances: Instance[] = [];
 
   const registered = new Set<string>();
+  // Every instance has its own public URL here (ephemeral ports): register each one's redirect URIs.
   const register = async (server: ReservedServer) => {
-    // Every instance has its own public URL here (ephemeral ports): register each redirect URI.
-    const client = await idp.provider.Client.find(idp.clientId);
-    const meta = client as unknown as { redirectUris: string[]; postLogoutRedirectUris: string[] };
     registered.add(server.url);
-    meta.redirectUris.push(`${server.url}/auth/callback`);
-    meta.postLogoutRedirectUris.push(`${server.url}/`);
+    await idp.allowGateway(server.url);
   };
 
   const addInstance = async (server?: ReservedServer): Promise<Instance> => {
@@ -141,6 +137,3 @@ export async function dumpRedis(stack: Stack): Promise<Array<{ key: string; valu
 
 /** The headers an SPA sends on every same-origin call. */
 export const SPA = { 'X-CSRF': '1' } as const;
-
-export { first };
-const first = <T>(xs: readonly T[]): T => xs[0]!;

@@ -51,6 +51,7 @@ describe('loadConfig', () => {
   it.each([
     [{ GATEHOUSE_SESSION_SECRET: 'short' }, 'GATEHOUSE_SESSION_SECRET: secret #1 has 5 characters'],
     [{ GATEHOUSE_SESSION_SECRET: `${'x'.repeat(32)},short` }, 'GATEHOUSE_SESSION_SECRET: secret #2'],
+    [{ GATEHOUSE_SESSION_SECRET: 'change-me-to-a-random-secret-of-at-least-32-characters' }, 'GATEHOUSE_SESSION_SECRET: secret #1 is the placeholder'],
     [{ GATEHOUSE_ISSUER: 'http://login.example.com' }, 'GATEHOUSE_ISSUER: must be https://'],
     [{ GATEHOUSE_ISSUER: 'not a url' }, 'GATEHOUSE_ISSUER: "not a url" is not an absolute URL'],
     [{ GATEHOUSE_PUBLIC_URL: 'https://app.example.com/app' }, 'GATEHOUSE_PUBLIC_URL: must be an origin'],

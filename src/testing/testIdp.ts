@@ -1,0 +1,512 @@
+/**
+ * A real OpenID provider for tests: oidc-provider 9 in-process on 127.0.0.1:<ephemeral> (STACK.md §5.1),
+ * with counters and fault switches on its token endpoint.
+ *
+ * Behaviour worth knowing (all genuine oidc-provider behaviour, nothing faked unless a fault switch is set):
+ * - Refresh tokens always rotate. Presenting an already-rotated refresh token answers 400 invalid_grant AND
+ *   revokes the whole grant, so the newest refresh token (and the access tokens) die too.
+ * - A refresh token is issued to every client allowed the refresh_token grant (no offline_access/prompt=consent
+ *   dance). Unless the granted scope kept `offline_access`, oidc-provider ties the refresh token to the IdP
+ *   session (`expiresWithSession`): an IdP logout (end_session) also kills it.
+ * - Access tokens are opaque and live `accessTokenTtl` seconds (default 2); clockTolerance is 0 here (oidc-provider's
+ *   default 15 s would keep expired access tokens working at userinfo).
+ * - Two concurrent refreshes with the same refresh token: one gets 200, the other is reuse (invalid_grant) and the
+ *   grant is revoked, so the winner's new refresh token is dead as well (deterministic with the in-memory adapter).
+ * - client_secret_basic and client_secret_post are accepted interchangeably (see tokenRequests[].clientAuth).
+ * - ID tokens carry sub, email, email_verified, name (conformIdTokenClaims: false); /me (userinfo) works too.
+ * - PKCE (S256) is required.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { Provider, type ClientAuthMethod, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import { exportJWK, generateKeyPair } from 'jose';
+
+export const DEFAULT_CLIENT_ID = 'gatehouse';
+export const DEFAULT_CLIENT_SECRET = 'gatehouse-test-client-secret-0123456789abcdef';
+/** registered when TestIdpOptions.redirectUri is empty (port 9 = discard: nothing listens there) */
+export const PLACEHOLDER_REDIRECT_URI = 'http://127.0.0.1:9/placeholder-redirect-uri';
+
+export interface TestIdpOptions {
+  /** default 'gatehouse' */
+  clientId?: string;
+  /** default DEFAULT_CLIENT_SECRET (45 chars) */
+  clientSecret?: string;
+  /** default 'client_secret_basic' */
+  tokenEndpointAuthMethod?: ClientAuthMethod;
+  /**
+   * e.g. `${publicUrl}/auth/callback`; several allowed. May be omitted/empty when the gateway URLs are not known
+   * yet (a placeholder is registered; add the real ones later with allowGateway()/addClientUris()).
+   */
+  redirectUri?: string | string[];
+  /** e.g. `${publicUrl}/` */
+  postLogoutRedirectUri?: string | string[];
+  /** e.g. `${publicUrl}/auth/backchannel-logout`; enables back-channel logout for the client (sid required) */
+  backchannelLogoutUri?: string;
+  /** access token lifetime in seconds (default 2) */
+  accessTokenTtl?: number;
+  /** refresh token lifetime in seconds (default 3600) */
+  refreshTokenTtl?: number;
+  /**
+   * oidc-provider's clock tolerance in seconds (its default is 15, which keeps expired access tokens usable at
+   * userinfo/introspection for 15 s). Default here: 0, so tokens die at their `exp`.
+   */
+  clockTolerance?: number;
+  /** 'auto' (default): interactions finished programmatically with setNextAccount(); 'dev': oidc-provider's HTML forms */
+  interactions?: 'auto' | 'dev';
+  /** more registered clients, passed to oidc-provider as-is */
+  extraClients?: ClientMetadata[];
+  /** account used by the next 'auto' login (default 'alice') */
+  account?: string;
+  /** claims of an account (default: sub, email `<sub>@example.test`, email_verified true, name `Test <sub>`) */
+  claims?: (sub: string) => Record<string, unknown>;
+  /** port to listen on (default: an ephemeral one) */
+  port?: number;
+  /** issuer host name: '127.0.0.1' (default, listens on 127.0.0.1 only) or 'localhost' (for browsers; still listens on 127.0.0.1 only) */
+  hostname?: '127.0.0.1' | 'localhost';
+  /** drop oidc-provider's harmless "oidc-provider WARNING/NOTICE" console lines (default true) */
+  quiet?: boolean;
+}
+
+export interface RefreshFault {
+  status: number;
+  body: object;
+  headers: Record<string, string>;
+  /** remaining injections; Infinity = until failRefresh(null) */
+  remaining: number;
+}
+
+export interface GrantCounters {
+  /** token-endpoint POSTs by grant_type, counted on arrival (failed/injected ones included) */
+  authorization_code: number;
+  refresh_token: number;
+  [grantType: string]: number;
+}
+
+export type ClientAuthUsed = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt_or_client_secret_jwt' | 'none';
+
+/** one token-endpoint POST, recorded on arrival; `status` is filled in once it has been answered */
+export interface TokenRequestRecord {
+  grantType: string;
+  /** how the client authenticated (oidc-provider 9 accepts basic and post interchangeably, so check it here) */
+  clientAuth: ClientAuthUsed;
+  /** the refresh_token presented (refresh_token grant only) */
+  refreshToken?: string;
+  /** HTTP status answered (undefined while in flight) */
+  status?: number;
+  /** true when failRefresh answered it without oidc-provider */
+  injected: boolean;
+}
+
+export interface BackchannelLogoutRecord {
+  ok: boolean;
+  clientId: string;
+  accountId: string;
+  sid: string;
+  error?: string;
+}
+
+export interface TestIdp {
+  /** `http://127.0.0.1:<port>` */
+  readonly issuer: string;
+  readonly provider: Provider;
+  readonly clientId: string;
+  readonly clientSecret: string;
+  /** token endpoint path and URL */
+  readonly tokenEndpoint: string;
+  /**
+   * the account the next programmatic ('auto') login signs in as (sticky). A request to /interaction/:uid carrying
+   * an `X-Test-Account: <sub>` header (loginAs sends it) overrides it for that login.
+   */
+  setNextAccount(sub: string): void;
+
+  // ---- counters (see resetCounters) ----
+  readonly grants: GrantCounters;
+  /** refresh_token requests answered 200 */
+  readonly refreshSucceeded: number;
+  /** refresh_token requests answered non-200 (genuine errors AND failRefresh injections) */
+  readonly refreshFailed: number;
+  /** POSTs to the revocation endpoint */
+  readonly revocations: number;
+  /** times oidc-provider saw an already-rotated refresh token (it then revoked the whole grant) */
+  readonly reuseDetected: number;
+  /** every error oidc-provider answered at the token endpoint, e.g. {grantType:'refresh_token', error:'invalid_grant', detail:'refresh token already used'} */
+  readonly grantErrors: ReadonlyArray<{ grantType: string; error: string; detail?: string }>;
+  /** every token-endpoint POST in arrival order */
+  readonly tokenRequests: ReadonlyArray<TokenRequestRecord>;
+  /** back-channel logout deliveries attempted by the IdP */
+  readonly backchannelLogouts: ReadonlyArray<BackchannelLogoutRecord>;
+  /** zero every counter and forget grantErrors/tokenRequests/backchannelLogouts (tokensIssued is kept) */
+  resetCounters(): void;
+
+  // ---- fault switches ----
+  /**
+   * While set, token-endpoint requests with grant_type=refresh_token are answered with `status` and `body`
+   * (JSON; default `{error:'temporarily_unavailable'}`, or `{error:'invalid_grant'}` for 400) without reaching
+   * oidc-provider. `times` limits how many requests are failed (default: until failRefresh(null)).
+   */
+  failRefresh(status: number | null, body?: object, opts?: { times?: number; headers?: Record<string, string> }): void;
+  /**
+   * Delay every token-endpoint response by `ms` (0 = off). phase 'before' (default): wait before oidc-provider
+   * handles the request; 'after': oidc-provider has already handled it (the refresh token is already rotated)
+   * when the wait starts.
+   */
+  delay(ms: number, phase?: 'before' | 'after'): void;
+  /**
+   * register more redirect / post-logout redirect URIs on an already running IdP (default: the main client),
+   * e.g. for a second gateway instance on another port
+   */
+  addClientUris(uris: { redirectUri?: string | string[]; postLogoutRedirectUri?: string | string[] }, clientId?: string): Promise<void>;
+  /** addClientUris for a gateway at `publicUrl`: `<publicUrl>/auth/callback` and `<publicUrl>/` */
+  allowGateway(publicUrl: string, clientId?: string): Promise<void>;
+  /** revoke every grant (and its access/refresh tokens and codes) of that account; resolves to the number of grants */
+  revoke(sub: string): Promise<number>;
+
+  /** every access/refresh/ID token string the token endpoint returned, in order */
+  tokensIssued(): string[];
+  close(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+let consoleFiltered = false;
+/** oidc-provider prints harmless warnings (in-memory adapter, devInteractions, SSRF guard, pre-parsed body...) */
+function filterOidcProviderConsole(): void {
+  if (consoleFiltered || process.env.GATEHOUSE_TEST_IDP_VERBOSE) return;
+  consoleFiltered = true;
+  const isProviderNoise = (args: unknown[]) =>
+    typeof args[0] === 'string' && /^(\x1b\[[0-9;]*m)?oidc-provider (WARNING|NOTICE): /.test(args[0]);
+  for (const method of ['warn', 'info'] as const) {
+    const original = console[method].bind(console);
+    console[method] = (...args: unknown[]) => {
+      if (!isProviderNoise(args)) original(...args);
+    };
+  }
+}
+
+function readRawBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.once('error', reject);
+  });
+}
+
+function toArray(v: string | string[] | undefined): string[] {
+  if (v === undefined) return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
+  if (opts.quiet !== false) filterOidcProviderConsole();
+
+  const clientId = opts.clientId ?? DEFAULT_CLIENT_ID;
+  const clientSecret = opts.clientSecret ?? DEFAULT_CLIENT_SECRET;
+  const claimsOf = opts.claims ?? ((sub: string) => ({ sub, email: `${sub}@example.test`, email_verified: true, name: `Test ${sub}` }));
+
+  const server = http.createServer();
+  const hostname = opts.hostname ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    // Loopback only, also for 'localhost' (browsers and Node's fetch try 127.0.0.1 when ::1 refuses).
+    server.listen(opts.port ?? 0, '127.0.0.1', resolve);
+  });
+  const issuer = `http://${hostname}:${(server.address() as AddressInfo).port}`;
+
+  const { privateKey } = await generateKeyPair('RS256', { extractable: true });
+  const signingKey = { ...(await exportJWK(privateKey)), kid: `test-rs256-${randomBytes(4).toString('hex')}`, alg: 'RS256', use: 'sig' };
+
+  let nextAccount = opts.account ?? 'alice';
+
+  const mainClient: ClientMetadata = {
+    client_id: clientId,
+    client_secret: clientSecret,
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    // oidc-provider rejects a client without redirect_uris: register a placeholder until real ones are added
+    redirect_uris: toArray(opts.redirectUri).length ? toArray(opts.redirectUri) : [PLACEHOLDER_REDIRECT_URI],
+    post_logout_redirect_uris: toArray(opts.postLogoutRedirectUri),
+    token_endpoint_auth_method: opts.tokenEndpointAuthMethod ?? 'client_secret_basic',
+    ...(opts.backchannelLogoutUri ? { backchannel_logout_uri: opts.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
+  };
+
+  const TOKEN_PATH = '/token';
+  const REVOCATION_PATH = '/token/revocation';
+
+  const configuration: Configuration = {
+    clients: [mainClient, ...(opts.extraClients ?? [])],
+    clockTolerance: opts.clockTolerance ?? 0,
+    jwks: { keys: [signingKey] },
+    cookies: { keys: [randomBytes(32).toString('hex')] },
+    routes: { token: TOKEN_PATH, revocation: REVOCATION_PATH },
+    pkce: { required: () => true },
+    features: {
+      devInteractions: { enabled: opts.interactions === 'dev' },
+      revocation: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+      backchannelLogout: { enabled: true },
+      userinfo: { enabled: true },
+    },
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+    conformIdTokenClaims: false,
+    findAccount: async (_ctx, sub) => ({
+      accountId: sub,
+      claims: async () => ({ ...claimsOf(sub), sub }),
+    }),
+    // the default needs scope offline_access, which oidc-provider drops unless prompt=consent
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    // oidc-provider 9 blocks its own outgoing fetches (back-channel logout) to loopback: drop the SSRF dispatcher
+    fetch: (input, init) => {
+      const { dispatcher: _ssrfGuard, ...rest } = (init ?? {}) as RequestInit & { dispatcher?: unknown };
+      return globalThis.fetch(input, rest);
+    },
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: opts.accessTokenTtl ?? 2,
+      AuthorizationCode: 60,
+      IdToken: 3600,
+      RefreshToken: opts.refreshTokenTtl ?? 3600,
+      Interaction: 600,
+      Session: 3600,
+      Grant: 3600,
+    },
+  };
+
+  const provider = new Provider(issuer, configuration);
+
+  // ---------- state ----------
+  const grants: GrantCounters = { authorization_code: 0, refresh_token: 0 };
+  let refreshSucceeded = 0;
+  let refreshFailed = 0;
+  let revocations = 0;
+  let reuseDetected = 0;
+  let grantErrors: Array<{ grantType: string; error: string; detail?: string }> = [];
+  let backchannelLogouts: BackchannelLogoutRecord[] = [];
+  let tokenRequests: TokenRequestRecord[] = [];
+  const issued: string[] = [];
+  const grantsByAccount = new Map<string, Set<string>>();
+  let fault: RefreshFault | undefined;
+  let delayMs = 0;
+  let delayPhase: 'before' | 'after' = 'before';
+
+  const trackGrant = (accountId: string | undefined, grantId: string | undefined) => {
+    if (!accountId || !grantId) return;
+    let set = grantsByAccount.get(accountId);
+    if (!set) grantsByAccount.set(accountId, (set = new Set()));
+    set.add(grantId);
+  };
+  provider.on('grant.saved', (grant) => trackGrant(grant.accountId, grant.jti));
+  provider.on('authorization_code.saved', (code) => trackGrant(code.accountId, code.grantId));
+  provider.on('refresh_token.saved', (rt) => trackGrant(rt.accountId, rt.grantId));
+
+  provider.on('grant.error', (ctx, err) => {
+    const grantType = String((ctx.oidc?.params?.grant_type as string | undefined) ?? '');
+    const detail = (err as { error_detail?: string }).error_detail;
+    grantErrors.push({ grantType, error: err.error ?? err.message, ...(detail !== undefined ? { detail } : {}) });
+    if (grantType === 'refresh_token' && detail === 'refresh token already used') reuseDetected++;
+  });
+  provider.on('backchannel.success', (_ctx, client, accountId, sid) => {
+    backchannelLogouts.push({ ok: true, clientId: client.clientId, accountId, sid });
+  });
+  provider.on('backchannel.error', (_ctx, err, client, accountId, sid) => {
+    backchannelLogouts.push({ ok: false, clientId: client.clientId, accountId, sid, error: err.message });
+  });
+
+  // ---------- token / revocation endpoint wrapper (provider.use runs before oidc-provider's routes) ----------
+  provider.use(async (ctx, next) => {
+    if (ctx.method === 'POST' && ctx.path === REVOCATION_PATH) {
+      revocations++;
+      await next();
+      return;
+    }
+    if (ctx.method !== 'POST' || ctx.path !== TOKEN_PATH) {
+      await next();
+      return;
+    }
+
+    // Read the form body here to see grant_type on arrival. oidc-provider's body parser then uses req.body
+    // (its documented fallback for an already-parsed body) instead of the consumed stream.
+    const raw = await readRawBody(ctx.req);
+    (ctx.req as http.IncomingMessage & { body?: string }).body = raw;
+    const form = new URLSearchParams(raw);
+    const grantType = form.get('grant_type') ?? '';
+    grants[grantType] = (grants[grantType] ?? 0) + 1;
+    const record: TokenRequestRecord = {
+      grantType,
+      clientAuth: /^basic\s/i.test(ctx.get('authorization'))
+        ? 'client_secret_basic'
+        : form.has('client_assertion')
+          ? 'private_key_jwt_or_client_secret_jwt'
+          : form.has('client_secret')
+            ? 'client_secret_post'
+            : 'none',
+      ...(grantType === 'refresh_token' ? { refreshToken: form.get('refresh_token') ?? '' } : {}),
+      injected: false,
+    };
+    tokenRequests.push(record);
+
+    if (delayMs > 0 && delayPhase === 'before') await sleep(delayMs);
+
+    if (grantType === 'refresh_token' && fault && fault.remaining > 0) {
+      fault.remaining--;
+      const { status, body, headers } = fault;
+      if (fault.remaining <= 0) fault = undefined;
+      refreshFailed++;
+      record.injected = true;
+      record.status = status;
+      ctx.status = status;
+      ctx.set('Cache-Control', 'no-store');
+      for (const [k, v] of Object.entries(headers)) ctx.set(k, v);
+      ctx.body = body;
+      return;
+    }
+
+    await next();
+
+    if (delayMs > 0 && delayPhase === 'after') await sleep(delayMs);
+
+    const ok = ctx.status === 200;
+    record.status = ctx.status;
+    if (grantType === 'refresh_token') {
+      if (ok) refreshSucceeded++;
+      else refreshFailed++;
+    }
+    const body: unknown = ctx.body;
+    if (ok && body && typeof body === 'object' && !Buffer.isBuffer(body)) {
+      const b = body as Record<string, unknown>;
+      for (const key of ['access_token', 'refresh_token', 'id_token']) {
+        const v = b[key];
+        if (typeof v === 'string') issued.push(v);
+      }
+    }
+  });
+
+  // ---------- programmatic interactions ('auto') ----------
+  if (opts.interactions !== 'dev') {
+    provider.use(async (ctx: KoaContextWithOIDC, next: () => Promise<unknown>) => {
+      if (ctx.method !== 'GET' || !/^\/interaction\/[^/]+$/.test(ctx.path)) {
+        await next();
+        return;
+      }
+      const details = await provider.interactionDetails(ctx.req, ctx.res);
+      const { prompt, params, session } = details;
+      let result: Record<string, unknown>;
+      if (prompt.name === 'login') {
+        // X-Test-Account (sent by loginAs) makes concurrent logins of different users race-free
+        result = { login: { accountId: ctx.get('x-test-account') || nextAccount } };
+      } else if (prompt.name === 'consent') {
+        const existing = details.grantId ? await provider.Grant.find(details.grantId) : undefined;
+        const grant = existing ?? new provider.Grant({ accountId: session!.accountId, clientId: params.client_id as string });
+        const d = prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[] };
+        if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
+        if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
+        result = { consent: { grantId: await grant.save() } };
+      } else {
+        throw new Error(`test IdP: unexpected prompt ${prompt.name}`);
+      }
+      const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+      ctx.status = 303;
+      ctx.redirect(returnTo);
+    });
+  }
+
+  const handle = provider.callback();
+  server.on('request', (req, res) => void handle(req, res));
+
+  const revoke = async (sub: string): Promise<number> => {
+    const ids = [...(grantsByAccount.get(sub) ?? [])];
+    for (const grantId of ids) {
+      await Promise.all([
+        provider.AccessToken.revokeByGrantId(grantId),
+        provider.RefreshToken.revokeByGrantId(grantId),
+        provider.AuthorizationCode.revokeByGrantId(grantId),
+        provider.Grant.adapter.destroy(grantId),
+      ]);
+    }
+    grantsByAccount.delete(sub);
+    return ids.length;
+  };
+
+  // static clients are cached as Client instances by oidc-provider: adding to their URI lists takes effect at once
+  const addClientUris: TestIdp['addClientUris'] = async (uris, id = clientId) => {
+    const client = await provider.Client.find(id);
+    if (!client) throw new Error(`test IdP: no client ${id}`);
+    const c = client as unknown as { redirectUris: string[]; postLogoutRedirectUris?: string[] };
+    for (const r of toArray(uris.redirectUri)) if (!c.redirectUris.includes(r)) c.redirectUris.push(r);
+    const post = (c.postLogoutRedirectUris ??= []);
+    for (const r of toArray(uris.postLogoutRedirectUri)) if (!post.includes(r)) post.push(r);
+  };
+
+  const idp: TestIdp = {
+    issuer,
+    provider,
+    clientId,
+    clientSecret,
+    tokenEndpoint: `${issuer}${TOKEN_PATH}`,
+    setNextAccount: (sub) => {
+      nextAccount = sub;
+    },
+    grants,
+    get refreshSucceeded() {
+      return refreshSucceeded;
+    },
+    get refreshFailed() {
+      return refreshFailed;
+    },
+    get revocations() {
+      return revocations;
+    },
+    get reuseDetected() {
+      return reuseDetected;
+    },
+    get grantErrors() {
+      return grantErrors;
+    },
+    get tokenRequests() {
+      return tokenRequests;
+    },
+    get backchannelLogouts() {
+      return backchannelLogouts;
+    },
+    resetCounters: () => {
+      for (const k of Object.keys(grants)) grants[k] = 0;
+      refreshSucceeded = 0;
+      refreshFailed = 0;
+      revocations = 0;
+      reuseDetected = 0;
+      grantErrors = [];
+      backchannelLogouts = [];
+      tokenRequests = [];
+    },
+    failRefresh: (status, body, o) => {
+      if (status === null) {
+        fault = undefined;
+        return;
+      }
+      const defaultBody =
+        status === 400 ? { error: 'invalid_grant' } : { error: 'temporarily_unavailable', error_description: 'injected by the test IdP' };
+      fault = {
+        status,
+        body: body ?? defaultBody,
+        headers: o?.headers ?? {},
+        remaining: o?.times ?? Infinity,
+      };
+    },
+    delay: (ms, phase = 'before') => {
+      delayMs = ms;
+      delayPhase = phase;
+    },
+    addClientUris,
+    allowGateway: (publicUrl, id) =>
+      addClientUris({ redirectUri: `${publicUrl}/auth/callback`, postLogoutRedirectUri: `${publicUrl}/` }, id),
+    revoke,
+    tokensIssued: () => [...issued],
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+  return idp;
+}
