@@ -78,7 +78,9 @@ async function main(): Promise<void> {
   const server = http.createServer(gatehouse.app);
   await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
 
-  const store = process.env.GATEHOUSE_REDIS_URL ? `Redis at ${process.env.GATEHOUSE_REDIS_URL}` : 'in memory (set GATEHOUSE_REDIS_URL to use Redis)';
+  const store = process.env.GATEHOUSE_REDIS_URL
+    ? `Redis at ${process.env.GATEHOUSE_REDIS_URL}`
+    : 'in memory (set GATEHOUSE_REDIS_URL to use Redis)';
   process.stdout.write(
     [
       '',
@@ -113,7 +115,9 @@ async function main(): Promise<void> {
 main().catch((err: unknown) => {
   if (err instanceof ConfigError) for (const p of err.problems) process.stderr.write(`demo: ${p}\n`);
   else if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-    process.stderr.write(`demo: port ${(err as { port?: number }).port ?? ''} is in use — stop what uses it, or set DEMO_PORT, DEMO_IDP_PORT, DEMO_API_PORT\n`);
+    process.stderr.write(
+      `demo: port ${(err as { port?: number }).port ?? ''} is in use — stop what uses it, or set DEMO_PORT, DEMO_IDP_PORT, DEMO_API_PORT\n`,
+    );
   } else process.stderr.write(`demo: ${(err as Error).stack ?? String(err)}\n`);
   process.exit(1);
 });

@@ -62,7 +62,10 @@ export function createApp(d: AppDeps): Express {
   const csrf = requireCsrf(cfg.publicOrigin);
   const cookies = cookieGuard(d.cookies);
   app.use('/auth', noStore());
-  app.get('/auth/login', login({ idp: d.idp, tx: d.transactions, keyring: lc.keyring, cookies: d.cookies, publicOrigin: cfg.publicOrigin }));
+  app.get(
+    '/auth/login',
+    login({ idp: d.idp, tx: d.transactions, keyring: lc.keyring, cookies: d.cookies, publicOrigin: cfg.publicOrigin }),
+  );
   app.get(
     '/auth/callback',
     cookies,

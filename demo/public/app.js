@@ -54,7 +54,9 @@ async function callApi() {
   const body = await res.text();
   if (res.status === 401) {
     const code = safeJson(body).error;
-    return loggedOut(code === 'session_expired' ? 'Your session has ended at the identity provider. Please log in again.' : 'Please log in.');
+    return loggedOut(
+      code === 'session_expired' ? 'Your session has ended at the identity provider. Please log in again.' : 'Please log in.',
+    );
   }
   banner('');
   $('api-status').textContent = String(res.status);

@@ -101,7 +101,7 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
     if (LOOPBACK.test(issuer.hostname)) {
       allowInsecureIdp = true;
       warnings.push('GATEHOUSE_ISSUER is http:// on a loopback host: acceptable for local development only');
-    } else fail('issuer', 'must be https:// (http:// is allowed only for localhost) — use the IdP\'s https issuer URL');
+    } else fail('issuer', "must be https:// (http:// is allowed only for localhost) — use the IdP's https issuer URL");
   }
 
   const clientId = required('clientId', 'gatehouse');
@@ -121,7 +121,10 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
       fail('clientPrivateKey', 'is not a PKCS#8 PEM key — convert it with `openssl pkcs8 -topk8 -nocrypt`');
     }
   } else if (!clientSecret) {
-    fail('clientSecret', `is required with ${clientAuth} — set the secret registered at the IdP, or use GATEHOUSE_CLIENT_AUTH=private_key_jwt`);
+    fail(
+      'clientSecret',
+      `is required with ${clientAuth} — set the secret registered at the IdP, or use GATEHOUSE_CLIENT_AUTH=private_key_jwt`,
+    );
   }
 
   const publicRaw = required('publicUrl', 'https://app.example.com');
@@ -140,12 +143,17 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
   const upstream = url('upstream', required('upstream', 'https://api.internal.example'), 'https://api.internal.example');
 
   const secretsRaw = required('sessionSecret', '$(openssl rand -base64 48)');
-  const sessionSecrets = (secretsRaw ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const sessionSecrets = (secretsRaw ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (secretsRaw !== undefined) {
     if (sessionSecrets.length === 0) fail('sessionSecret', 'is empty — set at least one secret of 32+ characters');
     sessionSecrets.forEach((s, i) => {
-      if (s.length < 32) fail('sessionSecret', `secret #${i + 1} has ${s.length} characters — use 32 or more, e.g. $(openssl rand -base64 48)`);
-      else if (s.startsWith('change-me')) fail('sessionSecret', `secret #${i + 1} is the placeholder from config/example.env — generate one with openssl rand -base64 48`);
+      if (s.length < 32)
+        fail('sessionSecret', `secret #${i + 1} has ${s.length} characters — use 32 or more, e.g. $(openssl rand -base64 48)`);
+      else if (s.startsWith('change-me'))
+        fail('sessionSecret', `secret #${i + 1} is the placeholder from config/example.env — generate one with openssl rand -base64 48`);
     });
   }
 
@@ -153,21 +161,30 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
   if (redisUrl !== undefined && !/^rediss?:\/\/[^\s]+$/.test(redisUrl)) {
     fail('redisUrl', 'must be a redis:// or rediss:// URL — e.g. redis://127.0.0.1:6379/0, or unset it for the in-memory store');
   }
-  if (redisUrl === undefined) warnings.push('GATEHOUSE_REDIS_URL is not set: sessions live in memory, are lost on restart and cannot be shared by replicas');
+  if (redisUrl === undefined)
+    warnings.push('GATEHOUSE_REDIS_URL is not set: sessions live in memory, are lost on restart and cannot be shared by replicas');
 
   const port = int('port', 0, 65535, 'a port');
   const metricsPort = int('metricsPort', 0, 65535, 'a port');
-  if (metricsPort !== 0 && metricsPort === port) fail('metricsPort', `must differ from GATEHOUSE_PORT (${port}) — the admin port never answers on the public port; use another port or 0`);
+  if (metricsPort !== 0 && metricsPort === port)
+    fail(
+      'metricsPort',
+      `must differ from GATEHOUSE_PORT (${port}) — the admin port never answers on the public port; use another port or 0`,
+    );
 
   const scopes = raw('scopes')!;
-  if (!scopes.split(/\s+/).includes('openid')) fail('scopes', `"${scopes}" lacks openid — add it, e.g. "openid profile email offline_access"`);
+  if (!scopes.split(/\s+/).includes('openid'))
+    fail('scopes', `"${scopes}" lacks openid — add it, e.g. "openid profile email offline_access"`);
 
   const day = 86400;
   const refreshSkewSeconds = int('refreshSkewSeconds', 0, 3600, 'a duration in seconds');
   const sessionIdleSeconds = int('sessionIdleSeconds', 1, 365 * day, 'a positive duration in seconds');
   const sessionAbsoluteSeconds = int('sessionAbsoluteSeconds', 1, 365 * day, 'a positive duration in seconds');
   if (sessionIdleSeconds > sessionAbsoluteSeconds) {
-    fail('sessionIdleSeconds', `${sessionIdleSeconds} is longer than GATEHOUSE_SESSION_ABSOLUTE_SECONDS (${sessionAbsoluteSeconds}) — make the idle timeout the shorter one`);
+    fail(
+      'sessionIdleSeconds',
+      `${sessionIdleSeconds} is longer than GATEHOUSE_SESSION_ABSOLUTE_SECONDS (${sessionAbsoluteSeconds}) — make the idle timeout the shorter one`,
+    );
   }
   const idpTimeoutSeconds = int('idpTimeoutSeconds', 1, 120, 'a positive duration in seconds');
   const trustProxy = int('trustProxy', 0, 10, 'a hop count');
@@ -177,7 +194,8 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
   const sameSite = raw('cookieSameSite')!.toLowerCase();
   if (sameSite !== 'strict' && sameSite !== 'lax') fail('cookieSameSite', `"${sameSite}" is not allowed — use strict (default) or lax`);
   const keyPrefix = raw('keyPrefix')!;
-  if (/[\s{}]/.test(keyPrefix)) fail('keyPrefix', 'must not contain spaces or braces (braces are Redis Cluster hash tags) — e.g. gatehouse:');
+  if (/[\s{}]/.test(keyPrefix))
+    fail('keyPrefix', 'must not contain spaces or braces (braces are Redis Cluster hash tags) — e.g. gatehouse:');
 
   let staticDir = raw('staticDir');
   if (staticDir !== undefined) {

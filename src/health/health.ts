@@ -21,6 +21,9 @@ export function readyz(deps: { kv: Kv; idp: Idp; draining: () => boolean }): Req
     res
       .status(ok ? 200 : 503)
       .set('Cache-Control', 'no-store')
-      .json({ status: ok ? 'ok' : 'unavailable', checks: { store: store ? 'ok' : 'down', idp: idp ? 'ok' : 'down', draining: deps.draining() } });
+      .json({
+        status: ok ? 'ok' : 'unavailable',
+        checks: { store: store ? 'ok' : 'down', idp: idp ? 'ok' : 'down', draining: deps.draining() },
+      });
   };
 }

@@ -28,13 +28,29 @@ function scrub(value: unknown, depth = 0): unknown {
       ...(e.code !== undefined && { code: e.code }),
       ...(typeof e.error === 'string' && { error: e.error }),
       ...(typeof e.status === 'number' && { status: e.status }),
-      ...(e.cause !== undefined && depth < 3 && { cause: scrub(e.cause, depth + 1) }),
+      ...(e.cause !== undefined && depth < 3 && { cause: scrubCause(e.cause, depth + 1) }),
     };
   }
   if (value === null || typeof value !== 'object' || depth > 4) return value;
   if (Array.isArray(value)) return value.map((v) => scrub(v, depth + 1));
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(value)) out[k] = SECRET_FIELD.test(k) ? '[redacted]' : scrub(v, depth + 1);
+  return out;
+}
+
+/**
+ * Library errors carry plain objects as causes (openid-client: the rejected ID token's claims and bytes).
+ * Only Errors and a few protocol fields of such objects are logged, never their payload.
+ */
+const CAUSE_FIELDS = ['claim', 'code', 'status', 'reason', 'error'];
+function scrubCause(cause: unknown, depth: number): unknown {
+  if (cause instanceof Error) return scrub(cause, depth);
+  if (cause === null || typeof cause !== 'object') return undefined;
+  const out: Record<string, unknown> = {};
+  for (const k of CAUSE_FIELDS) {
+    const v = (cause as Record<string, unknown>)[k];
+    if (typeof v === 'string' || typeof v === 'number') out[k] = v;
+  }
   return out;
 }
 

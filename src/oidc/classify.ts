@@ -16,9 +16,21 @@ export type RefreshFailure =
 export function classifyRefreshError(err: unknown): RefreshFailure {
   if (err instanceof oidc.ResponseBodyError) return err.error === 'invalid_grant' ? 'invalid_grant' : err.error === 'invalid_client' ? 'invalid_client' : 'idp_error';
   if (err instanceof oidc.WWWAuthenticateChallengeError) return 'invalid_client';
-  if (err instanceof oidc.ClientError) return err.code === 'OAUTH_TIMEOUT' ? 'timeout' : 'idp_error';
+  if (err instanceof oidc.ClientError) {
+    if (err.code === 'OAUTH_TIMEOUT') return 'timeout';
+    // STANDARDS.md §3: a network failure is fetch's TypeError, which openid-client rethrows as is. A TypeError
+    // from another realm (fetch is the host's in a jest/vm context, where an embedder drives Gatehouse
+    // with supertest) fails openid-client's instanceof check and arrives wrapped, without a code.
+    if (err.code === undefined && isError(err.cause, 'TypeError')) return 'network';
+    return 'idp_error';
+  }
   if (err instanceof DOMException && (err.name === 'TimeoutError' || err.name === 'AbortError')) return 'timeout';
   return 'network';
+}
+
+/** An Error of that name, whatever realm created it (instanceof fails across realms). */
+function isError(value: unknown, name: string): boolean {
+  return typeof value === 'object' && value !== null && (value as { name?: unknown }).name === name && typeof (value as { message?: unknown }).message === 'string';
 }
 
 /** RFC 7009 §2.2.1: `unsupported_token_type` (and other 4xx OAuth errors) will not change on retry. */

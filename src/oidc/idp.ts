@@ -28,6 +28,27 @@ export interface LoginChecks {
   nonce: string;
 }
 
+/** An ID token openid-client accepted but Gatehouse refuses (the checks below). */
+export class IdTokenRejected extends Error {
+  override readonly name = 'IdTokenRejected';
+}
+
+const MAX_IAT_SKEW_S = 30;
+const MAX_IAT_AGE_S = 600;
+
+/**
+ * OIDC Core §3.1.3.7 checks openid-client leaves open for token-endpoint ID tokens (R14):
+ * step 3, no audience but ours (Gatehouse trusts no other); step 5, `azp` when present is our client id;
+ * step 10, `iat` neither in the future nor (at login) older than a fresh login allows.
+ */
+export function checkIdTokenClaims(claims: Record<string, unknown>, clientId: string, nowS: number, fresh: boolean): void {
+  if (claims.azp !== undefined && claims.azp !== clientId) throw new IdTokenRejected('azp is not this client');
+  if (Array.isArray(claims.aud) && claims.aud.some((a) => a !== clientId)) throw new IdTokenRejected('untrusted extra audience');
+  const iat = claims.iat;
+  if (typeof iat !== 'number' || iat > nowS + MAX_IAT_SKEW_S) throw new IdTokenRejected('iat in the future');
+  if (fresh && iat < nowS - MAX_IAT_AGE_S) throw new IdTokenRejected('iat too old for a fresh login');
+}
+
 function toTokenSet(r: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers): TokenSet {
   return {
     accessToken: r.access_token,
@@ -69,7 +90,8 @@ export class Idp {
         return oidc.ClientSecretPost(this.cfg.clientSecret);
       case 'private_key_jwt': {
         const key = createPrivateKey(this.cfg.clientPrivateKeyPem!);
-        const alg = key.asymmetricKeyType === 'ec' ? { name: 'ECDSA', namedCurve: 'P-256' } : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+        const alg =
+          key.asymmetricKeyType === 'ec' ? { name: 'ECDSA', namedCurve: 'P-256' } : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
         const cryptoKey = await crypto.subtle.importKey('pkcs8', key.export({ format: 'der', type: 'pkcs8' }), alg, false, ['sign']);
         return oidc.PrivateKeyJwt(cryptoKey);
       }
@@ -121,7 +143,7 @@ export class Idp {
   /** R8, R11, R13, R14: state, iss (RFC 9207), code exchange with PKCE, ID token with nonce. */
   async codeGrant(callbackUrl: URL, checks: LoginChecks): Promise<TokenSet> {
     const config = await this.metadata();
-    return toTokenSet(
+    const tokens = toTokenSet(
       await oidc.authorizationCodeGrant(config, callbackUrl, {
         pkceCodeVerifier: checks.codeVerifier,
         expectedState: checks.state,
@@ -129,16 +151,20 @@ export class Idp {
         idTokenExpected: true,
       }),
     );
+    checkIdTokenClaims(tokens.claims ?? {}, this.cfg.clientId, Math.floor(Date.now() / 1000), true);
+    return tokens;
   }
 
   async refresh(refreshToken: string): Promise<TokenSet> {
-    return toTokenSet(await oidc.refreshTokenGrant(await this.metadata(), refreshToken));
+    const tokens = toTokenSet(await oidc.refreshTokenGrant(await this.metadata(), refreshToken));
+    if (tokens.claims) checkIdTokenClaims(tokens.claims, this.cfg.clientId, Math.floor(Date.now() / 1000), false);
+    return tokens;
   }
 
   async userinfo(accessToken: string, sub: string): Promise<Record<string, unknown>> {
     const config = await this.metadata();
     if (!config.serverMetadata().userinfo_endpoint) return {};
-    return (await oidc.fetchUserInfo(config, accessToken, sub));
+    return await oidc.fetchUserInfo(config, accessToken, sub);
   }
 
   /** RFC 7009 §2.1. Resolves false when the IdP offers no revocation endpoint. */

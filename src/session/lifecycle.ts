@@ -10,6 +10,7 @@ import type { Vault } from '../tokens/vault';
 import { clearSessionCookie, type CookiePolicy } from '../http/cookies';
 import type { CookieState } from '../http/cookieGuard';
 import { sendError, type ErrorCode } from '../http/errors';
+import { StoreUnavailableError } from '../store/kv';
 
 export interface Lifecycle {
   readonly keyring: Keyring;
@@ -50,7 +51,9 @@ export async function slideIdle(req: Request, lc: Lifecycle, gh: GatehouseSessio
 export async function endSession(req: Request, lc: Lifecycle, opts: { keepTokenRecord: boolean }): Promise<void> {
   const keys = lc.keyring.forSession(req.sessionID);
   if (!opts.keepTokenRecord) await lc.vault.remove(keys);
-  await new Promise<void>((resolve, reject) => req.session.destroy((err: unknown) => (err ? reject(err) : resolve())));
+  await new Promise<void>((resolve, reject) =>
+    req.session.destroy((err: unknown) => (err ? reject(err instanceof Error ? err : new StoreUnavailableError(err)) : resolve())),
+  );
 }
 
 /**

@@ -134,12 +134,13 @@ async function redisBackend(): Promise<Backend> {
   };
 }
 
+const asError = (err: unknown) => (err instanceof Error ? err : new Error(String(err)));
 const get = (s: SealedSessionStore, sid: string) =>
-  new Promise<SessionData | null>((resolve, reject) => s.get(sid, (err, sess) => (err ? reject(err) : resolve(sess ?? null))));
+  new Promise<SessionData | null>((resolve, reject) => s.get(sid, (err, sess) => (err ? reject(asError(err)) : resolve(sess ?? null))));
 const put = (s: SealedSessionStore, sid: string, sess: SessionData) =>
-  new Promise<void>((resolve, reject) => s.set(sid, sess, (err) => (err ? reject(err) : resolve())));
+  new Promise<void>((resolve, reject) => s.set(sid, sess, (err) => (err ? reject(asError(err)) : resolve())));
 const destroy = (s: SealedSessionStore, sid: string) =>
-  new Promise<void>((resolve, reject) => s.destroy(sid, (err) => (err ? reject(err) : resolve())));
+  new Promise<void>((resolve, reject) => s.destroy(sid, (err) => (err ? reject(asError(err)) : resolve())));
 
 const CLAIMS = { sub: 'subject-7f3a', email: 'claim-marker-91c@example.test', name: 'Claimant Markerson' };
 
@@ -192,7 +193,14 @@ describe.each([
     const raw = await b.kv.get(sessionKey);
     expect(raw).not.toBeNull();
     const stored = `${sessionKey}\n${raw!}`;
-    for (const secret of [sid, encodeURIComponent(sid), Buffer.from(sid).toString('base64'), ...Object.values(CLAIMS), 'idp-session-id-5d2', 'idp.example.test']) {
+    for (const secret of [
+      sid,
+      encodeURIComponent(sid),
+      Buffer.from(sid).toString('base64'),
+      ...Object.values(CLAIMS),
+      'idp-session-id-5d2',
+      'idp.example.test',
+    ]) {
       expect(stored).not.toContain(secret);
     }
     const env = JSON.parse(raw!) as Envelope;
@@ -204,7 +212,7 @@ describe.each([
     if (keys) expect(keys).toEqual([sessionKey]);
   });
 
-  it('does not open a value copied under another session\'s key (sealed with the key as AAD)', async () => {
+  it("does not open a value copied under another session's key (sealed with the key as AAD)", async () => {
     const victim = randomId();
     const attacker = randomId();
     await put(store, victim, session(b.now(), { sub: 'victim' }));

@@ -37,7 +37,11 @@ describe('login end to end', () => {
     const id = (r: typeof a) => String(r.headers['set-cookie']).match(/gatehouse=([^;]+)/)![1];
     expect(id(a)).not.toBe(id(b));
     // the old id no longer resumes anything
-    const replay = await s.gw.agent().get('/auth/session').set(SPA).set('Cookie', `gatehouse=${id(a)}`);
+    const replay = await s.gw
+      .agent()
+      .get('/auth/session')
+      .set(SPA)
+      .set('Cookie', `gatehouse=${id(a)}`);
     expect(replay.status).toBe(401);
   });
 
@@ -60,5 +64,27 @@ describe('login end to end', () => {
     expect(out.body.logoutUrl).toContain(`${s.idp.issuer}/session/end`);
     expect(String(out.headers['set-cookie'])).toMatch(/gatehouse=; Path=\/; HttpOnly; Max-Age=0/);
     await browser.get('/api/x').set(SPA).expect(401);
+  });
+
+  it('revokes the refresh token at the IdP on logout (RFC 7009) and builds logoutUrl from configuration only (R20, R54)', async () => {
+    const browser = s.gw.agent();
+    await loginAs(browser, s.idp, 'erin');
+    const before = s.idp.revocations;
+    const out = await browser.post('/auth/logout?post_logout_redirect_uri=https://evil.example').set(SPA).expect(200);
+    const url = new URL(out.body.logoutUrl);
+    expect(url.searchParams.get('client_id')).toBe(s.idp.clientId);
+    expect(url.searchParams.get('post_logout_redirect_uri')).toBe(`${s.gw.url}/`);
+    expect(url.searchParams.get('id_token_hint')).toMatch(/^ey/);
+    for (let i = 0; i < 50 && s.idp.revocations === before; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(s.idp.revocations).toBe(before + 1);
+  });
+
+  it('answers logout idempotently: without a session 200 {"logoutUrl":null}', async () => {
+    const browser = s.gw.agent();
+    await loginAs(browser, s.idp, 'frank');
+    await browser.post('/auth/logout').set(SPA).expect(200);
+    const again = await browser.post('/auth/logout').set(SPA).expect(200);
+    expect(again.body).toEqual({ logoutUrl: null });
+    await s.gw.agent().post('/auth/logout').set(SPA).expect(200, { logoutUrl: null });
   });
 });

@@ -82,17 +82,18 @@ export function accessTokensIssuedSince(idp: TestIdp, issuedBefore: number): str
 
 /**
  * R38: a refresh token that reached oidc-provider (answered by it, not by a failRefresh injection) has been
- * rotated (200) or is dead (an error): presenting it again is a violation. `notProcessed` lists requests
- * that reached the provider but were cut off before it looked at the token (simulated network failures).
+ * rotated (200) or is dead (an error): presenting it again is a violation. `stillValid` lists requests after
+ * which the token legitimately stayed valid (cut off before oidc-provider looked at it, or answered by an IdP
+ * told not to rotate).
  */
-export function refreshTokenReuse(idp: TestIdp, notProcessed: ReadonlySet<TokenRequestRecord> = new Set()): string[] {
+export function refreshTokenReuse(idp: TestIdp, stillValid: ReadonlySet<TokenRequestRecord> = new Set()): string[] {
   const retired = new Map<string, number>();
   const violations: string[] = [];
   idp.tokenRequests.forEach((r, i) => {
     if (r.grantType !== 'refresh_token' || r.refreshToken === undefined) return;
     const at = retired.get(r.refreshToken);
     if (at !== undefined) violations.push(`request #${i} presented the refresh token already used by request #${at}`);
-    if (!r.injected && !notProcessed.has(r)) retired.set(r.refreshToken, i);
+    if (!r.injected && !stillValid.has(r)) retired.set(r.refreshToken, i);
   });
   return violations;
 }

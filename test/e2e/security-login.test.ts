@@ -13,6 +13,7 @@ import {
   issuedCookie,
   leaks,
   recordResponses,
+  scannable,
   sessionIdOf,
   settle,
   signedCookieValue,
@@ -188,7 +189,9 @@ describe('security: login and callback (R1–R19)', () => {
     expect(replay.headers.location).toBeUndefined();
     expect(s.idp.grants.authorization_code).toBe(codeGrants);
     // from another browser too
-    const other = await gw().get(url.pathname + url.search).redirects(0);
+    const other = await gw()
+      .get(url.pathname + url.search)
+      .redirects(0);
     expect(other.status).toBe(400);
     expect(s.idp.grants.authorization_code).toBe(codeGrants);
   });
@@ -217,7 +220,22 @@ describe('security: login and callback (R1–R19)', () => {
             .set('Cookie', `gatehouse-tx=${'B'.repeat(43)}`)
             .redirects(0),
       ],
-      ['two tx cookies', ({ path }) => request(s.gw.server).get(path).set('Cookie', `gatehouse-tx=${'B'.repeat(43)}; gatehouse-tx=${'C'.repeat(43)}`).redirects(0)],
+      [
+        '(R11, §2 row 22) an iss other than the issuer',
+        ({ browser, path }) => browser.get(path.replace(/iss=[^&]*/, 'iss=' + encodeURIComponent('https://evil.example'))).redirects(0),
+      ],
+      [
+        '(R11, §2 row 22) no iss although the IdP advertises it',
+        ({ browser, path }) => browser.get(path.replace(/&?iss=[^&]*/, '')).redirects(0),
+      ],
+      [
+        'two tx cookies',
+        ({ path }) =>
+          request(s.gw.server)
+            .get(path)
+            .set('Cookie', `gatehouse-tx=${'B'.repeat(43)}; gatehouse-tx=${'C'.repeat(43)}`)
+            .redirects(0),
+      ],
     ];
 
     it.each(variants)('%s → 400 login_failed, no session cookie, no token request', async (_name, variant) => {
@@ -232,6 +250,35 @@ describe('security: login and callback (R1–R19)', () => {
       expect(res.headers.location).toBeUndefined();
       expect(s.idp.grants.authorization_code).toBe(codeGrants);
     });
+  });
+
+  it("§2 row 24: an attacker's code injected with the victim's state fails PKCE at the IdP → 400, no session", async () => {
+    const attacker = s.gw.agent();
+    const attackerLogin = await startLogin(attacker);
+    const attackerCode = new URL(await callbackPathFor(s.idp, attackerLogin, 'attacker'), s.gw.url).searchParams.get('code')!;
+    const victim = s.gw.agent();
+    const victimLogin = await startLogin(victim);
+    const victimCb = new URL(await callbackPathFor(s.idp, victimLogin, 'victim'), s.gw.url);
+    victimCb.searchParams.set('code', attackerCode);
+    const errorsBefore = s.idp.grantErrors.length;
+    const res = await victim.get(victimCb.pathname + victimCb.search).redirects(0);
+    expect(res.status).toBe(400);
+    expect(res.body).toEqual(LOGIN_FAILED);
+    expect(sessionCookies(res)).toHaveLength(0);
+    expect(s.idp.grantErrors.slice(errorsBefore)).toEqual([
+      expect.objectContaining({ grantType: 'authorization_code', error: 'invalid_grant' }),
+    ]);
+    await victim.get('/auth/session').set(SPA).expect(401);
+  });
+
+  it('R17: logging in as another user in the same browser ends the previous session', async () => {
+    const browser = s.gw.agent();
+    const first = issuedCookie(await loginAs(browser, s.idp, 'first-user'), 'gatehouse').value;
+    const second = issuedCookie(await loginAs(browser, s.idp, 'second-user'), 'gatehouse').value;
+    expect(second).not.toBe(first);
+    await gw().get('/auth/session').set(SPA).set('Cookie', `gatehouse=${first}`).expect(401);
+    const me = await gw().get('/auth/session').set(SPA).set('Cookie', `gatehouse=${second}`).expect(200);
+    expect((me.body as { user: { sub: string } }).user.sub).toBe('second-user');
   });
 
   it('R12 (§2 row 23): an IdP error response with HTML in error_description fails closed and reflects nothing', async () => {
@@ -276,18 +323,29 @@ describe('security: login and callback (R1–R19)', () => {
       `/${'a'.repeat(10 * 1024)}`,
     ];
 
-    it.each(payloads.map((p) => [p.length > 64 ? `10 KiB path (${p.length} chars)` : JSON.stringify(p), p]))('%s', async (_label, payload) => {
-      const cb = await loginAs(s.gw.agent(), s.idp, 'redirects', payload);
+    it.each(payloads.map((p) => [p.length > 64 ? `10 KiB path (${p.length} chars)` : JSON.stringify(p), p]))(
+      '%s',
+      async (_label, payload) => {
+        const cb = await loginAs(s.gw.agent(), s.idp, 'redirects', payload);
+        expect(cb.status).toBe(302);
+        const loc = String(cb.headers.location);
+        expect(loc).not.toMatch(/[\r\n\t\\]/);
+        expect(loc.startsWith('/')).toBe(true);
+        expect(loc.startsWith('//')).toBe(false);
+        expect(new URL(loc, s.gw.url).origin).toBe(s.gw.url);
+        expect(decodeURIComponent(loc)).not.toContain('evil.example');
+        if (payload.includes('evil.example') || !payload.startsWith('/')) expect(loc).toBe('/');
+        // no header smuggled in through the payload
+        expect(cookiesNamed(cb, 'a')).toHaveLength(0);
+      },
+    );
+
+    it('two returnTo parameters (one off-origin) → /', async () => {
+      const browser = s.gw.agent();
+      const l = await startLogin(browser, '/auth/login?returnTo=%2Fok&returnTo=%2F%2Fevil.example');
+      const cb = await browser.get(await callbackPathFor(s.idp, l, 'redirects')).redirects(0);
       expect(cb.status).toBe(302);
-      const loc = String(cb.headers.location);
-      expect(loc).not.toMatch(/[\r\n\t\\]/);
-      expect(loc.startsWith('/')).toBe(true);
-      expect(loc.startsWith('//')).toBe(false);
-      expect(new URL(loc, s.gw.url).origin).toBe(s.gw.url);
-      expect(decodeURIComponent(loc)).not.toContain('evil.example');
-      if (payload.includes('evil.example') || !payload.startsWith('/')) expect(loc).toBe('/');
-      // no header smuggled in through the payload
-      expect(cookiesNamed(cb, 'a')).toHaveLength(0);
+      expect(['/', '/ok']).toContain(cb.headers.location);
     });
 
     it('a plain same-origin path with query and hash is kept', async () => {
@@ -299,6 +357,7 @@ describe('security: login and callback (R1–R19)', () => {
   it('R13 (§2 row 10): Host and X-Forwarded-Host never change redirect_uri or the code exchange', async () => {
     const browser = s.gw.agent();
     const spoof = { Host: 'evil.example', 'X-Forwarded-Host': 'evil.example', 'X-Forwarded-Proto': 'https' };
+    const errorsBefore = s.idp.grantErrors.length;
     const start = await browser.get('/auth/login?returnTo=%2Fhome').set(spoof).redirects(0);
     expect(start.status).toBe(302);
     const url = new URL(String(start.headers.location));
@@ -306,10 +365,13 @@ describe('security: login and callback (R1–R19)', () => {
     const cbUrl = new URL(await followIdp(s.idp, url.href, 'host-spoof'));
     expect(cbUrl.origin).toBe(s.gw.url);
     // the IdP refuses the code for any other redirect_uri, so a successful login proves the configured one was sent
-    const cb = await browser.get(cbUrl.pathname + cbUrl.search).set(spoof).redirects(0);
+    const cb = await browser
+      .get(cbUrl.pathname + cbUrl.search)
+      .set(spoof)
+      .redirects(0);
     expect(cb.status).toBe(302);
     expect(cb.headers.location).toBe('/home');
-    expect(s.idp.grantErrors.filter((e) => e.grantType === 'authorization_code')).toEqual([]);
+    expect(s.idp.grantErrors.slice(errorsBefore)).toEqual([]);
   });
 
   it('R17/R23: a forged but well-formed cookie is not turned into a session by the callback either', async () => {
@@ -330,7 +392,11 @@ describe('security: login and callback (R1–R19)', () => {
     await settle();
     const auth = recorded.filter((r) => r.url.startsWith('/auth'));
     expect(auth.length).toBeGreaterThan(100);
-    for (const r of auth) expect({ url: r.url.slice(0, 80), cacheControl: /\r\ncache-control: no-store\r\n/i.test(r.head + '\r\n') }).toEqual({ url: r.url.slice(0, 80), cacheControl: true });
+    for (const r of auth)
+      expect({ url: r.url.slice(0, 80), cacheControl: /\r\ncache-control: no-store\r\n/i.test(r.head + '\r\n') }).toEqual({
+        url: r.url.slice(0, 80),
+        cacheControl: true,
+      });
     const callbacks = auth.filter((r) => r.url.startsWith('/auth/callback'));
     expect(callbacks.some((r) => r.status === 302)).toBe(true);
     for (const r of callbacks) expect(r.head).toMatch(/\r\nreferrer-policy: no-referrer\r\n/i);
@@ -341,7 +407,7 @@ describe('security: login and callback (R1–R19)', () => {
     await settle();
     const tokens = tokenForms(s.idp.tokensIssued());
     expect(tokens.length).toBeGreaterThan(0);
-    const found = recorded.flatMap((r) => leaks(r.head + '\n' + r.body, tokens).map((l) => `${r.url.slice(0, 60)}: ${l}`));
+    const found = recorded.flatMap((r) => leaks(scannable(r, s.idp.issuer), tokens).map((l) => `${r.url.slice(0, 60)}: ${l}`));
     expect(found).toEqual([]);
   });
 });

@@ -6,9 +6,8 @@
 import http from 'node:http';
 import net from 'node:net';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import request from 'supertest';
 import type { TestIdp } from '../support/idp';
-import { followIdp, type Response } from '../support/login';
+import { followIdp, type Agent, type Response } from '../support/login';
 import type { Stack } from '../support/stack';
 
 // ---------- raw requests ----------
@@ -36,7 +35,12 @@ export function rawRequest(
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(chunks).toString('utf8') }),
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            rawHeaders: res.rawHeaders,
+            body: Buffer.concat(chunks).toString('utf8'),
+          }),
         );
         res.on('error', reject);
       },
@@ -108,7 +112,13 @@ export function recordResponses(server: http.Server): Recorded[] {
     };
     res.on('close', () => {
       const head = (res as unknown as { _header?: string | null })._header ?? JSON.stringify(res.getHeaders());
-      out.push({ method: req.method ?? '', url: req.url ?? '', status: res.statusCode, head: String(head), body: Buffer.concat(chunks).toString('utf8') });
+      out.push({
+        method: req.method ?? '',
+        url: req.url ?? '',
+        status: res.statusCode,
+        head: String(head),
+        body: Buffer.concat(chunks).toString('utf8'),
+      });
     });
   });
   return out;
@@ -128,7 +138,7 @@ export interface ParsedCookie {
 }
 
 export function setCookies(res: { headers: http.IncomingHttpHeaders } | Response): string[] {
-  const h = (res.headers as http.IncomingHttpHeaders)['set-cookie'];
+  const h = res.headers['set-cookie'];
   return h === undefined ? [] : ([] as string[]).concat(h);
 }
 
@@ -190,8 +200,8 @@ export interface StartedLogin {
   challenge: string;
 }
 
-export async function startLogin(agent: ReturnType<typeof request.agent> | ReturnType<typeof request>, path = '/auth/login'): Promise<StartedLogin> {
-  const start = await (agent as ReturnType<typeof request.agent>).get(path).redirects(0);
+export async function startLogin(agent: Agent, path = '/auth/login', headers: Record<string, string> = {}): Promise<StartedLogin> {
+  const start = await agent.get(path).set(headers).redirects(0);
   if (start.status !== 302) throw new Error(`GET ${path}: ${start.status} ${start.text}`);
   const authorizationUrl = new URL(String(start.headers.location));
   const p = authorizationUrl.searchParams;
@@ -231,7 +241,7 @@ export async function dumpAll(stack: Stack): Promise<RedisEntry[]> {
     if (type === 'string') parts = [(await r.get(key)) ?? ''];
     else if (type === 'hash') parts = Object.entries(await r.hgetall(key)).flat();
     else if (type === 'set') parts = await r.smembers(key);
-    else if (type === 'zset') parts = await r.zrange(key, 0, -1);
+    else if (type === 'zset') parts = await r.zrange(key, '0', '-1');
     else if (type === 'list') parts = await r.lrange(key, 0, -1);
     else if (type === 'none') continue; // expired meanwhile
     out.push({ key, type, value: parts.join('\n'), pttl: await r.pttl(key) });
@@ -254,4 +264,26 @@ export function tokenForms(tokens: Iterable<string>): string[] {
     out.add(encodeURIComponent(t));
   }
   return [...out];
+}
+
+/**
+ * The text of a recorded response to scan for tokens. The one tolerated exception (R54, DESIGN.md
+ * POST /auth/logout) is the ID token as `id_token_hint` of a `logoutUrl` at the IdP's end-session
+ * endpoint: that parameter is blanked, only there, and only when the URL points at `issuer`.
+ */
+export function scannable(r: Recorded, issuer: string): string {
+  let body = r.body;
+  if (r.url.startsWith('/auth/logout')) {
+    try {
+      const json = JSON.parse(body) as { logoutUrl?: unknown };
+      if (typeof json.logoutUrl === 'string' && json.logoutUrl.startsWith(`${issuer}/`)) {
+        const u = new URL(json.logoutUrl);
+        u.searchParams.set('id_token_hint', '');
+        body = JSON.stringify({ ...json, logoutUrl: u.href });
+      }
+    } catch {
+      /* not JSON: scanned as is */
+    }
+  }
+  return `${r.head}\n${body}`;
 }

@@ -28,7 +28,15 @@ describe('npm start (dist/src/main.js)', () => {
     const p = collect(run({ GATEHOUSE_SESSION_SECRET: 'short', GATEHOUSE_PORT: 'http', GATEHOUSE_PUBLIC_URL: 'app.example' }));
     expect(await p.exit).toBe(2);
     const lines = p.out().trim().split('\n');
-    for (const v of ['GATEHOUSE_ISSUER', 'GATEHOUSE_CLIENT_ID', 'GATEHOUSE_CLIENT_SECRET', 'GATEHOUSE_PUBLIC_URL', 'GATEHOUSE_UPSTREAM', 'GATEHOUSE_SESSION_SECRET', 'GATEHOUSE_PORT']) {
+    for (const v of [
+      'GATEHOUSE_ISSUER',
+      'GATEHOUSE_CLIENT_ID',
+      'GATEHOUSE_CLIENT_SECRET',
+      'GATEHOUSE_PUBLIC_URL',
+      'GATEHOUSE_UPSTREAM',
+      'GATEHOUSE_SESSION_SECRET',
+      'GATEHOUSE_PORT',
+    ]) {
       expect(lines.filter((l) => l.startsWith(`gatehouse: ${v}: `))).toHaveLength(1);
     }
     expect(lines.every((l) => l.startsWith('gatehouse: GATEHOUSE_'))).toBe(true);

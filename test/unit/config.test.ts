@@ -42,7 +42,14 @@ describe('loadConfig', () => {
 
   it('reports every problem at once, one line each naming the variable', () => {
     const p = problems({});
-    for (const v of ['GATEHOUSE_ISSUER', 'GATEHOUSE_CLIENT_ID', 'GATEHOUSE_CLIENT_SECRET', 'GATEHOUSE_PUBLIC_URL', 'GATEHOUSE_UPSTREAM', 'GATEHOUSE_SESSION_SECRET']) {
+    for (const v of [
+      'GATEHOUSE_ISSUER',
+      'GATEHOUSE_CLIENT_ID',
+      'GATEHOUSE_CLIENT_SECRET',
+      'GATEHOUSE_PUBLIC_URL',
+      'GATEHOUSE_UPSTREAM',
+      'GATEHOUSE_SESSION_SECRET',
+    ]) {
       expect(p.filter((l) => l.startsWith(`${v}:`))).toHaveLength(1);
     }
     for (const line of p) expect(line).not.toContain('\n');
@@ -51,7 +58,10 @@ describe('loadConfig', () => {
   it.each([
     [{ GATEHOUSE_SESSION_SECRET: 'short' }, 'GATEHOUSE_SESSION_SECRET: secret #1 has 5 characters'],
     [{ GATEHOUSE_SESSION_SECRET: `${'x'.repeat(32)},short` }, 'GATEHOUSE_SESSION_SECRET: secret #2'],
-    [{ GATEHOUSE_SESSION_SECRET: 'change-me-to-a-random-secret-of-at-least-32-characters' }, 'GATEHOUSE_SESSION_SECRET: secret #1 is the placeholder'],
+    [
+      { GATEHOUSE_SESSION_SECRET: 'change-me-to-a-random-secret-of-at-least-32-characters' },
+      'GATEHOUSE_SESSION_SECRET: secret #1 is the placeholder',
+    ],
     [{ GATEHOUSE_ISSUER: 'http://login.example.com' }, 'GATEHOUSE_ISSUER: must be https://'],
     [{ GATEHOUSE_ISSUER: 'not a url' }, 'GATEHOUSE_ISSUER: "not a url" is not an absolute URL'],
     [{ GATEHOUSE_PUBLIC_URL: 'https://app.example.com/app' }, 'GATEHOUSE_PUBLIC_URL: must be an origin'],
@@ -61,7 +71,10 @@ describe('loadConfig', () => {
     [{ GATEHOUSE_REFRESH_SKEW_SECONDS: '-5' }, 'GATEHOUSE_REFRESH_SKEW_SECONDS'],
     [{ GATEHOUSE_SESSION_IDLE_SECONDS: '0' }, 'GATEHOUSE_SESSION_IDLE_SECONDS'],
     [{ GATEHOUSE_SESSION_IDLE_SECONDS: '1.5' }, 'GATEHOUSE_SESSION_IDLE_SECONDS'],
-    [{ GATEHOUSE_SESSION_IDLE_SECONDS: '7200', GATEHOUSE_SESSION_ABSOLUTE_SECONDS: '3600' }, 'GATEHOUSE_SESSION_IDLE_SECONDS: 7200 is longer than'],
+    [
+      { GATEHOUSE_SESSION_IDLE_SECONDS: '7200', GATEHOUSE_SESSION_ABSOLUTE_SECONDS: '3600' },
+      'GATEHOUSE_SESSION_IDLE_SECONDS: 7200 is longer than',
+    ],
     [{ GATEHOUSE_CLIENT_AUTH: 'magic' }, 'GATEHOUSE_CLIENT_AUTH: "magic" is not supported'],
     [{ GATEHOUSE_CLIENT_AUTH: 'private_key_jwt' }, 'GATEHOUSE_CLIENT_PRIVATE_KEY: is required'],
     [{ GATEHOUSE_SCOPES: 'profile email' }, 'GATEHOUSE_SCOPES: "profile email" lacks openid'],
