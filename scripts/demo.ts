@@ -15,6 +15,7 @@ import { resolve } from 'node:path';
 import { createGatehouse } from '../src';
 import { ConfigError } from '../src/config/loadConfig';
 import { startTestIdp } from '../src/testing/testIdp';
+import { guardServer } from '../src/http/serverGuards';
 
 const port = Number(process.env.DEMO_PORT ?? 8080);
 const idpPort = Number(process.env.DEMO_IDP_PORT ?? 8081);
@@ -75,7 +76,7 @@ async function main(): Promise<void> {
     logLevel: process.env.GATEHOUSE_LOG_LEVEL ?? 'warn',
     staticDir: resolve(__dirname, '../../demo/public'),
   });
-  const server = http.createServer(gatehouse.app);
+  const server = guardServer(http.createServer(gatehouse.app));
   await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
 
   const store = process.env.GATEHOUSE_REDIS_URL

@@ -6,6 +6,7 @@ import http from 'node:http';
 import { loadConfig, ConfigError } from './config/loadConfig';
 import { createGatehouse } from './gatehouse';
 import { createLogger } from './log/logger';
+import { guardServer } from './http/serverGuards';
 import type { Config } from './config/schema';
 
 async function main(): Promise<void> {
@@ -19,7 +20,7 @@ async function main(): Promise<void> {
   }
   const log = createLogger(cfg.logLevel);
   const gatehouse = await createGatehouse(cfg, { logger: log });
-  const server = http.createServer(gatehouse.app);
+  const server = guardServer(http.createServer(gatehouse.app));
   server.listen(cfg.port, () => log.info({ port: cfg.port, publicUrl: cfg.publicOrigin }, 'gatehouse listening'));
 
   let stopping = false;

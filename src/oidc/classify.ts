@@ -30,7 +30,12 @@ export function classifyRefreshError(err: unknown): RefreshFailure {
 
 /** An Error of that name, whatever realm created it (instanceof fails across realms). */
 function isError(value: unknown, name: string): boolean {
-  return typeof value === 'object' && value !== null && (value as { name?: unknown }).name === name && typeof (value as { message?: unknown }).message === 'string';
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as { name?: unknown }).name === name &&
+    typeof (value as { message?: unknown }).message === 'string'
+  );
 }
 
 /** RFC 7009 §2.2.1: `unsupported_token_type` (and other 4xx OAuth errors) will not change on retry. */

@@ -8,6 +8,8 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** The upstream-relative path and query of a raw `/api...` request target, or undefined when it is refused. */
 export function upstreamPath(rawUrl: string): string | undefined {
+  // RFC 9112 §3.2: a request target never carries a fragment; a raw '#' is malformed.
+  if (rawUrl.includes('#')) return undefined;
   const q = rawUrl.indexOf('?');
   const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
   const query = q < 0 ? '' : rawUrl.slice(q);

@@ -84,7 +84,11 @@ async function memoryBackend(): Promise<Backend> {
   };
 }
 
-/** connect-redis exactly as src/gatehouse.ts configures it (keep in sync with createGatehouse). */
+/**
+ * connect-redis exactly as src/gatehouse.ts configures it (keep in sync with createGatehouse). connect-redis
+ * takes its TTL in whole seconds (SET ... EX): how `ttl` rounds decides whether the record can outlive the
+ * session (R35, checked by the TTL tests below).
+ */
 function redisBacking(redis: Redis, backingPrefix: string): BackingStore {
   return new RedisStore({
     client: redis,

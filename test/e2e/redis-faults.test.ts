@@ -176,7 +176,8 @@ describe('Redis faults: a running gateway whose Redis goes away', () => {
     await waitUntilReady(s!);
     await expectSessionWorks(s!, browser, 'outage-user');
   });
-  it('a refresh grant that returns while Redis is frozen: the request does not hang, and no refresh token is lost', async () => {
+
+  it('Redis frozen while a refresh grant is at the IdP: the request does not hang storing the rotated tokens, and no refresh token is lost', async () => {
     const user = s!.gw.agent();
     expect((await loginAs(user, s!.idp, 'frozen-refresh')).status).toBe(302);
     await user.get('/api/warm').set(SPA).timeout(HANG_MS).expect(200);
@@ -196,7 +197,11 @@ describe('Redis faults: a running gateway whose Redis goes away', () => {
       );
     // Freeze Redis once the refresh grant is at the IdP: the lock is taken, and the rotated tokens must
     // now be stored into a Redis that does not answer.
-    while (s!.idp.tokenRequests.length === arrivals) await sleep(2);
+    const grantDeadline = Date.now() + 5000;
+    while (s!.idp.tokenRequests.length === arrivals) {
+      if (Date.now() > grantDeadline) throw new Error('the gateway sent no refresh grant: the access token was not due');
+      await sleep(2);
+    }
     process.kill(pid, 'SIGSTOP');
     paused = true;
     let during: Response | Error;
@@ -216,7 +221,8 @@ describe('Redis faults: a running gateway whose Redis goes away', () => {
     const after = await user.get('/api/after-freeze').set(SPA).timeout(HANG_MS);
     expect({ status: after.status, reuse: s!.idp.reuseDetected - reuseBefore }).toEqual({ status: 200, reuse: 0 });
   });
-  it('drains and closes while its Redis is frozen or down: close() does not hang', async () => {
+
+  it('drains and closes while its Redis is frozen: close() does not hang', async () => {
     const pid = store!.redis.pid!;
     process.kill(pid, 'SIGSTOP');
     paused = true;

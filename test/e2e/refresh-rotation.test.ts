@@ -15,7 +15,7 @@ const notRotated = new Set<TokenRequestRecord>();
 function responsesSince(idp: TestIdp, from: number): Array<{ at: string; rt: string | undefined; id: string }> {
   const out: Array<{ at: string; rt: string | undefined; id: string }> = [];
   const fresh = idp.tokensIssued().slice(from);
-  for (let i = 0; i < fresh.length; ) {
+  for (let i = 0; i < fresh.length;) {
     const at = fresh[i++]!;
     const rt = fresh[i] !== undefined && !fresh[i]!.includes('.') ? fresh[i++] : undefined;
     const id = fresh[i++];

@@ -15,7 +15,7 @@ export { sleep };
 export const transcript: Array<{ status: number; headers: Record<string, unknown>; text: string }> = [];
 
 function record(r: Response): Response {
-  transcript.push({ status: r.status, headers: r.headers as Record<string, unknown>, text: typeof r.text === 'string' ? r.text : '' });
+  transcript.push({ status: r.status, headers: r.headers, text: typeof r.text === 'string' ? r.text : '' });
   return r;
 }
 
@@ -25,6 +25,16 @@ export function sessionCookieFrom(res: Response): string {
   const pair = setCookie.find((c) => c.startsWith('gatehouse=') && !c.startsWith('gatehouse=;'))?.split(';')[0];
   if (!pair) throw new Error(`no session cookie in ${JSON.stringify(setCookie)}`);
   return pair;
+}
+
+/** The parsed JSON body of a gateway response. */
+export function bodyOf(r: Response): Record<string, unknown> {
+  return r.body as Record<string, unknown>;
+}
+
+/** [status, error code] of a gateway response. */
+export function outcome(r: Response): [number, unknown] {
+  return [r.status, bodyOf(r).error];
 }
 
 /** Every Set-Cookie line of a response. */

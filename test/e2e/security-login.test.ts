@@ -181,6 +181,8 @@ describe('security: login and callback (R1–R19)', () => {
     const cb = await loginAs(browser, s.idp, 'replay');
     expect(cb.status).toBe(302);
     const codeGrants = s.idp.grants.authorization_code;
+    const sessionKeys = async () => (await s.redis!.keys(`${s.prefix}s:*`)).sort();
+    const before = await sessionKeys();
     const url = new URL(cb.idp.callbackUrl);
     const replay = await browser.get(url.pathname + url.search).redirects(0);
     expect(replay.status).toBe(400);
@@ -194,6 +196,8 @@ describe('security: login and callback (R1–R19)', () => {
       .redirects(0);
     expect(other.status).toBe(400);
     expect(s.idp.grants.authorization_code).toBe(codeGrants);
+    expect(await sessionKeys()).toEqual(before);
+    await browser.get('/auth/session').set(SPA).expect(200); // the session of the first callback is untouched
   });
 
   describe('R8, R10 (§2 row 20): callbacks with bad state, parameters or cookies answer 400 and never reach the token endpoint', () => {

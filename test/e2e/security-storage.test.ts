@@ -64,7 +64,7 @@ describe('security: nothing secret at rest, on the wire or in the logs (R33–R3
   afterAll(() => s.close());
 
   it('the scenario really refreshed and stored something', () => {
-    expect(s.idp.refreshSucceeded - refreshesBefore.n).toBe(6);
+    expect(s.idp.refreshSucceeded - refreshesBefore.n).toBeGreaterThanOrEqual(6);
     expect(s.idp.tokensIssued().length).toBeGreaterThanOrEqual(3 * 3 + 6 * 2);
     // two live sessions (session + token record each) and the pending login transaction
     expect(dump.length).toBeGreaterThanOrEqual(5);

@@ -5,7 +5,7 @@
  */
 import request from 'supertest';
 import { Redis } from 'ioredis';
-import { createGatehouse, type Gatehouse, type GatehouseOptions } from '../../src';
+import { createGatehouse, guardServer, type Gatehouse, type GatehouseOptions } from '../../src';
 import { createLogger, type Logger } from '../../src/log/logger';
 import { startTestIdp, type TestIdp, type TestIdpOptions } from './idp';
 import { startUpstream, type TestUpstream } from './upstream';
@@ -95,6 +95,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       { logger },
     );
     s.on('request', gatehouse.app);
+    if (s.listenerCount('connect') === 0) guardServer(s);
     const inst: Instance = { server: s, gatehouse, url: s.url, agent: () => request.agent(s) };
     instances.push(inst);
     return inst;

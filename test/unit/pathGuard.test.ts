@@ -29,6 +29,7 @@ describe('upstreamPath (R49: /api/<p> reaches only <UPSTREAM>/<p>)', () => {
     '/api/x%0d%0a',
     '/api/%zz',
     '/apix',
+    '/api/x#fragment',
     'http://evil.example/api/x',
   ])('refuses %s', (raw) => {
     expect(upstreamPath(raw)).toBeUndefined();
