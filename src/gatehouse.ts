@@ -4,7 +4,6 @@
  */
 import type { Express } from 'express';
 import session from 'express-session';
-import { RedisStore } from 'connect-redis';
 import type { Redis } from 'ioredis';
 import type { Config, GatehouseOptions } from './config/schema';
 import { validate } from './config/loadConfig';
@@ -15,7 +14,7 @@ import { createRedis, waitForRedis } from './store/redisClient';
 import { randomId } from './crypto/seal';
 import { cookiePolicy } from './http/cookies';
 import { Keyring } from './session/keyring';
-import { KvBackingStore, SealedSessionStore, sessionExpiry, type BackingStore, type Envelope } from './session/sealedStore';
+import { KvBackingStore, SealedSessionStore, redisBackingStore, sessionExpiry, type BackingStore } from './session/sealedStore';
 import type { Lifecycle } from './session/lifecycle';
 import { Idp } from './oidc/idp';
 import { LoginTransactions } from './oidc/loginTx';
@@ -63,13 +62,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const keyring = new Keyring(cfg.sessionSecrets, cfg.keyPrefix);
   const idleMs = cfg.sessionIdleSeconds * 1000;
   const backingPrefix = `${cfg.keyPrefix}s:`;
-  const backing: BackingStore = redis
-    ? (new RedisStore({
-        client: redis,
-        prefix: backingPrefix,
-        ttl: (env: unknown) => Math.ceil(((env as Envelope).exp - Date.now()) / 1000),
-      }) as unknown as BackingStore)
-    : new KvBackingStore(kv, backingPrefix, now);
+  const backing: BackingStore = redis ? redisBackingStore(redis, backingPrefix, now) : new KvBackingStore(kv, backingPrefix, now);
   const store = new SealedSessionStore(backing, kv, keyring, idleMs, now);
   const cookies = cookiePolicy(cfg);
   const vault = new Vault(kv);

@@ -9,6 +9,8 @@
  * slide(), a SET ... XX that can never resurrect a session another request destroyed meanwhile.
  */
 import { Store, type SessionData } from 'express-session';
+import { RedisStore } from 'connect-redis';
+import type { Redis } from 'ioredis';
 import type { Kv } from '../store/kv';
 import { StoreUnavailableError } from '../store/kv';
 import { open, seal } from '../crypto/seal';
@@ -110,7 +112,7 @@ export class SealedSessionStore extends Store {
     const ttl = exp - this.now();
     if (ttl <= 0) return;
     const env: Envelope = { v: seal(keys.sealKey, JSON.stringify(sess), keys.sessionKey), exp };
-    if (await this.kv.replace(keys.sessionKey, JSON.stringify(env), ttl)) await this.kv.expire(keys.tokensKey, ttl);
+    await this.kv.replaceWithCompanion(keys.sessionKey, JSON.stringify(env), ttl, keys.tokensKey);
   }
 }
 
@@ -123,10 +125,13 @@ export class KvBackingStore implements BackingStore {
   ) {}
 
   get(id: string, cb: Cb<Envelope | null>): void {
-    this.kv.get(this.prefix + id).then(
-      (v) => cb(null, v === null ? null : (JSON.parse(v) as Envelope)),
-      (e: unknown) => cb(e),
-    );
+    this.kv
+      .get(this.prefix + id)
+      .then((v) => (v === null ? null : (JSON.parse(v) as Envelope)))
+      .then(
+        (env) => cb(null, env),
+        (e: unknown) => cb(e),
+      );
   }
   set(id: string, env: Envelope, cb: Cb): void {
     const ttl = env.exp - this.now();
@@ -142,4 +147,15 @@ export class KvBackingStore implements BackingStore {
       (e: unknown) => cb(e),
     );
   }
+}
+
+/** The Redis backing store: connect-redis over ioredis, with the same key layout and envelope. */
+export function redisBackingStore(redis: Redis, prefix: string, now: () => number): BackingStore {
+  return new RedisStore({
+    client: redis,
+    prefix,
+    // connect-redis takes whole seconds (SET ... EX): round down, so the record never outlives the session
+    // (R35); at <= 0 connect-redis deletes it.
+    ttl: (env: unknown) => Math.floor(((env as Envelope).exp - now()) / 1000),
+  }) as unknown as BackingStore;
 }

@@ -10,6 +10,11 @@ export interface Kv {
   set(key: string, value: string, ttlMs: number): Promise<void>;
   /** Overwrites only an existing key (SET XX): never resurrects a deleted record. True when written. */
   replace(key: string, value: string, ttlMs: number): Promise<boolean>;
+  /**
+   * replace(), and in the same atomic step gives `companion` (if it exists) the same TTL, so two records
+   * of one session always expire together. Both keys must share a Redis Cluster hash slot.
+   */
+  replaceWithCompanion(key: string, value: string, ttlMs: number, companion: string): Promise<boolean>;
   /** Sets only when absent (a lock); true when this call created it. */
   setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>;
   /** Reads and deletes in one step: one-time records (login transactions). */

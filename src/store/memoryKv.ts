@@ -43,6 +43,11 @@ export class MemoryKv implements Kv {
     this.write(key, value, ttlMs);
     return true;
   }
+  async replaceWithCompanion(key: string, value: string, ttlMs: number, companion: string) {
+    if (!(await this.replace(key, value, ttlMs))) return false;
+    await this.expire(companion, ttlMs);
+    return true;
+  }
   async setIfAbsent(key: string, value: string, ttlMs: number) {
     if (this.read(key) !== null) return false;
     this.write(key, value, ttlMs);

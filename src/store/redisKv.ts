@@ -2,13 +2,17 @@ import type { Redis } from 'ioredis';
 import type { Kv } from './kv';
 import { StoreUnavailableError } from './kv';
 
-// Each script touches one key, so it is cluster-safe (all keys of one session share a hash tag).
+// Scripts touch one key, or two keys of one session, which share a hash tag: cluster-safe.
 const CAS = `
 local cur = redis.call('GET', KEYS[1])
 local v = 0
 if cur then v = tonumber(string.match(cur, '^(%d+)|')) or -1 end
 if v ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1`;
+const REPLACE_WITH_COMPANION = `
+if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then return 0 end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1`;
 const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -20,6 +24,7 @@ return 0`;
 type Scripted = Redis & {
   gatehouseCas(key: string, expected: number, value: string, ttlMs: number): Promise<number>;
   gatehouseRelease(key: string, owner: string): Promise<number>;
+  gatehouseReplacePair(key: string, companion: string, value: string, ttlMs: number): Promise<number>;
   gatehouseRenew(key: string, owner: string, ttlMs: number): Promise<number>;
 };
 
@@ -38,6 +43,7 @@ export class RedisKv implements Kv {
   constructor(redis: Redis) {
     redis.defineCommand('gatehouseCas', { numberOfKeys: 1, lua: CAS });
     redis.defineCommand('gatehouseRelease', { numberOfKeys: 1, lua: RELEASE });
+    redis.defineCommand('gatehouseReplacePair', { numberOfKeys: 2, lua: REPLACE_WITH_COMPANION });
     redis.defineCommand('gatehouseRenew', { numberOfKeys: 1, lua: RENEW });
     this.r = redis as Scripted;
   }
@@ -50,6 +56,9 @@ export class RedisKv implements Kv {
   }
   async replace(key: string, value: string, ttlMs: number) {
     return (await guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'XX'))) === 'OK';
+  }
+  async replaceWithCompanion(key: string, value: string, ttlMs: number, companion: string) {
+    return (await guard(() => this.r.gatehouseReplacePair(key, companion, value, Math.max(1, Math.ceil(ttlMs))))) === 1;
   }
   async setIfAbsent(key: string, value: string, ttlMs: number) {
     return (await guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'))) === 'OK';

@@ -11,8 +11,6 @@
  * never resurrects a destroyed session), and secret rotation (first secret keys, all secrets find).
  */
 import type { Cookie, SessionData } from 'express-session';
-import { RedisStore } from 'connect-redis';
-import type { Redis } from 'ioredis';
 import { randomId } from '../../src/crypto/seal';
 import { createLogger } from '../../src/log/logger';
 import type { Kv } from '../../src/store/kv';
@@ -20,7 +18,7 @@ import { MemoryKv } from '../../src/store/memoryKv';
 import { RedisKv } from '../../src/store/redisKv';
 import { createRedis, waitForRedis } from '../../src/store/redisClient';
 import { Keyring } from '../../src/session/keyring';
-import { KvBackingStore, SealedSessionStore, sessionExpiry, type BackingStore, type Envelope } from '../../src/session/sealedStore';
+import { KvBackingStore, SealedSessionStore, redisBackingStore, sessionExpiry, type Envelope } from '../../src/session/sealedStore';
 import type { GatehouseSession } from '../../src/session/sessionData';
 import { redisUrl } from '../support/stack';
 import { uniquePrefix } from '../support/login';
@@ -84,19 +82,6 @@ async function memoryBackend(): Promise<Backend> {
   };
 }
 
-/**
- * connect-redis exactly as src/gatehouse.ts configures it (keep in sync with createGatehouse). connect-redis
- * takes its TTL in whole seconds (SET ... EX): how `ttl` rounds decides whether the record can outlive the
- * session (R35, checked by the TTL tests below).
- */
-function redisBacking(redis: Redis, backingPrefix: string): BackingStore {
-  return new RedisStore({
-    client: redis,
-    prefix: backingPrefix,
-    ttl: (env: unknown) => Math.ceil(((env as Envelope).exp - Date.now()) / 1000),
-  }) as unknown as BackingStore;
-}
-
 async function redisBackend(): Promise<Backend> {
   let offset = 0;
   const now = () => Date.now() + offset;
@@ -104,7 +89,7 @@ async function redisBackend(): Promise<Backend> {
   const client = createRedis(redisUrl(), silent);
   if (!(await waitForRedis(client, 5000))) throw new Error('the test Redis at REDIS_URL did not answer');
   const kv = new RedisKv(client);
-  const backing = redisBacking(client, `${prefix}s:`);
+  const backing = redisBackingStore(client, `${prefix}s:`, now);
   return {
     kv,
     prefix,
