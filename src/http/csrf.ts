@@ -11,7 +11,11 @@ export function requireCsrf(publicOrigin: string): RequestHandler {
   return (req, res, next) => {
     const site = req.headers['sec-fetch-site'];
     const origin = req.headers.origin;
-    if (req.headers['x-csrf'] !== '1' || (site !== undefined && site !== 'same-origin') || (origin !== undefined && origin !== publicOrigin)) {
+    if (
+      req.headers['x-csrf'] !== '1' ||
+      (site !== undefined && site !== 'same-origin') ||
+      (origin !== undefined && origin !== publicOrigin)
+    ) {
       res.set('Cache-Control', 'no-store');
       sendError(res, 403, 'csrf');
       return;

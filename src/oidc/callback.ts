@@ -5,6 +5,7 @@
 import type { Request, RequestHandler } from 'express';
 import { cookieValues, type CookiePolicy } from '../http/cookies';
 import { GatewayError } from '../http/errors';
+import { StoreUnavailableError } from '../store/kv';
 import type { Logger } from '../log/logger';
 import type { Keyring } from '../session/keyring';
 import type { Lifecycle } from '../session/lifecycle';
@@ -35,12 +36,15 @@ const fail = (reason: string, cause?: unknown): never => {
   throw new LoginFailed(reason, { cause });
 };
 
+/** express-session's callbacks get the store's error (a StoreUnavailableError from the sealed store: 503). */
+const asError = (err: unknown): Error => (err instanceof Error ? err : new StoreUnavailableError(err));
+
 function regenerate(req: Request): Promise<void> {
-  return new Promise((resolve, reject) => req.session.regenerate((err: unknown) => (err ? reject(err) : resolve())));
+  return new Promise((resolve, reject) => req.session.regenerate((err: unknown) => (err ? reject(asError(err)) : resolve())));
 }
 
 function save(req: Request): Promise<void> {
-  return new Promise((resolve, reject) => req.session.save((err: unknown) => (err ? reject(err) : resolve())));
+  return new Promise((resolve, reject) => req.session.save((err: unknown) => (err ? reject(asError(err)) : resolve())));
 }
 
 export function callback(d: CallbackDeps): RequestHandler {
@@ -73,7 +77,7 @@ export function callback(d: CallbackDeps): RequestHandler {
       }
       const receivedAt = d.now();
       const claims = tokens.claims ?? fail('no ID token');
-      const sub = claims!.sub as string;
+      const sub = claims.sub as string;
       let userinfo: Record<string, unknown> = {};
       try {
         userinfo = await d.idp.userinfo(tokens.accessToken, sub);
@@ -86,9 +90,9 @@ export function callback(d: CallbackDeps): RequestHandler {
       await regenerate(req);
       const now = d.now();
       const gh: GatehouseSession = {
-        iss: claims!.iss as string,
+        iss: claims.iss as string,
         sub,
-        ...(typeof claims!.sid === 'string' && { sid: claims!.sid }),
+        ...(typeof claims.sid === 'string' && { sid: claims.sid }),
         user: identityClaims({ ...userinfo, ...claims, sub }),
         createdAt: now,
         absoluteExpiresAt: now + d.absoluteMs,

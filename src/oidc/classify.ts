@@ -9,15 +9,20 @@ import * as oidc from 'openid-client';
 export type RefreshFailure =
   | 'invalid_grant' // RFC 6749 §5.2: the refresh token is invalid, expired, revoked or reused
   | 'invalid_client' // our client authentication failed: configuration, page an operator
+  | 'foreign_issuer' // R43 / OIDC Core §12.2: the refreshed ID token names another issuer (openid-client's own iss check)
   | 'idp_error' // another OAuth error code, or a non-conforming response
   | 'timeout'
   | 'network';
 
 export function classifyRefreshError(err: unknown): RefreshFailure {
-  if (err instanceof oidc.ResponseBodyError) return err.error === 'invalid_grant' ? 'invalid_grant' : err.error === 'invalid_client' ? 'invalid_client' : 'idp_error';
+  if (err instanceof oidc.ResponseBodyError)
+    return err.error === 'invalid_grant' ? 'invalid_grant' : err.error === 'invalid_client' ? 'invalid_client' : 'idp_error';
   if (err instanceof oidc.WWWAuthenticateChallengeError) return 'invalid_client';
   if (err instanceof oidc.ClientError) {
     if (err.code === 'OAUTH_TIMEOUT') return 'timeout';
+    // openid-client compares a refreshed ID token's iss with the issuer before we see it; the claim it
+    // failed on is named in the cause (oauth4webapi OperationProcessingError { cause: { claim } }).
+    if (err.code === 'OAUTH_JWT_CLAIM_COMPARISON_FAILED' && failedClaim(err) === 'iss') return 'foreign_issuer';
     // STANDARDS.md §3: a network failure is fetch's TypeError, which openid-client rethrows as is. A TypeError
     // from another realm (fetch is the host's in a jest/vm context, where an embedder drives Gatehouse
     // with supertest) fails openid-client's instanceof check and arrives wrapped, without a code.
@@ -26,6 +31,11 @@ export function classifyRefreshError(err: unknown): RefreshFailure {
   }
   if (err instanceof DOMException && (err.name === 'TimeoutError' || err.name === 'AbortError')) return 'timeout';
   return 'network';
+}
+
+function failedClaim(err: oidc.ClientError): unknown {
+  const inner = (err.cause as { cause?: unknown } | undefined)?.cause;
+  return typeof inner === 'object' && inner !== null ? (inner as { claim?: unknown }).claim : undefined;
 }
 
 /** An Error of that name, whatever realm created it (instanceof fails across realms). */

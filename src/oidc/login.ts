@@ -13,7 +13,13 @@ import { HOME, parseReturnTo } from './returnTo';
 
 const BINDING = /^[A-Za-z0-9_-]{43}$/;
 
-export function login(deps: { idp: Idp; tx: LoginTransactions; keyring: Keyring; cookies: CookiePolicy; publicOrigin: string }): RequestHandler {
+export function login(deps: {
+  idp: Idp;
+  tx: LoginTransactions;
+  keyring: Keyring;
+  cookies: CookiePolicy;
+  publicOrigin: string;
+}): RequestHandler {
   return async (req, res) => {
     const existing = cookieValues(req, deps.cookies.txName);
     const binding = existing.length === 1 && BINDING.test(existing[0]!) ? existing[0]! : randomId();

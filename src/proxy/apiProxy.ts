@@ -20,7 +20,10 @@ export interface ApiProxy {
 }
 
 export function createApiProxy(upstream: URL, publicOrigin: string, log: Logger): ApiProxy {
-  const agent = upstream.protocol === 'https:' ? new https.Agent({ keepAlive: true, maxSockets: 512 }) : new http.Agent({ keepAlive: true, maxSockets: 512 });
+  const agent =
+    upstream.protocol === 'https:'
+      ? new https.Agent({ keepAlive: true, maxSockets: 512 })
+      : new http.Agent({ keepAlive: true, maxSockets: 512 });
   const publicUrl = new URL(publicOrigin);
   const proto = publicUrl.protocol.slice(0, -1);
 
@@ -34,7 +37,13 @@ export function createApiProxy(upstream: URL, publicOrigin: string, log: Logger)
     on: {
       proxyRes: (proxyRes) => prepareDownstreamHeaders(proxyRes),
       error: (err, req, res) => {
-        log.warn({ err: { message: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, path: (req as Request).originalUrl?.split('?')[0] }, 'upstream request failed');
+        log.warn(
+          {
+            err: { message: err.message, code: (err as NodeJS.ErrnoException).code },
+            path: req.originalUrl?.split('?')[0],
+          },
+          'upstream request failed',
+        );
         const r = res as Response;
         if (typeof r.writeHead !== 'function') return (res as unknown as { destroy(): void }).destroy();
         if (r.headersSent) return r.destroy();

@@ -11,15 +11,36 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 
-const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authenticate', 'proxy-authorization'];
-const DROP_UPSTREAM = new Set([...HOP_BY_HOP, 'cookie', 'authorization', 'x-csrf', 'forwarded', 'x-real-ip', 'x-client-ip', 'true-client-ip']);
+const HOP_BY_HOP = [
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'upgrade',
+  'proxy-authenticate',
+  'proxy-authorization',
+];
+const DROP_UPSTREAM = new Set([
+  ...HOP_BY_HOP,
+  'cookie',
+  'authorization',
+  'x-csrf',
+  'forwarded',
+  'x-real-ip',
+  'x-client-ip',
+  'true-client-ip',
+]);
 const DROP_UPSTREAM_PREFIX = /^(x-forwarded-|x-user|x-auth|x-gatehouse)/;
 const DROP_DOWNSTREAM = new Set([...HOP_BY_HOP, 'set-cookie']);
 
 function connectionNamed(headers: IncomingHttpHeaders): string[] {
   const c = headers.connection;
   if (typeof c !== 'string') return [];
-  return c.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean);
+  return c
+    .split(',')
+    .map((t) => t.trim().toLowerCase())
+    .filter(Boolean);
 }
 
 export interface Forwarded {

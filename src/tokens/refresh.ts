@@ -53,7 +53,16 @@ export interface TokenServiceOptions {
   events?: RefreshEvents;
 }
 
-const RETRY_AFTER_SECONDS = 2;
+const RETRY_AFTER_SECONDS = 1;
+/**
+ * After a transient failure the lock slot holds this marker for the Retry-After period: every request of
+ * the session, on every replica, degrades at once (R42, or 503) instead of sending the IdP another grant
+ * (STANDARDS.md §3: do not hammer an IdP that is failing). The next request after it retries.
+ */
+const COOLDOWN = 'cooldown';
+const COOLDOWN_MS = RETRY_AFTER_SECONDS * 1000;
+/** How long storing rotated tokens may be retried on the request's path (Redis commands time out by themselves). */
+const STORE_RETRY_MS = 1000;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const bearer = (t: Tokens): AccessResult => ({ kind: 'bearer', accessToken: t.accessToken });
 
@@ -92,7 +101,11 @@ export class TokenService {
         try {
           return await this.refreshHoldingLock(keys, gh, owner, due);
         } finally {
-          await kv.releaseLock(keys.lockKey, owner).catch((err: unknown) => this.o.log.warn({ err }, 'could not release refresh lock; it expires by itself'));
+          // Not awaited: a stalled store must not hold the answer (the lock expires by itself), and the
+          // release is queued behind the token write on the same connection, so it never overtakes it.
+          void kv
+            .releaseLock(keys.lockKey, owner)
+            .catch((err: unknown) => this.o.log.warn({ err }, 'could not release refresh lock; it expires by itself'));
         }
       }
       // Another replica is refreshing this session: wait for its result and reuse it.
@@ -101,6 +114,7 @@ export class TokenService {
       const cur = await vault.read(keys);
       const settled = this.settled(cur, due);
       if (settled) return settled;
+      if ((await kv.get(keys.lockKey)) === COOLDOWN) return this.degrade((cur as VaultEntry & { dead: false }).tokens);
       if (now() > deadline) {
         this.o.log.warn({ session: keys.hash }, 'gave up waiting for another replica to refresh');
         return this.degrade((cur as VaultEntry & { dead: false }).tokens);
@@ -141,9 +155,12 @@ export class TokenService {
       return now() < entry.tokens.expiresAt ? bearer(entry.tokens) : this.kill(keys, entry.version);
     }
 
-    const renew = setInterval(() => {
-      this.o.kv.renewLock(keys.lockKey, owner, this.o.lockLeaseMs).catch(() => undefined);
-    }, Math.max(100, this.o.lockLeaseMs / 3));
+    const renew = setInterval(
+      () => {
+        this.o.kv.renewLock(keys.lockKey, owner, this.o.lockLeaseMs).catch(() => undefined);
+      },
+      Math.max(100, this.o.lockLeaseMs / 3),
+    );
     let response: TokenSet;
     // Expiry counts from when the request was sent: never later than the IdP's own clock.
     const sentAt = now();
@@ -162,8 +179,16 @@ export class TokenService {
         log.info({ session: keys.hash }, 'refresh token rejected (invalid_grant): ending the session');
         return this.kill(keys, again?.version ?? entry.version);
       }
+      if (failure === 'foreign_issuer') {
+        // R43 / STANDARDS.md §3: an ID token from another issuer ends the session (openid-client caught it first).
+        log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
+        this.o.events?.onRefresh?.('invalid_grant');
+        return this.kill(keys, entry.version);
+      }
       this.o.events?.onRefresh?.('transient');
       log.warn({ session: keys.hash, failure, err }, 'refresh failed; keeping the session');
+      // Replaces our own lock, so the release that follows (owner-checked) leaves the marker in place.
+      void this.o.kv.set(keys.lockKey, COOLDOWN, COOLDOWN_MS).catch(() => undefined);
       return this.degrade(entry.tokens);
     } finally {
       clearInterval(renew);
@@ -182,10 +207,12 @@ export class TokenService {
 
   /**
    * RFC 6749 §6: the rotated refresh token replaces the old one atomically. A store fault here would
-   * lose the only valid refresh token, so the write is retried before giving up.
+   * lose the only valid refresh token, so the write is retried (a repeated compare-and-set is harmless:
+   * a timed-out one may still land) for at most STORE_RETRY_MS, so a stalled store never hangs the request.
    */
   private async store(keys: SessionKeys, gh: GatehouseSession, version: number, tokens: Tokens): Promise<AccessResult> {
     const { vault, log, now } = this.o;
+    const giveUpAt = now() + STORE_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
         const ttl = this.o.sessionEnd(gh) - now();
@@ -197,7 +224,7 @@ export class TokenService {
         log.warn({ session: keys.hash }, 'token record changed during refresh; keeping the newer record');
         return bearer(tokens);
       } catch (err) {
-        if (attempt >= 4) {
+        if (attempt >= 4 || now() >= giveUpAt) {
           log.error({ session: keys.hash, err }, 'could not store rotated tokens; the next refresh will fail');
           return bearer(tokens);
         }

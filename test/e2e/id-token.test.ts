@@ -468,6 +468,8 @@ describe('what a refresh returns (R16, R38, R43, §2 row 39, §3)', () => {
     const fresh = await idp.tokenResponse({ sub, expiresIn: AT_TTL_S });
     idp.next(fresh);
     const before = refreshes().length;
+    // After a transient failure the session's refresh cools down for Retry-After (real time, in Redis).
+    await new Promise((r) => setTimeout(r, 1100));
     const ok = await api(gw, agent);
     expect(ok.status).toBe(200);
     expect(upstream.last().headers.authorization).toBe(`Bearer ${String(fresh.access_token)}`);

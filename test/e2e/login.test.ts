@@ -19,11 +19,12 @@ describe('login end to end', () => {
 
     const me = await browser.get('/auth/session').set(SPA).expect(200);
     expect(me.body).toMatchObject({ authenticated: true, user: { sub: 'alice', email: 'alice@example.test', name: 'Test alice' } });
-    expect(me.body.user).not.toHaveProperty('nonce');
-    expect(me.body.user).not.toHaveProperty('aud');
+    const user = (me.body as { user: Record<string, unknown> }).user;
+    expect(user).not.toHaveProperty('nonce');
+    expect(user).not.toHaveProperty('aud');
 
     const api = await browser.get('/api/things?x=1').set(SPA).expect(200);
-    expect(api.body.path).toBe('/things');
+    expect((api.body as { path: string }).path).toBe('/things');
     const seen = s.upstream.requests.at(-1)!;
     expect(seen.headers.authorization).toMatch(/^Bearer \S+$/);
     expect(seen.headers.cookie).toBeUndefined();
@@ -61,7 +62,7 @@ describe('login end to end', () => {
     const browser = s.gw.agent();
     await loginAs(browser, s.idp, 'dave', { idpAgent: idpAgent(s.idp) });
     const out = await browser.post('/auth/logout').set(SPA).expect(200);
-    expect(out.body.logoutUrl).toContain(`${s.idp.issuer}/session/end`);
+    expect((out.body as { logoutUrl: string }).logoutUrl).toContain(`${s.idp.issuer}/session/end`);
     expect(String(out.headers['set-cookie'])).toMatch(/gatehouse=; Path=\/; HttpOnly; Max-Age=0/);
     await browser.get('/api/x').set(SPA).expect(401);
   });
@@ -71,7 +72,7 @@ describe('login end to end', () => {
     await loginAs(browser, s.idp, 'erin');
     const before = s.idp.revocations;
     const out = await browser.post('/auth/logout?post_logout_redirect_uri=https://evil.example').set(SPA).expect(200);
-    const url = new URL(out.body.logoutUrl);
+    const url = new URL((out.body as { logoutUrl: string }).logoutUrl);
     expect(url.searchParams.get('client_id')).toBe(s.idp.clientId);
     expect(url.searchParams.get('post_logout_redirect_uri')).toBe(`${s.gw.url}/`);
     expect(url.searchParams.get('id_token_hint')).toMatch(/^ey/);

@@ -18,6 +18,7 @@ import {
   logsOf,
   outcome,
   outliveAccessToken,
+  outliveRefreshCooldown,
   refreshCounters,
   refreshTokenReuse,
   sessionInfo,
@@ -66,7 +67,7 @@ async function expectSessionKept(s: Stack, cookie: string): Promise<void> {
   expect(bodyOf(info).authenticated).toBe(true);
   const keys = keysOf(s, cookie);
   expect(await s.redis!.exists(keys.sessionKey)).toBe(1);
-  expect(await s.redis!.get(keys.tokensKey)).not.toMatch(/\|dead$/);
+  expect(await s.redis!.get(keys.tokensKey)).toMatch(/^\d+\|(?!dead$)/); // the sealed tokens, not the dead marker
 }
 
 /** A refresh failure while the access token is expired: 503 + Retry-After, session kept, no cookie change. */
@@ -224,6 +225,7 @@ describe('every other refresh failure keeps the session (R41)', () => {
       expect(loggedFailures(s, cookie)).toEqual([failure]);
       await expectSessionKept(s, cookie);
 
+      await outliveRefreshCooldown();
       const healed = await api(s.gw, cookie);
       expect(healed.status).toBe(200);
       const after = refreshCounters(s.idp);
@@ -268,6 +270,7 @@ describe('an IdP slower than the gateway’s IdP timeout', () => {
     }
     expect(s.idp.tokenRequests[requests]).toMatchObject({ grantType: 'refresh_token', injected: true });
 
+    await outliveRefreshCooldown();
     expect((await api(s.gw, cookie)).status).toBe(200);
     const after = refreshCounters(s.idp);
     expect(after.grants - before.grants).toBe(2);
@@ -309,6 +312,7 @@ describe('graceful degradation inside the refresh window (R42)', () => {
       }
       expect(refreshCounters(s.idp).grants - before.grants).toBe(1); // the early refresh was attempted
 
+      await outliveRefreshCooldown();
       expect((await api(s.gw, cookie)).status).toBe(200);
       const [fresh] = accessTokensIssuedSince(s.idp, issued);
       expect(bearersSeen(s, 1)).toEqual([`Bearer ${fresh}`]);
@@ -325,5 +329,33 @@ describe('every response of this file', () => {
   it('never carries the IdP’s error_description', () => {
     expect(transcript.length).toBeGreaterThan(30);
     for (const r of transcript) expect(JSON.stringify(r)).not.toContain(MARKER);
+  });
+});
+
+describe('a failing IdP is not hammered (STANDARDS.md §3)', () => {
+  let s: Stack;
+  beforeAll(async () => {
+    s = await startStack({ instances: 2 });
+  });
+  afterAll(() => s.close());
+
+  it('sends one refresh grant for a session while the IdP fails, whatever the number of requests and replicas, and retries after Retry-After', async () => {
+    const cookie = await login(s, 'outage');
+    await outliveAccessToken(AT_TTL);
+    const before = refreshCounters(s.idp);
+    s.idp.failRefresh(503, { error: 'temporarily_unavailable', error_description: MARKER });
+    try {
+      const first = await api(s.gw, cookie);
+      expectUnavailable(first);
+      const rest = await Promise.all(Array.from({ length: 20 }, (_, i) => api(s.instances[i % 2]!, cookie)));
+      for (const r of rest) expectUnavailable(r);
+      expect(refreshCounters(s.idp).grants - before.grants).toBe(1);
+    } finally {
+      s.idp.failRefresh(null);
+    }
+    await outliveRefreshCooldown();
+    expect((await api(s.instances[1]!, cookie)).status).toBe(200);
+    expect(refreshCounters(s.idp).grants - before.grants).toBe(2);
+    expect(refreshTokenReuse(s.idp)).toEqual([]);
   });
 });

@@ -55,6 +55,14 @@ export async function api(inst: Instance, cookie: string, path = '/things'): Pro
   return record(await request(inst.server).get(`/api${path}`).set(SPA).set('Cookie', cookie));
 }
 
+/**
+ * After a transient refresh failure the gateway lets the session's refresh cool down for Retry-After
+ * (1 s; src/tokens/refresh.ts COOLDOWN_MS) before sending the IdP another grant.
+ */
+export function outliveRefreshCooldown(): Promise<void> {
+  return sleep(1100);
+}
+
 /** `GET /auth/session` on `inst` with `cookie`. */
 export async function sessionInfo(inst: Instance, cookie: string): Promise<Response> {
   return record(await request(inst.server).get('/auth/session').set(SPA).set('Cookie', cookie));
