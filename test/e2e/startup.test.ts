@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { startTestIdp, type TestIdp } from '../support/idp';
 import { findFreePort } from '../support/redisServer';
 import { redisUrl } from '../support/stack';
+import { REQUIRED_VARIABLES } from '../support/payloads';
 
 const root = join(__dirname, '..', '..');
 const main = join(root, 'dist', 'src', 'main.js');
@@ -28,15 +29,7 @@ describe('npm start (dist/src/main.js)', () => {
     const p = collect(run({ GATEHOUSE_SESSION_SECRET: 'short', GATEHOUSE_PORT: 'http', GATEHOUSE_PUBLIC_URL: 'app.example' }));
     expect(await p.exit).toBe(2);
     const lines = p.out().trim().split('\n');
-    for (const v of [
-      'GATEHOUSE_ISSUER',
-      'GATEHOUSE_CLIENT_ID',
-      'GATEHOUSE_CLIENT_SECRET',
-      'GATEHOUSE_PUBLIC_URL',
-      'GATEHOUSE_UPSTREAM',
-      'GATEHOUSE_SESSION_SECRET',
-      'GATEHOUSE_PORT',
-    ]) {
+    for (const v of [...REQUIRED_VARIABLES, 'GATEHOUSE_PORT']) {
       expect(lines.filter((l) => l.startsWith(`gatehouse: ${v}: `))).toHaveLength(1);
     }
     expect(lines.every((l) => l.startsWith('gatehouse: GATEHOUSE_'))).toBe(true);

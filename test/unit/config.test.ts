@@ -1,4 +1,5 @@
 import { loadConfig, ConfigError } from '../../src/config/loadConfig';
+import { REQUIRED_VARIABLES } from '../support/payloads';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,14 +43,7 @@ describe('loadConfig', () => {
 
   it('reports every problem at once, one line each naming the variable', () => {
     const p = problems({});
-    for (const v of [
-      'GATEHOUSE_ISSUER',
-      'GATEHOUSE_CLIENT_ID',
-      'GATEHOUSE_CLIENT_SECRET',
-      'GATEHOUSE_PUBLIC_URL',
-      'GATEHOUSE_UPSTREAM',
-      'GATEHOUSE_SESSION_SECRET',
-    ]) {
+    for (const v of REQUIRED_VARIABLES) {
       expect(p.filter((l) => l.startsWith(`${v}:`))).toHaveLength(1);
     }
     for (const line of p) expect(line).not.toContain('\n');

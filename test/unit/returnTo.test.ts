@@ -1,4 +1,5 @@
 import { parseReturnTo } from '../../src/oidc/returnTo';
+import { OPEN_REDIRECT_PAYLOADS } from '../support/payloads';
 
 const ORIGIN = 'https://app.example';
 
@@ -13,23 +14,7 @@ describe('parseReturnTo (R19: no open redirect through returnTo)', () => {
   });
 
   // STANDARDS.md §2 row 18, every payload.
-  it.each([
-    'https://evil.example',
-    '//evil.example',
-    '/\\evil.example',
-    '\\/evil.example',
-    '/%2F%2Fevil.example',
-    'https:evil.example',
-    'javascript:alert(1)',
-    'data:text/html,x',
-    '/%09/evil.example',
-    'http://app.example@evil.example',
-    '/x%0d%0aSet-Cookie:a=b',
-    '/x\r\nSet-Cookie:a=b',
-    `/${'a'.repeat(10 * 1024)}`,
-    '',
-    'relative/path',
-  ])('refuses %s', (raw) => {
+  it.each([...OPEN_REDIRECT_PAYLOADS, '', 'relative/path'])('refuses %s', (raw) => {
     expect(parseReturnTo(raw, ORIGIN)).toBeUndefined();
   });
 
