@@ -9,10 +9,10 @@ import { createProxyMiddleware, proxyEventsPlugin, type Plugin } from 'http-prox
 import type { Logger } from '../log/logger';
 import { sendError } from '../http/errors';
 import { upstreamPath } from './pathGuard';
-import { prepareDownstreamHeaders, prepareUpstreamHeaders } from './headers';
+import { framingNamedInConnection, prepareDownstreamHeaders, prepareUpstreamHeaders } from './headers';
 
 export interface ApiProxy {
-  /** R49: refuses paths that would leave the upstream base, and TRACE/CONNECT. */
+  /** R49: refuses paths that would leave the upstream base, TRACE/CONNECT, and smuggling-shaped headers. */
   guard: RequestHandler;
   /** Injects the bearer (from res.locals.accessToken) and forwards. */
   forward: RequestHandler;
@@ -57,7 +57,7 @@ export function createApiProxy(upstream: URL, publicOrigin: string, log: Logger)
       res.set('Allow', 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS');
       return sendError(res, 405, 'method_not_allowed');
     }
-    if (upstreamPath(req.originalUrl) === undefined) return sendError(res, 400, 'bad_request');
+    if (upstreamPath(req.originalUrl) === undefined || framingNamedInConnection(req.headers)) return sendError(res, 400, 'bad_request');
     next();
   };
 

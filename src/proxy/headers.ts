@@ -30,7 +30,16 @@ const DROP_UPSTREAM = new Set([
   'x-real-ip',
   'x-client-ip',
   'true-client-ip',
+  // Some frameworks route on these instead of the request line: they would bypass the path guard.
+  'x-original-url',
+  'x-rewrite-url',
 ]);
+/**
+ * Request smuggling: a `Connection` header naming the message's framing (or Host) must never make the
+ * proxy drop it, or the body would reach the pooled upstream connection unframed and be read there as
+ * another request. Such a request is refused (framingNamedInConnection) and the names are never dropped.
+ */
+const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 const DROP_UPSTREAM_PREFIX = /^(x-forwarded-|x-user|x-auth|x-gatehouse)/;
 const DROP_DOWNSTREAM = new Set([...HOP_BY_HOP, 'set-cookie']);
 
@@ -50,9 +59,14 @@ export interface Forwarded {
   host: string;
 }
 
+/** True when the browser's Connection header names a framing header: the request is refused (400). */
+export function framingNamedInConnection(headers: IncomingHttpHeaders): boolean {
+  return connectionNamed(headers).some((name) => FRAMING.has(name));
+}
+
 /** Rewrites the incoming request's headers in place into what the upstream receives. */
 export function prepareUpstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded): void {
-  for (const name of connectionNamed(headers)) delete headers[name];
+  for (const name of connectionNamed(headers)) if (!FRAMING.has(name)) delete headers[name];
   for (const name of Object.keys(headers)) {
     if (DROP_UPSTREAM.has(name) || DROP_UPSTREAM_PREFIX.test(name)) delete headers[name];
   }

@@ -6,6 +6,15 @@
  */
 const CONTROL = /[\u0000-\u001f\u007f]/;
 
+/**
+ * A segment that is `.` or `..` once its matrix parameters are cut (`..;/admin` is `..` to Tomcat, Jetty,
+ * Spring), or that hides a `/` or `\`.
+ */
+function climbs(segment: string): boolean {
+  const bare = segment.split(';')[0]!;
+  return bare === '.' || bare === '..' || /[/\\]/.test(segment);
+}
+
 /** The upstream-relative path and query of a raw `/api...` request target, or undefined when it is refused. */
 export function upstreamPath(rawUrl: string): string | undefined {
   // RFC 9112 §3.2: a request target never carries a fragment; a raw '#' is malformed.
@@ -29,7 +38,15 @@ export function upstreamPath(rawUrl: string): string | undefined {
     } catch {
       return undefined;
     }
-    if (decoded === '.' || decoded === '..' || /[/\\]/.test(decoded) || CONTROL.test(decoded)) return undefined;
+    if (climbs(decoded) || CONTROL.test(decoded)) return undefined;
+    // Double encoding (`%252e%252e`, `%252f`): an upstream that decodes once more must not see a climb either.
+    let twice: string;
+    try {
+      twice = decodeURIComponent(decoded);
+    } catch {
+      twice = decoded;
+    }
+    if (climbs(twice)) return undefined;
     if (i === 0 && decoded.startsWith('@')) return undefined;
   }
   if (CONTROL.test(query)) return undefined;

@@ -149,6 +149,23 @@ describe('security: the /api proxy (R46–R51)', () => {
     expect(seen.url).toBe('/echo?x=1');
   });
 
+  it('R47 / request smuggling: a Connection header naming Content-Length, Transfer-Encoding or Host is refused with 400 and nothing reaches the upstream', async () => {
+    const smuggled = 'GET /admin HTTP/1.1\r\nHost: up\r\nAuthorization: Bearer attacker\r\n\r\n';
+    const before = s.upstream.requests.length;
+    const attempts = [
+      `GET /api/x HTTP/1.1\r\nHost: gw\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nConnection: content-length\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+      `GET /api/x HTTP/1.1\r\nHost: gw\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nConnection: keep-alive, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`,
+      `DELETE /api/x HTTP/1.1\r\nHost: gw\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nConnection: host\r\nContent-Length: 0\r\n\r\n`,
+    ];
+    for (const raw of attempts) {
+      const r = await rawSocket(port, raw, 1000);
+      expect(r.status).toBe(400);
+      expect(JSON.parse(r.body)).toMatchObject({ error: 'bad_request' });
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    expect(s.upstream.requests.slice(before)).toEqual([]);
+  });
+
   it('R47: an Upgrade request on a plain route is not upgraded and the upstream sees no Upgrade', async () => {
     const r = await rawRequest(s.gw.url, {
       path: '/api/ws',

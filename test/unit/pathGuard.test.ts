@@ -9,6 +9,8 @@ describe('upstreamPath (R49: /api/<p> reaches only <UPSTREAM>/<p>)', () => {
     ['/api/a/b/', '/a/b/'],
     ['/api/users/j%C3%B6rg', '/users/j%C3%B6rg'],
     ['/api/a@b', '/a@b'],
+    ['/api/search/100%25', '/search/100%25'],
+    ['/api/items;v=2', '/items;v=2'],
   ])('maps %s to %s', (raw, expected) => {
     expect(upstreamPath(raw)).toBe(expected);
   });
@@ -30,6 +32,12 @@ describe('upstreamPath (R49: /api/<p> reaches only <UPSTREAM>/<p>)', () => {
     '/api/%zz',
     '/apix',
     '/api/x#fragment',
+    '/api/..;/admin',
+    '/api/.;x/admin',
+    '/api/%2e%2e;jsessionid=1/admin',
+    '/api/%252e%252e/admin',
+    '/api/a%252fb',
+    '/api/%255c..',
     'http://evil.example/api/x',
   ])('refuses %s', (raw) => {
     expect(upstreamPath(raw)).toBeUndefined();
