@@ -14,7 +14,7 @@ import { createRedis, waitForRedis } from './store/redisClient';
 import { randomId } from './crypto/seal';
 import { cookiePolicy } from './http/cookies';
 import { Keyring } from './session/keyring';
-import { KvBackingStore, SealedSessionStore, redisBackingStore, sessionExpiry, type BackingStore } from './session/sealedStore';
+import { KvBackingStore, SealedSessionStore, redisBackingStore, type BackingStore } from './session/sealedStore';
 import type { Lifecycle } from './session/lifecycle';
 import { Idp } from './oidc/idp';
 import { LoginTransactions } from './oidc/loginTx';
@@ -70,6 +70,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
 
   const idp = new Idp(cfg, log);
   await idp.start();
+  const revoker = new Revoker(idp, log);
   const tokens = new TokenService({
     kv,
     vault,
@@ -79,10 +80,9 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     refreshSkewSeconds: cfg.refreshSkewSeconds,
     lockLeaseMs: 10_000,
     lockWaitMs: cfg.idpTimeoutSeconds * 1000 + 5000,
-    sessionEnd: (gh) => sessionExpiry({ cookie: undefined as never, gh }, idleMs),
     events: deps.events,
+    revokeLater: (refreshToken) => revoker.revokeLater(refreshToken),
   });
-  const revoker = new Revoker(idp, log);
   const proxy = createApiProxy(cfg.upstream, cfg.publicOrigin, log);
   const sessionMiddleware = session({
     name: cookies.sessionName,

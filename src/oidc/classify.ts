@@ -5,6 +5,7 @@
  * or our configuration, and must never end a user's session.
  */
 import * as oidc from 'openid-client';
+import { RefreshResponseRejected } from './idp';
 
 export type RefreshFailure =
   | 'invalid_grant' // RFC 6749 §5.2: the refresh token is invalid, expired, revoked or reused
@@ -15,6 +16,7 @@ export type RefreshFailure =
   | 'network';
 
 export function classifyRefreshError(err: unknown): RefreshFailure {
+  if (err instanceof RefreshResponseRejected) return classifyRefreshError(err.cause);
   if (err instanceof oidc.ResponseBodyError)
     return err.error === 'invalid_grant' ? 'invalid_grant' : err.error === 'invalid_client' ? 'invalid_client' : 'idp_error';
   if (err instanceof oidc.WWWAuthenticateChallengeError) return 'invalid_client';

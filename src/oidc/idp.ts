@@ -7,6 +7,7 @@
  * - `redirect_uri` is derived from the URL passed in → callers pass the configured public origin (R13);
  * - refreshed ID tokens are not compared with the original → tokens/refresh.ts (R43).
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createPrivateKey } from 'node:crypto';
 import * as oidc from 'openid-client';
 import type { Config } from '../config/schema';
@@ -47,6 +48,38 @@ export function checkIdTokenClaims(claims: Record<string, unknown>, clientId: st
   const iat = claims.iat;
   if (typeof iat !== 'number' || iat > nowS + MAX_IAT_SKEW_S) throw new IdTokenRejected('iat in the future');
   if (fresh && iat < nowS - MAX_IAT_AGE_S) throw new IdTokenRejected('iat too old for a fresh login');
+}
+
+/**
+ * A refresh response the IdP answered with a new refresh token, but that failed validation (openid-client:
+ * ID-token signature or claims, missing access_token, ...). RFC 6749 §6 / R38: the old refresh token is
+ * superseded all the same and must never be sent again, so the new one travels with the error.
+ */
+export class RefreshResponseRejected extends Error {
+  override readonly name = 'RefreshResponseRejected';
+  constructor(
+    readonly rotatedRefreshToken: string,
+    cause: unknown,
+  ) {
+    super('refresh response rejected after the refresh token was rotated', { cause });
+  }
+}
+
+/** The refresh token a token-endpoint response carried, seen before openid-client validates the rest. */
+const rotation = new AsyncLocalStorage<{ refreshToken?: string }>();
+
+async function fetchNotingRotation(url: string, options: oidc.CustomFetchOptions): Promise<Response> {
+  const res = await fetch(url, options);
+  const seen = rotation.getStore();
+  if (seen && res.ok) {
+    try {
+      const body = (await res.clone().json()) as { refresh_token?: unknown };
+      if (typeof body.refresh_token === 'string') seen.refreshToken = body.refresh_token;
+    } catch {
+      // not JSON: openid-client rejects it, and there is no refresh token to keep
+    }
+  }
+  return res;
 }
 
 function toTokenSet(r: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers): TokenSet {
@@ -114,6 +147,7 @@ export class Idp {
       if (this.cfg.allowInsecureIdp) options.execute = [oidc.allowInsecureRequests];
       const config = await oidc.discovery(this.cfg.issuer, this.cfg.clientId, undefined, await this.clientAuth(), options);
       config.timeout = this.cfg.idpTimeoutSeconds;
+      config[oidc.customFetch] = fetchNotingRotation;
       oidc.enableNonRepudiationChecks(config); // R14: verify ID-token signatures with the IdP's JWKS
       this.config = config;
       this.log.info({ issuer: this.cfg.issuer.href }, 'identity provider metadata loaded');
@@ -155,9 +189,29 @@ export class Idp {
     return tokens;
   }
 
+  /**
+   * The refresh grant. Throws RefreshResponseRejected when the IdP rotated the refresh token but the rest
+   * of its answer was invalid. A refreshed ID token that fails Gatehouse's own checks is dropped (the
+   * previous one is kept for id_token_hint): the access and refresh tokens are still good.
+   */
   async refresh(refreshToken: string): Promise<TokenSet> {
-    const tokens = toTokenSet(await oidc.refreshTokenGrant(await this.metadata(), refreshToken));
-    if (tokens.claims) checkIdTokenClaims(tokens.claims, this.cfg.clientId, Math.floor(Date.now() / 1000), false);
+    const config = await this.metadata();
+    const seen: { refreshToken?: string } = {};
+    let tokens: TokenSet;
+    try {
+      tokens = toTokenSet(await rotation.run(seen, () => oidc.refreshTokenGrant(config, refreshToken)));
+    } catch (err) {
+      if (seen.refreshToken !== undefined && seen.refreshToken !== refreshToken) throw new RefreshResponseRejected(seen.refreshToken, err);
+      throw err;
+    }
+    if (tokens.claims) {
+      try {
+        checkIdTokenClaims(tokens.claims, this.cfg.clientId, Math.floor(Date.now() / 1000), false);
+      } catch (err) {
+        this.log.warn({ err }, 'refreshed ID token refused; keeping the previous one');
+        return { ...tokens, idToken: undefined, claims: undefined };
+      }
+    }
     return tokens;
   }
 

@@ -37,10 +37,12 @@ export async function liveSession(req: Request, lc: Lifecycle): Promise<Gatehous
  * The idle window slides in steps of a tenth of its length (DESIGN.md "Redis"): at most one write per
  * step, never one per request.
  */
-export async function slideIdle(req: Request, lc: Lifecycle, gh: GatehouseSession): Promise<void> {
+export async function slideIdle(req: Request, lc: Lifecycle, gh: GatehouseSession): Promise<GatehouseSession> {
   const now = lc.now();
-  if (now - gh.activeAt < lc.idleMs / 10) return;
-  await lc.store.slide(req.sessionID, { cookie: req.session.cookie, gh: { ...gh, activeAt: now } });
+  if (now - gh.activeAt < lc.idleMs / 10) return gh;
+  const slid = { ...gh, activeAt: now };
+  await lc.store.slide(req.sessionID, { cookie: req.session.cookie, gh: slid });
+  return slid;
 }
 
 /**

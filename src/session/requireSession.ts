@@ -6,8 +6,7 @@ export function requireSession(lc: Lifecycle): RequestHandler {
   return async (req, res, next) => {
     const gh = await liveSession(req, lc);
     if (!gh) return rejectSession(res, lc, 'unauthenticated');
-    res.locals.session = gh;
-    await slideIdle(req, lc, gh);
+    res.locals.session = await slideIdle(req, lc, gh);
     next();
   };
 }

@@ -21,11 +21,16 @@ export interface Kv {
   getDel(key: string): Promise<string | null>;
   del(...keys: string[]): Promise<void>;
   expire(key: string, ttlMs: number): Promise<void>;
-  /** Writes a versioned value only if the stored version is `expected` (0 = absent). */
-  compareAndSet(key: string, expected: number, value: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Writes a versioned value only if the stored version is `expected` (0 = absent). `ttlMs: 'keep'` keeps
+   * the record's current TTL (Redis KEEPTTL): a writer that knows less than the idle slide never shortens it.
+   */
+  compareAndSet(key: string, expected: number, value: string, ttlMs: number | 'keep'): Promise<boolean>;
   /** Deletes or extends a lock only while `owner` still holds it. */
   releaseLock(key: string, owner: string): Promise<boolean>;
   renewLock(key: string, owner: string, ttlMs: number): Promise<boolean>;
+  /** Replaces a lock held by `owner` with `value` for `ttlMs` (a cooldown marker); never touches another's lock. */
+  swapLock(key: string, owner: string, value: string, ttlMs: number): Promise<boolean>;
   ping(): Promise<void>;
 }
 

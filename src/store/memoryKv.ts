@@ -65,8 +65,14 @@ export class MemoryKv implements Kv {
     const v = this.read(key);
     if (v !== null) this.write(key, v, ttlMs);
   }
-  async compareAndSet(key: string, expected: number, value: string, ttlMs: number) {
+  async compareAndSet(key: string, expected: number, value: string, ttlMs: number | 'keep') {
     if (versionOf(this.read(key)) !== expected) return false;
+    const current = this.map.get(key);
+    this.write(key, value, ttlMs === 'keep' ? (current ? current.expiresAt - this.now() : 0) : ttlMs);
+    return true;
+  }
+  async swapLock(key: string, owner: string, value: string, ttlMs: number) {
+    if (this.read(key) !== owner) return false;
     this.write(key, value, ttlMs);
     return true;
   }

@@ -8,8 +8,12 @@ local cur = redis.call('GET', KEYS[1])
 local v = 0
 if cur then v = tonumber(string.match(cur, '^(%d+)|')) or -1 end
 if v ~= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if ARGV[3] == 'keep' then redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1`;
+const SWAP = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end
+return 0`;
 const REPLACE_WITH_COMPANION = `
 if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then return 0 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -22,7 +26,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0`;
 
 type Scripted = Redis & {
-  gatehouseCas(key: string, expected: number, value: string, ttlMs: number): Promise<number>;
+  gatehouseCas(key: string, expected: number, value: string, ttlMs: number | 'keep'): Promise<number>;
+  gatehouseSwap(key: string, owner: string, value: string, ttlMs: number): Promise<number>;
   gatehouseRelease(key: string, owner: string): Promise<number>;
   gatehouseReplacePair(key: string, companion: string, value: string, ttlMs: number): Promise<number>;
   gatehouseRenew(key: string, owner: string, ttlMs: number): Promise<number>;
@@ -43,6 +48,7 @@ export class RedisKv implements Kv {
   constructor(redis: Redis) {
     redis.defineCommand('gatehouseCas', { numberOfKeys: 1, lua: CAS });
     redis.defineCommand('gatehouseRelease', { numberOfKeys: 1, lua: RELEASE });
+    redis.defineCommand('gatehouseSwap', { numberOfKeys: 1, lua: SWAP });
     redis.defineCommand('gatehouseReplacePair', { numberOfKeys: 2, lua: REPLACE_WITH_COMPANION });
     redis.defineCommand('gatehouseRenew', { numberOfKeys: 1, lua: RENEW });
     this.r = redis as Scripted;
@@ -73,8 +79,12 @@ export class RedisKv implements Kv {
   async expire(key: string, ttlMs: number) {
     await guard(() => this.r.pexpire(key, Math.max(1, Math.ceil(ttlMs))));
   }
-  async compareAndSet(key: string, expected: number, value: string, ttlMs: number) {
-    return (await guard(() => this.r.gatehouseCas(key, expected, value, Math.max(1, Math.ceil(ttlMs))))) === 1;
+  async compareAndSet(key: string, expected: number, value: string, ttlMs: number | 'keep') {
+    const ttl = ttlMs === 'keep' ? 'keep' : Math.max(1, Math.ceil(ttlMs));
+    return (await guard(() => this.r.gatehouseCas(key, expected, value, ttl))) === 1;
+  }
+  async swapLock(key: string, owner: string, value: string, ttlMs: number) {
+    return (await guard(() => this.r.gatehouseSwap(key, owner, value, Math.max(1, Math.ceil(ttlMs))))) === 1;
   }
   async releaseLock(key: string, owner: string) {
     return (await guard(() => this.r.gatehouseRelease(key, owner))) === 1;

@@ -18,6 +18,7 @@ import type { Kv } from '../store/kv';
 import type { Logger } from '../log/logger';
 import type { Idp, TokenSet } from '../oidc/idp';
 import { classifyRefreshError } from '../oidc/classify';
+import { RefreshResponseRejected } from '../oidc/idp';
 import { randomId } from '../crypto/seal';
 import type { SessionKeys } from '../session/keyring';
 import type { GatehouseSession } from '../session/sessionData';
@@ -48,9 +49,12 @@ export interface TokenServiceOptions {
   lockLeaseMs: number;
   /** How long a request waits for another replica's refresh before giving up (then R42 / 503). */
   lockWaitMs: number;
-  /** The session's end (ms), for the record's TTL. */
-  sessionEnd: (gh: GatehouseSession) => number;
   events?: RefreshEvents;
+  /**
+   * RFC 7009: revokes, in the background, a refresh token the IdP issued for a session that ended while the
+   * grant was under way (logout racing a refresh, or a refresh whose answer ended the session).
+   */
+  revokeLater?: (refreshToken: string) => void;
 }
 
 const RETRY_AFTER_SECONDS = 1;
@@ -63,6 +67,8 @@ const COOLDOWN = 'cooldown';
 const COOLDOWN_MS = RETRY_AFTER_SECONDS * 1000;
 /** How long storing rotated tokens may be retried on the request's path (Redis commands time out by themselves). */
 const STORE_RETRY_MS = 1000;
+/** Background attempts (one a second) after that, while Redis is unreachable. */
+const STORE_BACKGROUND_ATTEMPTS = 30;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const bearer = (t: Tokens): AccessResult => ({ kind: 'bearer', accessToken: t.accessToken });
 
@@ -168,6 +174,7 @@ export class TokenService {
       response = await idp.refresh(sent);
     } catch (err) {
       const failure = classifyRefreshError(err);
+      const rotated = err instanceof RefreshResponseRejected ? err.rotatedRefreshToken : undefined;
       if (failure === 'invalid_grant') {
         // R39: before ending the session, check that nobody rotated the token while we asked.
         const again = await vault.read(keys);
@@ -183,12 +190,19 @@ export class TokenService {
         // R43 / STANDARDS.md §3: an ID token from another issuer ends the session (openid-client caught it first).
         log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
         this.o.events?.onRefresh?.('invalid_grant');
+        if (rotated) this.o.revokeLater?.(rotated);
         return this.kill(keys, entry.version);
       }
       this.o.events?.onRefresh?.('transient');
       log.warn({ session: keys.hash, failure, err }, 'refresh failed; keeping the session');
-      // Replaces our own lock, so the release that follows (owner-checked) leaves the marker in place.
-      void this.o.kv.set(keys.lockKey, COOLDOWN, COOLDOWN_MS).catch(() => undefined);
+      // Replaces our own lock only (owner-checked), so the release that follows leaves the marker in place.
+      void this.o.kv.swapLock(keys.lockKey, owner, COOLDOWN, COOLDOWN_MS).catch(() => undefined);
+      if (rotated) {
+        // R38: the IdP rotated the refresh token although the rest of its answer was refused. The old one is
+        // superseded: keep the new one, with the access token we still have.
+        const kept = await this.store(keys, entry.version, { ...entry.tokens, refreshToken: rotated });
+        if (kept.kind !== 'bearer') return kept;
+      }
       return this.degrade(entry.tokens);
     } finally {
       clearInterval(renew);
@@ -198,34 +212,30 @@ export class TokenService {
     if (response.claims && (response.claims.iss !== gh.iss || response.claims.sub !== gh.sub)) {
       log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
       this.o.events?.onRefresh?.('invalid_grant');
+      if (response.refreshToken) this.o.revokeLater?.(response.refreshToken);
       return this.kill(keys, entry.version);
     }
     const tokens = tokensFrom(response, sentAt, this.o.refreshSkewSeconds, entry.tokens);
     this.o.events?.onRefresh?.('ok');
-    return this.store(keys, gh, entry.version, tokens);
+    return this.store(keys, entry.version, tokens);
   }
 
   /**
-   * RFC 6749 §6: the rotated refresh token replaces the old one atomically. A store fault here would
-   * lose the only valid refresh token, so the write is retried (a repeated compare-and-set is harmless:
-   * a timed-out one may still land) for at most STORE_RETRY_MS, so a stalled store never hangs the request.
+   * RFC 6749 §6: the rotated refresh token replaces the old one atomically, keeping the record's TTL (only
+   * the idle slide moves it). A store fault here would lose the only valid refresh token, so the write is
+   * retried (a repeated compare-and-set is harmless: a timed-out one may still land), for at most
+   * STORE_RETRY_MS on the request's path and then in the background.
    */
-  private async store(keys: SessionKeys, gh: GatehouseSession, version: number, tokens: Tokens): Promise<AccessResult> {
-    const { vault, log, now } = this.o;
+  private async store(keys: SessionKeys, version: number, tokens: Tokens): Promise<AccessResult> {
+    const { log, now } = this.o;
     const giveUpAt = now() + STORE_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        const ttl = this.o.sessionEnd(gh) - now();
-        if (await vault.write(keys, version, tokens, Math.max(1000, ttl))) return bearer(tokens);
-        // The record moved under us: the session ended meanwhile (logout), or it was killed.
-        const cur = await vault.read(keys);
-        if (!cur) return { kind: 'gone' };
-        if (cur.dead) return { kind: 'session-expired' };
-        log.warn({ session: keys.hash }, 'token record changed during refresh; keeping the newer record');
-        return bearer(tokens);
+        return (await this.tryStore(keys, version, tokens)) ?? bearer(tokens);
       } catch (err) {
         if (attempt >= 4 || now() >= giveUpAt) {
-          log.error({ session: keys.hash, err }, 'could not store rotated tokens; the next refresh will fail');
+          log.error({ session: keys.hash, err }, 'could not store rotated tokens yet; retrying in the background');
+          this.storeLater(keys, version, tokens);
           return bearer(tokens);
         }
         await sleep(100 * 2 ** attempt);
@@ -233,8 +243,35 @@ export class TokenService {
     }
   }
 
+  /** One attempt; undefined when the tokens are stored (now or by an earlier attempt that landed late). */
+  private async tryStore(keys: SessionKeys, version: number, tokens: Tokens): Promise<AccessResult | undefined> {
+    const { vault } = this.o;
+    if (await vault.write(keys, version, tokens, 'keep')) return undefined;
+    const cur = await vault.read(keys);
+    if (cur && !cur.dead && cur.tokens.refreshToken === tokens.refreshToken) return undefined;
+    if (!cur || cur.dead) {
+      // The session ended while the grant was under way (logout, kill): the refresh token just issued must
+      // not outlive it at the IdP.
+      if (tokens.refreshToken) this.o.revokeLater?.(tokens.refreshToken);
+      return !cur ? { kind: 'gone' } : { kind: 'session-expired' };
+    }
+    this.o.log.warn({ session: keys.hash }, 'token record changed during refresh; keeping the newer record');
+    return undefined;
+  }
+
+  private storeLater(keys: SessionKeys, version: number, tokens: Tokens, attempt = 1): void {
+    setTimeout(() => {
+      this.tryStore(keys, version, tokens).catch((err: unknown) => {
+        if (attempt < STORE_BACKGROUND_ATTEMPTS) this.storeLater(keys, version, tokens, attempt + 1);
+        else this.o.log.error({ session: keys.hash, err }, 'gave up storing rotated tokens; the next refresh will fail');
+      });
+    }, 1000).unref();
+  }
+
   private async kill(keys: SessionKeys, version: number): Promise<AccessResult> {
-    await this.o.vault.kill(keys, version);
-    return { kind: 'session-expired' };
+    if (await this.o.vault.kill(keys, version)) return { kind: 'session-expired' };
+    // The record moved since we read it (our lock lapsed and another holder wrote): its state decides.
+    const cur = await this.o.vault.read(keys);
+    return this.settled(cur, version) ?? { kind: 'session-expired' };
   }
 }

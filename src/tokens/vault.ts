@@ -63,15 +63,21 @@ export class Vault {
     return json === undefined ? null : { version, dead: false, tokens: JSON.parse(json) as Tokens };
   }
 
-  /** Writes `tokens` as version expected+1 only if the record is still at `expected` (0 = absent). */
-  write(keys: SessionKeys, expected: number, tokens: Tokens, ttlMs: number): Promise<boolean> {
+  /**
+   * Writes `tokens` as version expected+1 only if the record is still at `expected` (0 = absent).
+   * A login gives the record its TTL; a refresh keeps it ('keep'), so only the idle slide moves it.
+   */
+  write(keys: SessionKeys, expected: number, tokens: Tokens, ttlMs: number | 'keep'): Promise<boolean> {
     const value = `${expected + 1}|${seal(keys.sealKey, JSON.stringify(tokens), keys.tokensKey)}`;
     return this.kv.compareAndSet(keys.tokensKey, expected, value, ttlMs);
   }
 
-  /** Marks the grant dead (terminal, so unconditional); the marker expires by itself. */
-  async kill(keys: SessionKeys, version: number): Promise<void> {
-    await this.kv.set(keys.tokensKey, `${version + 1}|${DEAD}`, TOMBSTONE_MS);
+  /**
+   * Marks the grant dead if the record is still at `version` (a holder whose lock lapsed must not kill a
+   * newer token set); the marker expires by itself. False when the record moved.
+   */
+  kill(keys: SessionKeys, version: number): Promise<boolean> {
+    return this.kv.compareAndSet(keys.tokensKey, version, `${version + 1}|${DEAD}`, TOMBSTONE_MS);
   }
 
   async remove(keys: SessionKeys): Promise<void> {

@@ -234,6 +234,19 @@ describe.each([
       expect(await b.kv.get(k)).toBe('1|a');
     });
 
+    it("'keep' keeps the record's TTL: a refresh never shortens what the idle slide extended", async () => {
+      const k = fresh();
+      expect(await b.kv.compareAndSet(k, 0, '1|login', 60_000)).toBe(true);
+      await b.kv.expire(k, 600_000); // the idle slide
+      expect(await b.kv.compareAndSet(k, 1, '2|refreshed', 'keep')).toBe(true);
+      expect(await b.kv.get(k)).toBe('2|refreshed');
+      if (isRedis) expect(await b.pttl(k)).toBeGreaterThan(60_000);
+      else {
+        await b.elapse(120_000);
+        expect(await b.kv.get(k)).toBe('2|refreshed');
+      }
+    });
+
     it('refuses a wrong version and leaves the record as it was', async () => {
       const k = fresh();
       await b.kv.set(k, '3|current', 60_000);
@@ -281,6 +294,19 @@ describe.each([
         for (const expected of [0, 1]) expect(await b.kv.compareAndSet(k, expected, `${expected + 1}|new`, 60_000)).toBe(false);
         expect(await b.kv.get(k)).toBe(odd);
       }
+    });
+  });
+
+  describe('swapLock: a cooldown marker replaces only our own lock', () => {
+    it('swaps the owner’s lock for the marker, and never another owner’s or a missing one', async () => {
+      const k = fresh();
+      expect(await b.kv.setIfAbsent(k, 'owner-a', 60_000)).toBe(true);
+      expect(await b.kv.swapLock(k, 'owner-b', 'cooldown', 1000)).toBe(false);
+      expect(await b.kv.get(k)).toBe('owner-a');
+      expect(await b.kv.swapLock(k, 'owner-a', 'cooldown', 1000)).toBe(true);
+      expect(await b.kv.get(k)).toBe('cooldown');
+      expect(await b.kv.releaseLock(k, 'owner-a')).toBe(false); // the marker outlives the owner's release
+      expect(await b.kv.swapLock(fresh(), 'owner-a', 'cooldown', 1000)).toBe(false);
     });
   });
 

@@ -88,4 +88,29 @@ describe('login end to end', () => {
     expect(again.body).toEqual({ logoutUrl: null });
     await s.gw.agent().post('/auth/logout').set(SPA).expect(200, { logoutUrl: null });
   });
+
+  it('revokes the refresh token a refresh received after a concurrent logout ended the session (RFC 7009: nothing outlives the logout)', async () => {
+    const browser = s.gw.agent();
+    await loginAs(browser, s.idp, 'grace');
+    await browser.get('/api/a').set(SPA).expect(200);
+    await new Promise((r) => setTimeout(r, 2100)); // the access token expires
+    const grants = s.idp.grants.refresh_token;
+    const revocations = s.idp.revocations;
+    s.idp.delay(800, 'after'); // the IdP rotates the refresh token, then takes its time to answer
+    try {
+      const call = browser
+        .get('/api/b')
+        .set(SPA)
+        .then((r) => r);
+      while (s.idp.grants.refresh_token === grants) await new Promise((r) => setTimeout(r, 10));
+      await browser.post('/auth/logout').set(SPA).expect(200); // revokes the old refresh token
+      const late = await call;
+      expect(late.status).toBe(401);
+      expect((late.body as { error: string }).error).toBe('unauthenticated');
+    } finally {
+      s.idp.delay(0);
+    }
+    for (let i = 0; i < 100 && s.idp.revocations < revocations + 2; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(s.idp.revocations).toBe(revocations + 2); // the old refresh token and the one the late refresh received
+  });
 });
