@@ -68,6 +68,8 @@ export function callback(d: CallbackDeps): RequestHandler {
 
       // R13: openid-client derives redirect_uri from this URL, so it is built from the configured origin.
       const callbackUrl = new URL(req.originalUrl, d.publicOrigin);
+      // RFC 6749 §5.1: expiry counts from the response; the time the request was sent is never later.
+      const sentAt = d.now();
       let tokens;
       try {
         tokens = await d.idp.codeGrant(callbackUrl, { state: state!, nonce: tx!.nonce, codeVerifier: tx!.codeVerifier });
@@ -75,7 +77,6 @@ export function callback(d: CallbackDeps): RequestHandler {
         if (err instanceof GatewayError) throw err;
         return fail('code exchange or ID token validation failed', err);
       }
-      const receivedAt = d.now();
       const claims = tokens.claims ?? fail('no ID token');
       const sub = claims.sub as string;
       let userinfo: Record<string, unknown> = {};
@@ -98,13 +99,23 @@ export function callback(d: CallbackDeps): RequestHandler {
         absoluteExpiresAt: now + d.absoluteMs,
         activeAt: now,
       };
-      req.session.gh = gh;
       const keys = d.keyring.forSession(req.sessionID);
       const ttl = Math.min(gh.absoluteExpiresAt, gh.activeAt + d.lifecycle.idleMs) - now;
-      if (!(await d.vault.write(keys, 0, tokensFrom(tokens, receivedAt, d.refreshSkewSeconds), ttl))) fail('session id collision');
-      await save(req);
+      try {
+        if (!(await d.vault.write(keys, 0, tokensFrom(tokens, sentAt, d.refreshSkewSeconds), ttl))) fail('session id collision');
+        req.session.gh = gh;
+        await save(req);
+      } catch (err) {
+        // No half-made session: a regenerated id would otherwise still be sent as a cookie, naming nothing.
+        await new Promise<void>((resolve) => (req.session ? req.session.destroy(() => resolve()) : resolve()));
+        await d.vault.remove(keys).catch(() => undefined);
+        throw err;
+      }
       d.log.info({ session: keys.hash, sub: d.keyring.fingerprint(sub) }, 'login');
       // R18: leave the callback at once, leaking nothing through Referer.
+      // The tx cookie is deliberately left to expire (Max-Age 600): it binds every login this browser has
+      // in flight, and clearing it here would fail another tab's login (DESIGN.md: two tabs both succeed).
+      // Each transaction itself was consumed above (R9).
       res.set('Referrer-Policy', 'no-referrer');
       res.redirect(302, tx!.returnTo);
     } catch (err) {
