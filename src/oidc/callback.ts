@@ -8,7 +8,7 @@ import { GatewayError } from '../http/errors';
 import { StoreUnavailableError } from '../store/kv';
 import type { Logger } from '../log/logger';
 import type { Keyring } from '../session/keyring';
-import type { Lifecycle } from '../session/lifecycle';
+import { sessionKeys, type Lifecycle } from '../session/lifecycle';
 import type { GatehouseSession } from '../session/sessionData';
 import { tokensFrom, type Vault } from '../tokens/vault';
 import { identityClaims } from './claims';
@@ -58,10 +58,11 @@ export function callback(d: CallbackDeps): RequestHandler {
       const bindings = cookieValues(req, d.cookies.txName);
       if (bindings.length !== 1) fail('missing login transaction cookie');
       // R9: the transaction is consumed now, whatever happens next.
-      const tx = await d.tx.take(state!);
-      if (!tx) fail('unknown, used or expired state');
+      const taken = await d.tx.take(state!, bindings[0]!);
+      if (!taken) fail('unknown, used or expired state');
       // R8: the state must belong to this browser's transaction.
-      if (tx!.binding !== d.keyring.fingerprint(bindings[0]!)) fail('state bound to another browser');
+      if (!taken!.bound) fail('state bound to another browser');
+      const tx = taken!.tx;
       if (d.secureCookies && !req.secure) {
         fail('request arrived over http while GATEHOUSE_PUBLIC_URL is https; set GATEHOUSE_TRUST_PROXY to the TLS proxy hop count');
       }
@@ -72,7 +73,7 @@ export function callback(d: CallbackDeps): RequestHandler {
       const sentAt = d.now();
       let tokens;
       try {
-        tokens = await d.idp.codeGrant(callbackUrl, { state: state!, nonce: tx!.nonce, codeVerifier: tx!.codeVerifier });
+        tokens = await d.idp.codeGrant(callbackUrl, { state: state!, nonce: tx.nonce, codeVerifier: tx.codeVerifier });
       } catch (err) {
         if (err instanceof GatewayError) throw err;
         return fail('code exchange or ID token validation failed', err);
@@ -87,7 +88,7 @@ export function callback(d: CallbackDeps): RequestHandler {
       }
 
       // R17: a new session id at every login; a previous session of this browser ends first.
-      if (req.session.gh) await d.vault.remove(d.keyring.forSession(req.sessionID));
+      if (req.session.gh) await d.vault.remove(sessionKeys(req, d.lifecycle));
       await regenerate(req);
       const now = d.now();
       const gh: GatehouseSession = {
@@ -117,7 +118,7 @@ export function callback(d: CallbackDeps): RequestHandler {
       // in flight, and clearing it here would fail another tab's login (DESIGN.md: two tabs both succeed).
       // Each transaction itself was consumed above (R9).
       res.set('Referrer-Policy', 'no-referrer');
-      res.redirect(302, tx!.returnTo);
+      res.redirect(302, tx.returnTo);
     } catch (err) {
       if (!(err instanceof LoginFailed)) throw err;
       d.log.warn({ reason: err.message, err: err.cause }, 'login failed');

@@ -29,11 +29,20 @@ export class LoginTransactions {
     await this.kv.set(key, seal(sealKey, JSON.stringify(tx), key), TX_MAX_AGE_SECONDS * 1000);
   }
 
-  /** Takes the transaction for `state` (one time), or undefined when there is none (unknown, used, expired). */
-  async take(state: string): Promise<LoginTx | undefined> {
-    const { key, sealKey } = this.keyring.forRandom('x', state);
-    const raw = await this.kv.getDel(key);
-    const json = raw === null ? undefined : open(sealKey, raw, key);
-    return json === undefined ? undefined : (JSON.parse(json) as LoginTx);
+  /**
+   * Takes the transaction for `state` (one time), or undefined when there is none (unknown, used, expired).
+   * A login started before a secret rotation is found under the older secret; `binding` tells whether the
+   * browser's tx cookie is the one it was bound to.
+   */
+  async take(state: string, binding: string): Promise<{ tx: LoginTx; bound: boolean } | undefined> {
+    for (let i = 0; i < this.keyring.secretCount; i++) {
+      const { key, sealKey } = this.keyring.forRandom('x', state, i);
+      const raw = await this.kv.getDel(key);
+      const json = raw === null ? undefined : open(sealKey, raw, key);
+      if (json === undefined) continue;
+      const tx = JSON.parse(json) as LoginTx;
+      return { tx, bound: tx.binding === this.keyring.fingerprint(binding, i) };
+    }
+    return undefined;
   }
 }

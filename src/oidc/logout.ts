@@ -7,7 +7,7 @@
 import type { RequestHandler } from 'express';
 import { clearSessionCookie } from '../http/cookies';
 import type { CookieState } from '../http/cookieGuard';
-import { endSession, liveSession, type Lifecycle } from '../session/lifecycle';
+import { endSession, liveSession, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import type { Logger } from '../log/logger';
 import type { Idp } from './idp';
 import type { Revoker } from './revoker';
@@ -22,7 +22,7 @@ export function logout(deps: { lifecycle: Lifecycle; idp: Idp; revoker: Revoker;
       res.json({ logoutUrl: null });
       return;
     }
-    const keys = lc.keyring.forSession(req.sessionID);
+    const keys = sessionKeys(req, lc);
     const entry = await lc.vault.read(keys);
     await endSession(req, lc, { keepTokenRecord: false });
     clearSessionCookie(res, lc.cookies);

@@ -6,7 +6,8 @@
  * and the id alone (a stolen cookie) does not find its record without the secret.
  *
  * Every record of one session carries the same hash tag `{h}`, so they share one Redis Cluster slot.
- * With several secrets (rotation) the first one keys new sessions; lookups fall back to older secrets.
+ * With several secrets (rotation) the first one keys new sessions; lookups fall back to older secrets, and
+ * a session found under an older one carries that index with it (GatehouseSession.k).
  */
 import { deriveKey, keyedHash, type Key } from '../crypto/seal';
 
@@ -28,8 +29,6 @@ interface SecretKeys {
 
 export class Keyring {
   private readonly secrets: SecretKeys[];
-  /** Sessions found under an older secret keep using it until they end (bounded; rare). */
-  private readonly legacy = new Map<string, number>();
 
   constructor(
     secrets: readonly string[],
@@ -42,9 +41,9 @@ export class Keyring {
     return this.secrets.length;
   }
 
-  /** The keys of `sid` under secret `i` (default: the one it was found under, else the current one). */
-  forSession(sid: string, i: number = this.legacy.get(sid) ?? 0): SessionKeys {
-    const s = this.secrets[i]!;
+  /** The keys of `sid` under secret `i` (0 = the current one). */
+  forSession(sid: string, i = 0): SessionKeys {
+    const s = this.secrets[i] ?? this.secrets[0]!;
     const hash = keyedHash(s.index, sid).toString('base64url').slice(0, 32);
     const tag = `{${hash}}`;
     return {
@@ -57,19 +56,9 @@ export class Keyring {
     };
   }
 
-  rememberSecret(sid: string, i: number): void {
-    if (i === 0) return;
-    if (this.legacy.size >= 10_000) this.legacy.delete(this.legacy.keys().next().value!);
-    this.legacy.set(sid, i);
-  }
-
-  forget(sid: string): void {
-    this.legacy.delete(sid);
-  }
-
   /** Keys for one-time records named by a random value (login transactions). */
-  forRandom(kind: string, value: string): { key: string; sealKey: Key } {
-    const s = this.secrets[0]!;
+  forRandom(kind: string, value: string, i = 0): { key: string; sealKey: Key } {
+    const s = this.secrets[i] ?? this.secrets[0]!;
     return {
       key: `${this.prefix}${kind}:${keyedHash(s.index, `${kind}:${value}`).toString('base64url').slice(0, 32)}`,
       sealKey: keyedHash(s.seal, `${kind}:${value}`),
@@ -77,7 +66,9 @@ export class Keyring {
   }
 
   /** Hash of a value for comparisons and logs (never the value itself). */
-  fingerprint(value: string): string {
-    return keyedHash(this.secrets[0]!.index, `fp:${value}`).toString('base64url').slice(0, 16);
+  fingerprint(value: string, i = 0): string {
+    return keyedHash((this.secrets[i] ?? this.secrets[0]!).index, `fp:${value}`)
+      .toString('base64url')
+      .slice(0, 16);
   }
 }

@@ -3,7 +3,7 @@
  * absolute lifetimes (OWASP session management: enforced server-side), and ends cleanly.
  */
 import type { Request, Response } from 'express';
-import type { Keyring } from './keyring';
+import type { Keyring, SessionKeys } from './keyring';
 import type { SealedSessionStore } from './sealedStore';
 import type { GatehouseSession } from './sessionData';
 import type { Vault } from '../tokens/vault';
@@ -19,6 +19,11 @@ export interface Lifecycle {
   readonly cookies: CookiePolicy;
   readonly idleMs: number;
   readonly now: () => number;
+}
+
+/** The storage keys of this request's session, under the secret it was found with. */
+export function sessionKeys(req: Request, lc: Lifecycle): SessionKeys {
+  return lc.keyring.forSession(req.sessionID, req.session?.gh?.k);
 }
 
 /** The live session of this request, or undefined (expired ones are ended on the way). */
@@ -51,7 +56,7 @@ export async function slideIdle(req: Request, lc: Lifecycle, gh: GatehouseSessio
  * on other replicas learn the outcome.
  */
 export async function endSession(req: Request, lc: Lifecycle, opts: { keepTokenRecord: boolean }): Promise<void> {
-  const keys = lc.keyring.forSession(req.sessionID);
+  const keys = sessionKeys(req, lc);
   if (!opts.keepTokenRecord) await lc.vault.remove(keys);
   await new Promise<void>((resolve, reject) =>
     req.session.destroy((err: unknown) => (err ? reject(err instanceof Error ? err : new StoreUnavailableError(err)) : resolve())),

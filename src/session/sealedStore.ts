@@ -76,15 +76,18 @@ export class SealedSessionStore extends Store {
       if (!env || typeof env.v !== 'string') continue;
       const json = open(keys.sealKey, env.v, keys.sessionKey);
       if (json === undefined) return null; // not sealed for this id: never resumes anything
-      this.keyring.rememberSecret(sid, i);
       const sess = JSON.parse(json) as SessionData;
+      if (sess.gh) {
+        if (i > 0) sess.gh.k = i;
+        else delete sess.gh.k;
+      }
       return sessionExpiry(sess, this.idleMs) > this.now() ? sess : null;
     }
     return null;
   }
 
   override set(sid: string, sess: SessionData, cb?: Cb): void {
-    const keys = this.keyring.forSession(sid);
+    const keys = this.keyring.forSession(sid, sess.gh?.k);
     const exp = sessionExpiry(sess, this.idleMs);
     const env: Envelope = { v: seal(keys.sealKey, JSON.stringify(sess), keys.sessionKey), exp };
     call((c) => this.backing.set(SealedSessionStore.backingId(keys), env, c)).then(
@@ -93,10 +96,10 @@ export class SealedSessionStore extends Store {
     );
   }
 
+  /** Deletes the session under every configured secret: destroy() is not told which one keyed it. */
   override destroy(sid: string, cb?: Cb): void {
-    const keys = this.keyring.forSession(sid);
-    this.keyring.forget(sid);
-    call((c) => this.backing.destroy(SealedSessionStore.backingId(keys), c)).then(
+    const all = Array.from({ length: this.keyring.secretCount }, (_, i) => this.keyring.forSession(sid, i));
+    Promise.all(all.map((keys) => call((c) => this.backing.destroy(SealedSessionStore.backingId(keys), c)))).then(
       () => cb?.(),
       (e: unknown) => cb?.(e),
     );
@@ -107,7 +110,7 @@ export class SealedSessionStore extends Store {
    * it still exists (SET XX) and extends the token record to the same end, so both expire together.
    */
   async slide(sid: string, sess: SessionData): Promise<void> {
-    const keys = this.keyring.forSession(sid);
+    const keys = this.keyring.forSession(sid, sess.gh?.k);
     const exp = sessionExpiry(sess, this.idleMs);
     const ttl = exp - this.now();
     if (ttl <= 0) return;

@@ -13,6 +13,11 @@ export interface GatehouseSession {
   absoluteExpiresAt: number;
   /** Last recorded activity; the idle window slides from here, written in steps (not on every request). */
   activeAt: number;
+  /**
+   * Index of the configured secret this session's records are keyed under (absent = the first). Set when
+   * the session is found under an older secret after a rotation; it travels with the session.
+   */
+  k?: number;
 }
 
 declare module 'express-session' {

@@ -1,6 +1,6 @@
 /** Puts a fresh access token on the request (res.locals.accessToken), or answers per DESIGN.md's /api table. */
 import type { RequestHandler } from 'express';
-import { endSession, rejectSession, type Lifecycle } from '../session/lifecycle';
+import { endSession, rejectSession, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import { sendError } from '../http/errors';
 import type { GatehouseSession } from '../session/sessionData';
 import type { TokenService } from './refresh';
@@ -8,7 +8,7 @@ import type { TokenService } from './refresh';
 export function attachAccessToken(lc: Lifecycle, tokens: TokenService): RequestHandler {
   return async (req, res, next) => {
     const gh = res.locals.session as GatehouseSession;
-    const result = await tokens.accessToken(lc.keyring.forSession(req.sessionID), gh);
+    const result = await tokens.accessToken(sessionKeys(req, lc), gh);
     switch (result.kind) {
       case 'bearer':
         res.locals.accessToken = result.accessToken;

@@ -32,8 +32,8 @@ export interface Stack {
   prefix: string;
   /** Every log line the gateways wrote. */
   logs: string[];
-  /** Another gateway instance sharing the same IdP client, Redis and prefix (a replica). */
-  addInstance(): Promise<Instance>;
+  /** Another gateway instance sharing the same IdP client, Redis and prefix (a replica); `overrides` change its options. */
+  addInstance(overrides?: GatehouseOptions): Promise<Instance>;
   close(): Promise<void>;
 }
 
@@ -74,7 +74,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     await idp.allowGateway(server.url);
   };
 
-  const addInstance = async (server?: ReservedServer): Promise<Instance> => {
+  const addInstance = async (server?: ReservedServer, overrides: GatehouseOptions = {}): Promise<Instance> => {
     const s = server ?? (await reserveServer());
     if (!registered.has(s.url)) await register(s);
     const gatehouse = await createGatehouse(
@@ -91,6 +91,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         metricsPort: 0,
         logLevel: 'debug',
         ...opts.gateway,
+        ...overrides,
       },
       { logger },
     );
@@ -112,7 +113,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     redis,
     prefix,
     logs,
-    addInstance: () => addInstance(),
+    addInstance: (overrides) => addInstance(undefined, overrides),
     async close() {
       for (const i of instances) {
         await closeServer(i.server);
