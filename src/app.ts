@@ -15,11 +15,11 @@ import type { Lifecycle } from './session/lifecycle';
 import { requireSession } from './session/requireSession';
 import type { Idp } from './oidc/idp';
 import type { LoginTransactions } from './oidc/loginTx';
-import type { Revoker } from './oidc/revoker';
 import { login } from './oidc/login';
 import { callback } from './oidc/callback';
 import { sessionInfo } from './oidc/sessionInfo';
 import { logout } from './oidc/logout';
+import { backchannelLogout, type BackchannelDeps } from './oidc/backchannelLogout';
 import type { TokenService } from './tokens/refresh';
 import { attachAccessToken } from './tokens/attachAccessToken';
 import type { ApiProxy } from './proxy/apiProxy';
@@ -34,9 +34,9 @@ export interface AppDeps {
   cookies: CookiePolicy;
   transactions: LoginTransactions;
   tokens: TokenService;
-  revoker: Revoker;
   proxy: ApiProxy;
   session: RequestHandler;
+  backchannel: BackchannelDeps;
   draining: () => boolean;
   now: () => number;
 }
@@ -86,8 +86,10 @@ export function createApp(d: AppDeps): Express {
     }),
   );
   app.get('/auth/session', csrf, cookies, d.session, sessionInfo(lc));
-  app.post('/auth/logout', csrf, cookies, d.session, logout({ lifecycle: lc, idp: d.idp, revoker: d.revoker, log: d.log }));
+  app.post('/auth/logout', csrf, cookies, d.session, logout({ lifecycle: lc, idp: d.idp, log: d.log }));
   app.all('/auth/logout', methodNotAllowed('POST'));
+  app.post('/auth/backchannel-logout', ...backchannelLogout(d.backchannel));
+  app.all('/auth/backchannel-logout', methodNotAllowed('POST'));
 
   // DESIGN.md /api table order: request shape (400/405), CSRF (403), session (401), tokens (401/503), upstream.
   app.use('/api', d.proxy.guard, csrf, cookies, d.session, requireSession(lc), attachAccessToken(lc, d.tokens), d.proxy.forward);

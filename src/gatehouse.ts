@@ -16,6 +16,8 @@ import { cookiePolicy } from './http/cookies';
 import { Keyring } from './session/keyring';
 import { KvBackingStore, SealedSessionStore, redisBackingStore, type BackingStore } from './session/sealedStore';
 import type { Lifecycle } from './session/lifecycle';
+import { SessionIndex } from './session/sessionIndex';
+import { Terminator } from './session/terminator';
 import { Idp } from './oidc/idp';
 import { LoginTransactions } from './oidc/loginTx';
 import { Revoker } from './oidc/revoker';
@@ -23,6 +25,8 @@ import { Vault } from './tokens/vault';
 import { TokenService, type RefreshEvents } from './tokens/refresh';
 import { createApiProxy } from './proxy/apiProxy';
 import { createApp } from './app';
+import { createAdminApp } from './admin/adminApp';
+import { sessionAdmin, type SessionAdmin } from './admin/sessionAdmin';
 
 export interface GatehouseDeps {
   /** An ioredis client to use instead of connecting to `redisUrl` (Gatehouse does not close it). */
@@ -35,6 +39,10 @@ export interface GatehouseDeps {
 
 export interface Gatehouse {
   readonly app: Express;
+  /** The admin port's app (GATEHOUSE_METRICS_PORT): the session API when GATEHOUSE_ADMIN_TOKEN is set. */
+  readonly adminApp: Express;
+  /** List and end sessions by user, on every replica at once (the kill switch; also `npm run sessions`). */
+  readonly sessions: SessionAdmin;
   readonly config: Config;
   /** True once the store answers and IdP metadata is loaded. */
   ready(): Promise<boolean>;
@@ -66,11 +74,13 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const store = new SealedSessionStore(backing, kv, keyring, idleMs, now);
   const cookies = cookiePolicy(cfg);
   const vault = new Vault(kv);
-  const lifecycle: Lifecycle = { keyring, store, vault, cookies, idleMs, now };
-
+  const index = new SessionIndex(kv, keyring, now);
   const idp = new Idp(cfg, log);
   await idp.start();
   const revoker = new Revoker(idp, log);
+  const revokeLater = (refreshToken: string) => revoker.revokeLater(refreshToken);
+  const lifecycle: Lifecycle = { keyring, store, vault, index, revokeLater, cookies, idleMs, now };
+  const terminator = new Terminator(kv, keyring, vault, index, revokeLater, log);
   const tokens = new TokenService({
     kv,
     vault,
@@ -81,7 +91,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     lockLeaseMs: 10_000,
     lockWaitMs: cfg.idpTimeoutSeconds * 1000 + 5000,
     events: deps.events,
-    revokeLater: (refreshToken) => revoker.revokeLater(refreshToken),
+    revokeLater,
   });
   const proxy = createApiProxy(cfg.upstream, cfg.publicOrigin, log);
   const sessionMiddleware = session({
@@ -105,15 +115,20 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     cookies,
     transactions: new LoginTransactions(kv, keyring),
     tokens,
-    revoker,
     proxy,
     session: sessionMiddleware,
+    backchannel: { idp, kv, keyring, index, terminator, clientId: cfg.clientId, log, now },
     draining: () => draining,
     now,
   });
 
+  const sessions = sessionAdmin({ index, terminator, keyring, issuer: () => idp.issuer() });
+  const adminApp = createAdminApp({ adminToken: cfg.adminToken, sessions, log });
+
   return {
     app,
+    adminApp,
+    sessions,
     config: cfg,
     async ready() {
       const storeOk = await kv.ping().then(

@@ -22,6 +22,9 @@ async function main(): Promise<void> {
   const gatehouse = await createGatehouse(cfg, { logger: log });
   const server = guardServer(http.createServer(gatehouse.app));
   server.listen(cfg.port, () => log.info({ port: cfg.port, publicUrl: cfg.publicOrigin }, 'gatehouse listening'));
+  // The admin port never answers on the public port, and the public port never serves admin routes.
+  const admin = cfg.metricsPort > 0 ? http.createServer(gatehouse.adminApp) : undefined;
+  admin?.listen(cfg.metricsPort, () => log.info({ port: cfg.metricsPort }, 'admin port listening'));
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -32,6 +35,8 @@ async function main(): Promise<void> {
       log.warn({}, 'drain timed out; closing open connections');
       server.closeAllConnections();
     }, 10_000).unref();
+    admin?.close();
+    admin?.closeAllConnections();
     server.close(() => {
       void gatehouse.close().finally(() => {
         clearTimeout(force);

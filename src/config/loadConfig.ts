@@ -203,6 +203,15 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
     if (!existsSync(staticDir)) fail('staticDir', `folder ${staticDir} does not exist — build the SPA first or unset it`);
   }
 
+  const adminToken = raw('adminToken');
+  if (adminToken !== undefined) {
+    if (adminToken.length < 32) fail('adminToken', `has ${adminToken.length} characters — use 32 or more, e.g. $(openssl rand -base64 32)`);
+    else if (adminToken.startsWith('change-me'))
+      fail('adminToken', 'is the placeholder from config/example.env — generate one with openssl rand -base64 32');
+    if (metricsPort === 0)
+      fail('adminToken', 'is set but GATEHOUSE_METRICS_PORT is 0 — the admin API is served on the admin port; set a port');
+  }
+
   if (problems.length) throw new ConfigError(problems);
   return Object.freeze({
     issuer: issuer!,
@@ -229,6 +238,7 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
     trustProxy,
     idpTimeoutSeconds,
     staticDir,
+    adminToken,
     allowInsecureIdp,
     warnings: Object.freeze(warnings),
   });

@@ -33,6 +33,7 @@ export interface GatehouseOptions {
   trustProxy?: number | string;
   idpTimeoutSeconds?: number | string;
   staticDir?: string;
+  adminToken?: string;
 }
 
 export interface Setting {
@@ -84,6 +85,7 @@ export const SETTINGS: readonly Setting[] = [
   { option: 'trustProxy', env: 'GATEHOUSE_TRUST_PROXY', default: '0', why: 'number of proxy hops whose X-Forwarded-* headers are trusted' },
   { option: 'idpTimeoutSeconds', env: 'GATEHOUSE_IDP_TIMEOUT_SECONDS', default: '10', why: 'timeout of every call to the IdP' },
   { option: 'staticDir', env: 'GATEHOUSE_STATIC_DIR', why: 'folder of SPA files served for paths outside /auth and /api' },
+  { option: 'adminToken', env: 'GATEHOUSE_ADMIN_TOKEN', why: 'bearer token of the admin session API on the admin port (unset = API off)' },
 ];
 
 /** The validated, frozen configuration every module receives. */
@@ -113,6 +115,7 @@ export interface Config {
   readonly trustProxy: number;
   readonly idpTimeoutSeconds: number;
   readonly staticDir: string | undefined;
+  readonly adminToken: string | undefined;
   /** http:// issuer on a loopback host (demo and tests only). */
   readonly allowInsecureIdp: boolean;
   /** Start-up warnings (insecure development settings). */

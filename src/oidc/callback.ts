@@ -105,6 +105,7 @@ export function callback(d: CallbackDeps): RequestHandler {
       try {
         if (!(await d.vault.write(keys, 0, tokensFrom(tokens, sentAt, d.refreshSkewSeconds), ttl))) fail('session id collision');
         req.session.gh = gh;
+        await d.lifecycle.index.add(req.sessionID, keys, gh);
         await save(req);
       } catch (err) {
         // No half-made session: a regenerated id would otherwise still be sent as a cookie, naming nothing.

@@ -10,6 +10,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createPrivateKey } from 'node:crypto';
 import * as oidc from 'openid-client';
+import { createRemoteJWKSet, type JWTVerifyGetKey } from 'jose';
 import type { Config } from '../config/schema';
 import type { Logger } from '../log/logger';
 import { GatewayError } from '../http/errors';
@@ -96,6 +97,7 @@ export class Idp {
   private config: oidc.Configuration | undefined;
   private discovering: Promise<oidc.Configuration> | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  private jwks: JWTVerifyGetKey | undefined;
   private closed = false;
 
   constructor(
@@ -106,6 +108,24 @@ export class Idp {
   /** Starts discovery; resolves when metadata is loaded or the first attempt failed (then retries in the background). */
   async start(): Promise<void> {
     await this.metadata().catch(() => undefined);
+  }
+
+  /** The issuer identifier as the IdP states it (what ID tokens carry in `iss`). */
+  async issuer(): Promise<string> {
+    return (await this.metadata()).serverMetadata().issuer;
+  }
+
+  /**
+   * What verifies a back-channel logout token (BCL 1.0 §2.6 step 3, R58): the IdP's JWKS only (jose caches it
+   * and refetches at most once per cooldown for an unknown kid), and the IdP's advertised ID-token algorithms
+   * without `none` or HMAC (default RS256).
+   */
+  async logoutTokenVerification(): Promise<{ issuer: string; keys: JWTVerifyGetKey; algorithms: string[] }> {
+    const meta = (await this.metadata()).serverMetadata();
+    if (!meta.jwks_uri) throw new GatewayError('invalid_request', 400);
+    this.jwks ??= createRemoteJWKSet(new URL(meta.jwks_uri), { timeoutDuration: this.cfg.idpTimeoutSeconds * 1000 });
+    const advertised = (meta.id_token_signing_alg_values_supported ?? ['RS256']).filter((a) => a !== 'none' && !a.startsWith('HS'));
+    return { issuer: meta.issuer, keys: this.jwks, algorithms: advertised.length ? advertised : ['RS256'] };
   }
 
   ready(): boolean {

@@ -10,9 +10,8 @@ import type { CookieState } from '../http/cookieGuard';
 import { endSession, liveSession, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import type { Logger } from '../log/logger';
 import type { Idp } from './idp';
-import type { Revoker } from './revoker';
 
-export function logout(deps: { lifecycle: Lifecycle; idp: Idp; revoker: Revoker; log: Logger }): RequestHandler {
+export function logout(deps: { lifecycle: Lifecycle; idp: Idp; log: Logger }): RequestHandler {
   const lc = deps.lifecycle;
   return async (req, res) => {
     res.set('Cache-Control', 'no-store');
@@ -23,11 +22,8 @@ export function logout(deps: { lifecycle: Lifecycle; idp: Idp; revoker: Revoker;
       return;
     }
     const keys = sessionKeys(req, lc);
-    const entry = await lc.vault.read(keys);
-    await endSession(req, lc, { keepTokenRecord: false });
+    const tokens = await endSession(req, lc, { keepTokenRecord: false, revoke: true });
     clearSessionCookie(res, lc.cookies);
-    const tokens = entry && !entry.dead ? entry.tokens : undefined;
-    if (tokens?.refreshToken) deps.revoker.revokeLater(tokens.refreshToken);
     deps.log.info({ session: keys.hash }, 'logout');
     res.json({ logoutUrl: deps.idp.endSessionUrl(tokens?.idToken) });
   };

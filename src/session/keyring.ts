@@ -9,7 +9,7 @@
  * With several secrets (rotation) the first one keys new sessions; lookups fall back to older secrets, and
  * a session found under an older one carries that index with it (GatehouseSession.k).
  */
-import { deriveKey, keyedHash, type Key } from '../crypto/seal';
+import { deriveKey, keyedHash, open, seal, type Key } from '../crypto/seal';
 
 export interface SessionKeys {
   /** Base64url keyed hash of the id: the only form of the id that storage sees. */
@@ -25,6 +25,8 @@ export interface SessionKeys {
 interface SecretKeys {
   index: Key;
   seal: Key;
+  /** Seals index entries, which must be opened without the session's cookie (back-channel logout, kill switch). */
+  indexSeal: Key;
 }
 
 export class Keyring {
@@ -34,7 +36,11 @@ export class Keyring {
     secrets: readonly string[],
     private readonly prefix: string,
   ) {
-    this.secrets = secrets.map((s) => ({ index: deriveKey(s, 'storage-index'), seal: deriveKey(s, 'record-seal') }));
+    this.secrets = secrets.map((s) => ({
+      index: deriveKey(s, 'storage-index'),
+      seal: deriveKey(s, 'record-seal'),
+      indexSeal: deriveKey(s, 'index-seal'),
+    }));
   }
 
   get secretCount(): number {
@@ -70,5 +76,23 @@ export class Keyring {
     return keyedHash((this.secrets[i] ?? this.secrets[0]!).index, `fp:${value}`)
       .toString('base64url')
       .slice(0, 16);
+  }
+
+  /** Key of an index (by IdP subject or IdP session id): in a hash slot of its own, never with a session's records. */
+  indexKey(kind: 'sub' | 'sid', iss: string, value: string): string {
+    return `${this.prefix}${kind === 'sub' ? 'u' : 'p'}:{${keyedHash(this.secrets[0]!.index, `${kind}:${iss}|${value}`).toString('base64url').slice(0, 32)}}`;
+  }
+
+  sealIndexEntry(plaintext: string, aad: string): string {
+    return seal(this.secrets[0]!.indexSeal, plaintext, aad);
+  }
+
+  /** Opens an index entry sealed under any configured secret (entries written before a rotation). */
+  openIndexEntry(sealed: string, aad: string): string | undefined {
+    for (const s of this.secrets) {
+      const plain = open(s.indexSeal, sealed, aad);
+      if (plain !== undefined) return plain;
+    }
+    return undefined;
   }
 }

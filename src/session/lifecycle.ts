@@ -6,7 +6,8 @@ import type { Request, Response } from 'express';
 import type { Keyring, SessionKeys } from './keyring';
 import type { SealedSessionStore } from './sealedStore';
 import type { GatehouseSession } from './sessionData';
-import type { Vault } from '../tokens/vault';
+import type { Tokens, Vault } from '../tokens/vault';
+import type { SessionIndex } from './sessionIndex';
 import { clearSessionCookie, type CookiePolicy } from '../http/cookies';
 import type { CookieState } from '../http/cookieGuard';
 import { sendError, type ErrorCode } from '../http/errors';
@@ -16,6 +17,9 @@ export interface Lifecycle {
   readonly keyring: Keyring;
   readonly store: SealedSessionStore;
   readonly vault: Vault;
+  readonly index: SessionIndex;
+  /** RFC 7009 revocation in the background (never blocks the request). */
+  readonly revokeLater: (refreshToken: string) => void;
   readonly cookies: CookiePolicy;
   readonly idleMs: number;
   readonly now: () => number;
@@ -32,7 +36,8 @@ export async function liveSession(req: Request, lc: Lifecycle): Promise<Gatehous
   if (!gh) return undefined;
   const now = lc.now();
   if (now >= gh.absoluteExpiresAt || now >= gh.activeAt + lc.idleMs) {
-    await endSession(req, lc, { keepTokenRecord: false });
+    // The IdP does not know the session timed out here: revoke its refresh token (issue 3, RFC 7009).
+    await endSession(req, lc, { keepTokenRecord: false, revoke: true });
     return undefined;
   }
   return gh;
@@ -51,16 +56,27 @@ export async function slideIdle(req: Request, lc: Lifecycle, gh: GatehouseSessio
 }
 
 /**
- * Ends the request's session: token record and session both deleted (R52: never just the cookie).
+ * Ends the request's session: token record, index entries and session deleted (R52: never just the cookie);
+ * with `revoke`, the refresh token is revoked at the IdP in the background and the tokens are returned.
  * After invalid_grant the token record is left as the short-lived "dead" marker, so requests waiting
  * on other replicas learn the outcome.
  */
-export async function endSession(req: Request, lc: Lifecycle, opts: { keepTokenRecord: boolean }): Promise<void> {
+export async function endSession(
+  req: Request,
+  lc: Lifecycle,
+  opts: { keepTokenRecord: boolean; revoke?: boolean },
+): Promise<Tokens | undefined> {
   const keys = sessionKeys(req, lc);
+  const gh = req.session.gh;
+  const entry = opts.revoke ? await lc.vault.read(keys) : null;
+  const tokens = entry && !entry.dead ? entry.tokens : undefined;
   if (!opts.keepTokenRecord) await lc.vault.remove(keys);
+  if (gh) await lc.index.remove(keys, gh);
+  if (tokens?.refreshToken) lc.revokeLater(tokens.refreshToken);
   await new Promise<void>((resolve, reject) =>
     req.session.destroy((err: unknown) => (err ? reject(err instanceof Error ? err : new StoreUnavailableError(err)) : resolve())),
   );
+  return tokens;
 }
 
 /**

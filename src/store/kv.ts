@@ -31,6 +31,10 @@ export interface Kv {
   renewLock(key: string, owner: string, ttlMs: number): Promise<boolean>;
   /** Replaces a lock held by `owner` with `value` for `ttlMs` (a cooldown marker); never touches another's lock. */
   swapLock(key: string, owner: string, value: string, ttlMs: number): Promise<boolean>;
+  /** Sets one field of a hash and extends the hash's TTL to at least `ttlMs` (indexes of sessions). */
+  hashPut(key: string, field: string, value: string, ttlMs: number): Promise<void>;
+  hashDelete(key: string, ...fields: string[]): Promise<void>;
+  hashGetAll(key: string): Promise<Record<string, string>>;
   ping(): Promise<void>;
 }
 

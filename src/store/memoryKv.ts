@@ -9,6 +9,7 @@ interface Entry {
 /** Single-process store for development and tests of one instance; expired entries are swept lazily. */
 export class MemoryKv implements Kv {
   private readonly map = new Map<string, Entry>();
+  private readonly hashes = new Map<string, { fields: Map<string, string>; expiresAt: number }>();
   private sweepAt = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
@@ -85,6 +86,24 @@ export class MemoryKv implements Kv {
     if (this.read(key) !== owner) return false;
     this.write(key, owner, ttlMs);
     return true;
+  }
+  async hashPut(key: string, field: string, value: string, ttlMs: number) {
+    const now = this.now();
+    let h = this.hashes.get(key);
+    if (!h || h.expiresAt <= now) this.hashes.set(key, (h = { fields: new Map(), expiresAt: now }));
+    h.fields.set(field, value);
+    h.expiresAt = Math.max(h.expiresAt, now + ttlMs);
+  }
+  async hashDelete(key: string, ...fields: string[]) {
+    const h = this.hashes.get(key);
+    if (!h) return;
+    for (const f of fields) h.fields.delete(f);
+    if (h.fields.size === 0) this.hashes.delete(key);
+  }
+  async hashGetAll(key: string) {
+    const h = this.hashes.get(key);
+    if (!h || h.expiresAt <= this.now()) return {};
+    return Object.fromEntries(h.fields);
   }
   async ping() {}
   /** Test and CLI helper: number of live keys. */

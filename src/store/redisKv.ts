@@ -18,6 +18,10 @@ const REPLACE_WITH_COMPANION = `
 if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then return 0 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1`;
+const HASH_PUT = `
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1`;
 const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`;
@@ -28,6 +32,7 @@ return 0`;
 type Scripted = Redis & {
   gatehouseCas(key: string, expected: number, value: string, ttlMs: number | 'keep'): Promise<number>;
   gatehouseSwap(key: string, owner: string, value: string, ttlMs: number): Promise<number>;
+  gatehouseHashPut(key: string, field: string, value: string, ttlMs: number): Promise<number>;
   gatehouseRelease(key: string, owner: string): Promise<number>;
   gatehouseReplacePair(key: string, companion: string, value: string, ttlMs: number): Promise<number>;
   gatehouseRenew(key: string, owner: string, ttlMs: number): Promise<number>;
@@ -49,6 +54,7 @@ export class RedisKv implements Kv {
     redis.defineCommand('gatehouseCas', { numberOfKeys: 1, lua: CAS });
     redis.defineCommand('gatehouseRelease', { numberOfKeys: 1, lua: RELEASE });
     redis.defineCommand('gatehouseSwap', { numberOfKeys: 1, lua: SWAP });
+    redis.defineCommand('gatehouseHashPut', { numberOfKeys: 1, lua: HASH_PUT });
     redis.defineCommand('gatehouseReplacePair', { numberOfKeys: 2, lua: REPLACE_WITH_COMPANION });
     redis.defineCommand('gatehouseRenew', { numberOfKeys: 1, lua: RENEW });
     this.r = redis as Scripted;
@@ -91,6 +97,15 @@ export class RedisKv implements Kv {
   }
   async renewLock(key: string, owner: string, ttlMs: number) {
     return (await guard(() => this.r.gatehouseRenew(key, owner, Math.max(1, Math.ceil(ttlMs))))) === 1;
+  }
+  async hashPut(key: string, field: string, value: string, ttlMs: number) {
+    await guard(() => this.r.gatehouseHashPut(key, field, value, Math.max(1, Math.ceil(ttlMs))));
+  }
+  async hashDelete(key: string, ...fields: string[]) {
+    if (fields.length) await guard(() => this.r.hdel(key, ...fields));
+  }
+  hashGetAll(key: string) {
+    return guard(() => this.r.hgetall(key));
   }
   async ping() {
     await guard(() => this.r.ping());

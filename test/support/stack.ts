@@ -43,6 +43,8 @@ export interface StackOptions {
   /** 'redis' (default) or 'memory'. */
   store?: 'redis' | 'memory';
   instances?: number;
+  /** Register the first instance's /auth/backchannel-logout with the IdP (BCL 1.0; `sid` in ID tokens). */
+  backchannel?: boolean;
 }
 
 export function redisUrl(): string {
@@ -60,6 +62,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const idp = await startTestIdp({
     redirectUri: [],
     postLogoutRedirectUri: [],
+    ...(opts.backchannel && { backchannelLogoutUri: `${servers[0]!.url}/auth/backchannel-logout` }),
     ...opts.idp,
   });
   const upstream = await startUpstream();
@@ -134,7 +137,13 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 export async function dumpRedis(stack: Stack): Promise<Array<{ key: string; value: string; ttl: number }>> {
   const r = stack.redis!;
   const keys = await r.keys(`${stack.prefix}*`);
-  return Promise.all(keys.map(async (key) => ({ key, value: (await r.get(key)) ?? '', ttl: await r.pttl(key) })));
+  return Promise.all(
+    keys.map(async (key) => {
+      // Strings (sessions, token records, locks, transactions) and hashes (the sub/sid indexes).
+      const value = (await r.type(key)) === 'hash' ? JSON.stringify(await r.hgetall(key)) : ((await r.get(key)) ?? '');
+      return { key, value, ttl: await r.pttl(key) };
+    }),
+  );
 }
 
 /** The headers an SPA sends on every same-origin call. */

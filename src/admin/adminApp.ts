@@ -1,0 +1,65 @@
+/**
+ * The admin port (GATEHOUSE_METRICS_PORT): never served on the public port. Its session API is on only
+ * when GATEHOUSE_ADMIN_TOKEN is set, and every call must carry `Authorization: Bearer <that token>`,
+ * compared in constant time.
+ *
+ *   GET  /admin/sessions?sub=<sub>                    → 200 {"sessions":[{session, createdAt, absoluteExpiresAt}]}
+ *   POST /admin/sessions/revoke {"sub": "...", "session"?: "..."} → 200 {"revoked": <n>}
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import express, { type Express, type RequestHandler } from 'express';
+import { errorHandler, sendError } from '../http/errors';
+import type { Logger } from '../log/logger';
+import type { SessionAdmin } from './sessionAdmin';
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+function requireAdminToken(token: string): RequestHandler {
+  const expected = digest(token);
+  return (req, res, next) => {
+    const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '');
+    if (!m || !timingSafeEqual(digest(m[1]!), expected)) {
+      res.set('WWW-Authenticate', 'Bearer realm="gatehouse-admin"');
+      return sendError(res, 401, 'unauthenticated');
+    }
+    next();
+  };
+}
+
+const SUB = /^[\x21-\x7e]{1,255}$/;
+
+export function createAdminApp(deps: { adminToken: string | undefined; sessions: SessionAdmin; log: Logger }): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use((_req, res, next) => {
+    res.set('Cache-Control', 'no-store');
+    next();
+  });
+  if (deps.adminToken) {
+    const auth = requireAdminToken(deps.adminToken);
+    app.get('/admin/sessions', auth, async (req, res) => {
+      const sub = req.query.sub;
+      if (typeof sub !== 'string' || !SUB.test(sub)) return sendError(res, 400, 'invalid_request');
+      res.json({ sessions: await deps.sessions.list(sub) });
+    });
+    app.post('/admin/sessions/revoke', auth, express.json({ limit: '4kb' }), async (req, res) => {
+      const body = req.body as { sub?: unknown; session?: unknown } | undefined;
+      const sub = body?.sub;
+      const session = body?.session;
+      if (
+        typeof sub !== 'string' ||
+        !SUB.test(sub) ||
+        (session !== undefined && (typeof session !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(session)))
+      ) {
+        return sendError(res, 400, 'invalid_request');
+      }
+      const revoked = await deps.sessions.revoke(session === undefined ? { sub } : { sub, session });
+      deps.log.info({ event: 'admin_kill', sub, session, revoked }, 'sessions ended by an operator');
+      res.json({ revoked });
+    });
+  }
+  app.use((_req, res) => sendError(res, 404, 'not_found'));
+  app.use(errorHandler(deps.log));
+  return app;
+}

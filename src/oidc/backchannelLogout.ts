@@ -1,0 +1,79 @@
+/**
+ * POST /auth/backchannel-logout: OpenID Connect Back-Channel Logout 1.0 (with errata 1).
+ *
+ * R32: server to server, so no CSRF rule and no cookie. R57: a form-encoded body with exactly one
+ * `logout_token`. R58: validated fully (logoutToken.ts). R61: a `jti` is remembered until the token expires,
+ * so a replayed token is refused, and sessions created after the token was issued are never ended.
+ * R59: a `sid` ends the sessions of that IdP session (of that `sub` too when both are given); a `sub`
+ * alone ends every session of the user. R60: 200 also when no session was live; 400 for an invalid token
+ * and (BCL §2.8) when the logout itself failed, which is logged as an error; always `Cache-Control: no-store`.
+ */
+import express, { type RequestHandler } from 'express';
+import { sendError } from '../http/errors';
+import type { Kv } from '../store/kv';
+import type { Logger } from '../log/logger';
+import type { Keyring } from '../session/keyring';
+import type { SessionIndex } from '../session/sessionIndex';
+import type { Terminator } from '../session/terminator';
+import type { Idp } from './idp';
+import { validateLogoutToken } from './logoutToken';
+
+/** Clock difference between the IdP and Gatehouse tolerated when comparing a session's start with `iat`. */
+const SKEW_MS = 5000;
+/** The jti is remembered until the token's exp plus this margin. */
+const JTI_MARGIN_S = 60;
+
+export interface BackchannelDeps {
+  idp: Idp;
+  kv: Kv;
+  keyring: Keyring;
+  index: SessionIndex;
+  terminator: Terminator;
+  clientId: string;
+  log: Logger;
+  now: () => number;
+}
+
+export function backchannelLogout(d: BackchannelDeps): RequestHandler[] {
+  const parse = express.urlencoded({ extended: false, limit: '64kb', type: 'application/x-www-form-urlencoded' });
+  const handle: RequestHandler = async (req, res) => {
+    res.set('Cache-Control', 'no-store');
+    const token = (req.body as Record<string, unknown> | undefined)?.logout_token;
+    if (typeof token !== 'string' || token === '') {
+      d.log.warn(
+        { event: 'backchannel_logout_refused', reason: 'missing, repeated or not form-encoded logout_token' },
+        'back-channel logout refused',
+      );
+      return sendError(res, 400, 'invalid_request');
+    }
+    try {
+      const verification = await d.idp.logoutTokenVerification();
+      const result = await validateLogoutToken(token, { ...verification, clientId: d.clientId, nowSeconds: Math.floor(d.now() / 1000) });
+      if (!result.ok) {
+        d.log.warn({ event: 'backchannel_logout_refused', reason: result.reason }, 'back-channel logout refused');
+        return sendError(res, 400, 'invalid_request');
+      }
+      const { iss, sub, sid, iat, exp, jti } = result.claims;
+      const ttlS = Math.max(1, exp - Math.floor(d.now() / 1000)) + JTI_MARGIN_S;
+      if (!(await d.kv.setIfAbsent(d.keyring.forRandom('j', `${iss}|${jti}`).key, '1', ttlS * 1000))) {
+        d.log.warn({ event: 'backchannel_logout_refused', reason: 'jti replayed' }, 'back-channel logout refused');
+        return sendError(res, 400, 'invalid_request');
+      }
+      const listed = sid
+        ? (await d.index.list('sid', iss, sid)).filter((e) => sub === undefined || e.sub === sub)
+        : await d.index.list('sub', iss, sub!);
+      const issuedAt = iat * 1000 + SKEW_MS;
+      const ended = await d.terminator.end(
+        listed.filter((e) => e.createdAt <= issuedAt),
+        'backchannel',
+        { revoke: false }, // the IdP ended the session: it knows (BCL §2.7 leaves the tokens to it)
+      );
+      d.log.info({ event: 'backchannel_logout', by: sid ? 'sid' : 'sub', ended }, 'back-channel logout');
+      res.status(200).end();
+    } catch (err) {
+      d.log.error({ err, event: 'backchannel_logout_failed' }, 'back-channel logout failed');
+      sendError(res, 400, 'invalid_request');
+    }
+  };
+  return [parse, handle];
+}

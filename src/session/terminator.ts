@@ -1,0 +1,41 @@
+/**
+ * Ends sessions without their cookie: back-channel logout (R59) and the operators' kill switch.
+ * Deleting a session's records ends it on every replica at once (each request reads Redis). When the IdP
+ * does not already know (kill switch), the refresh token is revoked too (RFC 7009), in the background.
+ */
+import type { Kv } from '../store/kv';
+import type { Logger } from '../log/logger';
+import type { Vault } from '../tokens/vault';
+import type { Keyring } from './keyring';
+import type { IndexEntry, SessionIndex } from './sessionIndex';
+
+export type EndReason = 'backchannel' | 'admin';
+
+export class Terminator {
+  constructor(
+    private readonly kv: Kv,
+    private readonly keyring: Keyring,
+    private readonly vault: Vault,
+    private readonly index: SessionIndex,
+    private readonly revokeLater: (refreshToken: string) => void,
+    private readonly log: Logger,
+  ) {}
+
+  /** Ends the listed sessions; resolves to how many were still live. */
+  async end(entries: readonly IndexEntry[], reason: EndReason, opts: { revoke: boolean }): Promise<number> {
+    let ended = 0;
+    for (const e of entries) {
+      const keys = this.keyring.forSession(e.id, e.k);
+      const tokens = opts.revoke ? await this.vault.read(keys) : null;
+      const live = (await this.kv.get(keys.sessionKey)) !== null;
+      await this.kv.del(keys.sessionKey, keys.tokensKey, keys.lockKey);
+      await this.index.remove(keys, e);
+      if (tokens && !tokens.dead && tokens.tokens.refreshToken) this.revokeLater(tokens.tokens.refreshToken);
+      if (live) {
+        ended++;
+        this.log.info({ session: keys.hash, reason }, 'session ended');
+      }
+    }
+    return ended;
+  }
+}
