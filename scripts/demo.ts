@@ -59,6 +59,7 @@ async function main(): Promise<void> {
     clientSecret,
     redirectUri: `${publicUrl}/auth/callback`,
     postLogoutRedirectUri: `${publicUrl}/`,
+    backchannelLogoutUri: `${publicUrl}/auth/backchannel-logout`,
     accessTokenTtl: 20,
     refreshTokenTtl: 8 * 3600,
   });

@@ -18,7 +18,7 @@ import type { LoginTransactions } from './oidc/loginTx';
 import { login } from './oidc/login';
 import { callback } from './oidc/callback';
 import { sessionInfo } from './oidc/sessionInfo';
-import { logout } from './oidc/logout';
+import { logout, logoutReturn } from './oidc/logout';
 import { backchannelLogout, type BackchannelDeps } from './oidc/backchannelLogout';
 import type { TokenService } from './tokens/refresh';
 import { attachAccessToken } from './tokens/attachAccessToken';
@@ -86,13 +86,17 @@ export function createApp(d: AppDeps): Express {
     }),
   );
   app.get('/auth/session', csrf, cookies, d.session, sessionInfo(lc));
-  app.post('/auth/logout', csrf, cookies, d.session, logout({ lifecycle: lc, idp: d.idp, log: d.log }));
+  app.post('/auth/logout', csrf, cookies, d.session, logout({ lifecycle: lc, idp: d.idp, kv: d.kv, log: d.log }));
   app.all('/auth/logout', methodNotAllowed('POST'));
   app.post('/auth/backchannel-logout', ...backchannelLogout(d.backchannel));
   app.all('/auth/backchannel-logout', methodNotAllowed('POST'));
 
   // DESIGN.md /api table order: request shape (400/405), CSRF (403), session (401), tokens (401/503), upstream.
   app.use('/api', d.proxy.guard, csrf, cookies, d.session, requireSession(lc), attachAccessToken(lc, d.tokens), d.proxy.forward);
+
+  // R54: where the IdP sends the browser after logout, when that is on this origin.
+  const postLogout = new URL(cfg.postLogoutRedirectUri);
+  if (postLogout.origin === cfg.publicOrigin) app.get(postLogout.pathname, logoutReturn({ lifecycle: lc, kv: d.kv }));
 
   if (cfg.staticDir) app.use(express.static(cfg.staticDir, { index: 'index.html', dotfiles: 'ignore' }));
   app.use((_req, res) => sendError(res, 404, 'not_found'));

@@ -250,9 +250,13 @@ export class Idp {
   }
 
   /** OIDC RP-Initiated Logout §2: null when the IdP has no end_session_endpoint (or metadata is not loaded). */
-  endSessionUrl(idTokenHint: string | undefined): string | null {
+  endSessionUrl(idTokenHint: string | undefined, state: string): string | null {
     if (!this.config?.serverMetadata().end_session_endpoint) return null;
-    const params: Record<string, string> = { client_id: this.cfg.clientId, post_logout_redirect_uri: this.cfg.postLogoutRedirectUri };
+    const params: Record<string, string> = {
+      client_id: this.cfg.clientId,
+      post_logout_redirect_uri: this.cfg.postLogoutRedirectUri,
+      state,
+    };
     if (idTokenHint) params.id_token_hint = idTokenHint;
     return oidc.buildEndSessionUrl(this.config, params).href;
   }

@@ -3,15 +3,29 @@
  * token record and session deleted, cookie cleared with its own attributes, refresh token revoked in the
  * background. Idempotent: without a session it answers 200 {"logoutUrl": null}.
  * R20: post_logout_redirect_uri comes from configuration only.
+ * R54 (RP-Initiated Logout §2, §3): logoutUrl carries id_token_hint, client_id, the configured
+ * post_logout_redirect_uri and a one-time `state`, checked when the IdP sends the browser back.
  */
 import type { RequestHandler } from 'express';
 import { clearSessionCookie } from '../http/cookies';
 import type { CookieState } from '../http/cookieGuard';
 import { endSession, liveSession, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import type { Logger } from '../log/logger';
+import type { Kv } from '../store/kv';
+import { randomId } from '../crypto/seal';
 import type { Idp } from './idp';
 
-export function logout(deps: { lifecycle: Lifecycle; idp: Idp; log: Logger }): RequestHandler {
+/** How long the IdP may take to send the browser back after logout. */
+const RETURN_TTL_MS = 10 * 60 * 1000;
+
+export interface LogoutDeps {
+  lifecycle: Lifecycle;
+  idp: Idp;
+  kv: Kv;
+  log: Logger;
+}
+
+export function logout(deps: LogoutDeps): RequestHandler {
   const lc = deps.lifecycle;
   return async (req, res) => {
     res.set('Cache-Control', 'no-store');
@@ -25,6 +39,23 @@ export function logout(deps: { lifecycle: Lifecycle; idp: Idp; log: Logger }): R
     const tokens = await endSession(req, lc, { keepTokenRecord: false, revoke: true });
     clearSessionCookie(res, lc.cookies);
     deps.log.info({ session: keys.hash }, 'logout');
-    res.json({ logoutUrl: deps.idp.endSessionUrl(tokens?.idToken) });
+    const state = randomId();
+    const logoutUrl = deps.idp.endSessionUrl(tokens?.idToken, state);
+    if (logoutUrl) await deps.kv.set(lc.keyring.forRandom('o', state).key, '1', RETURN_TTL_MS);
+    res.json({ logoutUrl });
+  };
+}
+
+/**
+ * GET <post_logout_redirect_uri path>?state=…: the IdP sends the browser back. A state this gateway issued
+ * (one time) lands on `/` with a clean URL; any other state is ignored (R54) and the request is served as
+ * if it carried none.
+ */
+export function logoutReturn(deps: { lifecycle: Lifecycle; kv: Kv }): RequestHandler {
+  return async (req, res, next) => {
+    const state = req.query.state;
+    if (typeof state !== 'string' || state.length > 128 || !(await deps.kv.getDel(deps.lifecycle.keyring.forRandom('o', state).key)))
+      return next();
+    res.set('Cache-Control', 'no-store').set('Referrer-Policy', 'no-referrer').redirect(302, '/');
   };
 }

@@ -1,4 +1,4 @@
-import { loginAs, idpAgent } from '../support/login';
+import { loginAs, idpAgent, idpLogout } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
 
 describe('login end to end', () => {
@@ -112,5 +112,22 @@ describe('login end to end', () => {
     }
     for (let i = 0; i < 100 && s.idp.revocations < revocations + 2; i++) await new Promise((r) => setTimeout(r, 20));
     expect(s.idp.revocations).toBe(revocations + 2); // the old refresh token and the one the late refresh received
+  });
+
+  it('R54: RP-initiated logout carries a one-time state, and the IdP sending the browser back with it lands on /; another state is ignored', async () => {
+    const jar = idpAgent(s.idp);
+    const browser = s.gw.agent();
+    await loginAs(browser, s.idp, 'ivy', { idpAgent: jar });
+    const out = await browser.post('/auth/logout').set(SPA).expect(200);
+    const logoutUrl = (out.body as { logoutUrl: string }).logoutUrl;
+    const state = new URL(logoutUrl).searchParams.get('state');
+    expect(state).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const back = new URL(await idpLogout(jar, s.idp, logoutUrl));
+    expect(back.origin + back.pathname).toBe(`${s.gw.url}/`);
+    expect(back.searchParams.get('state')).toBe(state);
+    const landed = await browser.get(back.pathname + back.search).expect(302);
+    expect(landed.headers.location).toBe('/');
+    await browser.get(back.pathname + back.search).expect(404); // one time: served as if it carried no state
+    await browser.get('/?state=forged').expect(404);
   });
 });

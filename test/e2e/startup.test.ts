@@ -2,7 +2,8 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { startTestIdp, type TestIdp } from '../support/idp';
 import { findFreePort } from '../support/redisServer';
-import { redisUrl } from '../support/stack';
+import { redisUrl, startStack, SESSION_SECRET, SPA, type Stack } from '../support/stack';
+import { loginAs } from '../support/login';
 import { REQUIRED_VARIABLES } from '../support/payloads';
 
 const root = join(__dirname, '..', '..');
@@ -13,11 +14,16 @@ function run(env: NodeJS.ProcessEnv): ChildProcess {
   return spawn(process.execPath, [main], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-function collect(child: ChildProcess): { out: () => string; exit: Promise<number | null> } {
+/** Everything the child writes (`out`), and its standard output alone (`stdout`). */
+function collect(child: ChildProcess): { out: () => string; stdout: () => string; exit: Promise<number | null> } {
   let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  let stdout = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    stdout += d.toString();
+  });
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  return { out: () => out, exit: new Promise((r) => child.on('exit', (code) => r(code))) };
+  return { out: () => out, stdout: () => stdout, exit: new Promise((r) => child.on('exit', (code) => r(code))) };
 }
 
 describe('npm start (dist/src/main.js)', () => {
@@ -90,5 +96,55 @@ describe('npm start (dist/src/main.js)', () => {
     expect(api.status).toBe(401);
     child.kill('SIGTERM');
     expect(await p.exit).toBe(0);
+  });
+
+  describe('npm run sessions (the kill switch from a shell)', () => {
+    let stack: Stack;
+    beforeAll(async () => {
+      stack = await startStack();
+    });
+    afterAll(() => stack.close());
+
+    const cli = (args: string[]) => {
+      const child = spawn(process.execPath, [join(root, 'dist', 'scripts', 'sessions.js'), ...args], {
+        env: {
+          PATH: process.env.PATH,
+          GATEHOUSE_ISSUER: stack.idp.issuer,
+          GATEHOUSE_CLIENT_ID: stack.idp.clientId,
+          GATEHOUSE_CLIENT_SECRET: stack.idp.clientSecret,
+          GATEHOUSE_PUBLIC_URL: stack.gw.url,
+          GATEHOUSE_UPSTREAM: stack.upstream.url,
+          GATEHOUSE_SESSION_SECRET: SESSION_SECRET,
+          GATEHOUSE_REDIS_URL: redisUrl(),
+          GATEHOUSE_KEY_PREFIX: stack.prefix,
+          GATEHOUSE_METRICS_PORT: '0',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      return collect(child);
+    };
+
+    it('lists a user’s sessions, ends them all, and revokes their refresh tokens at the IdP', async () => {
+      const browser = stack.gw.agent();
+      await loginAs(browser, stack.idp, 'quinn');
+      await browser.get('/api/x').set(SPA).expect(200);
+      const list = cli(['list', '--sub', 'quinn']);
+      expect(await list.exit).toBe(0);
+      expect((JSON.parse(list.stdout()) as { sessions: unknown[] }).sessions).toHaveLength(1);
+      const revocations = stack.idp.revocations;
+      const revoke = cli(['revoke', '--sub', 'quinn']);
+      expect(await revoke.exit).toBe(0);
+      expect(JSON.parse(revoke.stdout())).toEqual({ revoked: 1 });
+      expect(stack.idp.revocations).toBe(revocations + 1); // the CLI waits for the revocation before exiting
+      await browser.get('/api/x').set(SPA).expect(401);
+    });
+
+    it('stops with exit code 2 and a usage line on bad arguments', async () => {
+      for (const args of [[], ['revoke'], ['drop', '--sub', 'x'], ['revoke', '--sub']]) {
+        const p = cli(args);
+        expect(await p.exit).toBe(2);
+        expect(p.out()).toMatch(/usage: npm run sessions/);
+      }
+    });
   });
 });
