@@ -15,17 +15,22 @@
  * - client_secret_basic and client_secret_post are accepted interchangeably (see tokenRequests[].clientAuth).
  * - ID tokens carry sub, email, email_verified, name (conformIdTokenClaims: false); /me (userinfo) works too.
  * - PKCE (S256) is required.
+ * - Back-channel logout tokens can be forged on demand (signLogoutToken), signed with the IdP's real key, so tests
+ *   can POST validly signed but otherwise bad tokens to a relying party themselves.
+ * - The revocation endpoint (RFC 7009) records every POST (revocationRequests) and can be failed (failRevocation).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { Provider, type ClientAuthMethod, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
-import { exportJWK, generateKeyPair } from 'jose';
+import { CompactSign, exportJWK, generateKeyPair, importJWK, type CompactJWSHeaderParameters } from 'jose';
 
 export const DEFAULT_CLIENT_ID = 'gatehouse';
 export const DEFAULT_CLIENT_SECRET = 'gatehouse-test-client-secret-0123456789abcdef';
 /** registered when TestIdpOptions.redirectUri is empty (port 9 = discard: nothing listens there) */
 export const PLACEHOLDER_REDIRECT_URI = 'http://127.0.0.1:9/placeholder-redirect-uri';
+/** the `events` member a back-channel logout token must carry (OIDC Back-Channel Logout 1.0 §2.4) */
+export const BACKCHANNEL_LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
 
 export interface TestIdpOptions {
   /** default 'gatehouse' */
@@ -98,6 +103,19 @@ export interface TokenRequestRecord {
   injected: boolean;
 }
 
+/** one POST to the revocation endpoint (RFC 7009), recorded on arrival; `status` is filled in once answered */
+export interface RevocationRecord {
+  /** the `token` parameter presented */
+  token: string;
+  /** the `token_type_hint` parameter, if any */
+  tokenTypeHint?: string;
+  clientAuth: ClientAuthUsed;
+  /** HTTP status answered (undefined while in flight) */
+  status?: number;
+  /** true when failRevocation answered it without oidc-provider */
+  injected: boolean;
+}
+
 export interface BackchannelLogoutRecord {
   ok: boolean;
   clientId: string;
@@ -126,8 +144,13 @@ export interface TestIdp {
   readonly refreshSucceeded: number;
   /** refresh_token requests answered non-200 (genuine errors AND failRefresh injections) */
   readonly refreshFailed: number;
-  /** POSTs to the revocation endpoint */
+  /**
+   * POSTs to the revocation endpoint, counted on arrival: every attempt, including those answered by
+   * failRevocation (so retries are visible); see revocationRequests for each one's token and status
+   */
   readonly revocations: number;
+  /** every revocation-endpoint POST in arrival order (token presented, hint, client auth, status, injected) */
+  readonly revocationRequests: ReadonlyArray<RevocationRecord>;
   /** times oidc-provider saw an already-rotated refresh token (it then revoked the whole grant) */
   readonly reuseDetected: number;
   /** every error oidc-provider answered at the token endpoint, e.g. {grantType:'refresh_token', error:'invalid_grant', detail:'refresh token already used'} */
@@ -136,7 +159,7 @@ export interface TestIdp {
   readonly tokenRequests: ReadonlyArray<TokenRequestRecord>;
   /** back-channel logout deliveries attempted by the IdP */
   readonly backchannelLogouts: ReadonlyArray<BackchannelLogoutRecord>;
-  /** zero every counter and forget grantErrors/tokenRequests/backchannelLogouts (tokensIssued is kept) */
+  /** zero every counter and forget grantErrors/tokenRequests/revocationRequests/backchannelLogouts (tokensIssued is kept) */
   resetCounters(): void;
 
   // ---- fault switches ----
@@ -146,6 +169,13 @@ export interface TestIdp {
    * oidc-provider. `times` limits how many requests are failed (default: until failRefresh(null)).
    */
   failRefresh(status: number | null, body?: object, opts?: { times?: number; headers?: Record<string, string> }): void;
+  /**
+   * While set, revocation-endpoint POSTs are answered with `status` and `body` (JSON; default
+   * `{error:'temporarily_unavailable'}` for 5xx, `{error:'invalid_request'}` otherwise) without reaching
+   * oidc-provider, so nothing is revoked. They still count in `revocations` and appear in revocationRequests
+   * (`injected: true`). `times` limits how many requests are failed (default: until failRevocation(null)).
+   */
+  failRevocation(status: number | null, body?: object, opts?: { times?: number }): void;
   /**
    * Delay every token-endpoint response by `ms` (0 = off). phase 'before' (default): wait before oidc-provider
    * handles the request; 'after': oidc-provider has already handled it (the refresh token is already rotated)
@@ -164,6 +194,21 @@ export interface TestIdp {
 
   /** every access/refresh/ID token string the token endpoint returned, in order */
   tokensIssued(): string[];
+  /**
+   * A back-channel logout token (OIDC Back-Channel Logout 1.0 §2.4) signed with the IdP's real signing key
+   * (RS256, the key in its JWKS), to POST to a relying party yourself: forge tokens that are validly signed
+   * but wrong in every other way.
+   *
+   * Claims default to a valid token apart from the subject: `iss` (this issuer), `aud` (the main client id),
+   * `iat` (now), `exp` (now + 120), a random `jti` and `events: {<BACKCHANNEL_LOGOUT_EVENT>: {}}`. Add `sub`
+   * and/or `sid` (a token needs at least one). `claims` are merged over the defaults; a key set to `undefined`
+   * is removed (`{ jti: undefined }` makes a token without `jti`).
+   *
+   * The protected header defaults to `{alg:'RS256', kid:<the signing key's kid>, typ:'logout+jwt'}` and
+   * `header` is merged the same way (`{ kid: 'unknown' }`, `{ typ: 'at+jwt' }`, `{ typ: undefined }`, a `jwk`
+   * or `jku` member...). `alg` must stay RS256: use jose directly for tokens signed with other keys.
+   */
+  signLogoutToken(claims?: Record<string, unknown>, header?: Record<string, unknown>): Promise<string>;
   close(): Promise<void>;
 }
 
@@ -193,6 +238,20 @@ function readRawBody(req: http.IncomingMessage): Promise<string> {
   });
 }
 
+function clientAuthOf(authorization: string, form: URLSearchParams): ClientAuthUsed {
+  if (/^basic\s/i.test(authorization)) return 'client_secret_basic';
+  if (form.has('client_assertion')) return 'private_key_jwt_or_client_secret_jwt';
+  if (form.has('client_secret')) return 'client_secret_post';
+  return 'none';
+}
+
+/** `{...defaults, ...overrides}` without the keys whose value is `undefined` (how callers remove a default) */
+function mergeDefined(defaults: Record<string, unknown>, overrides: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries({ ...defaults, ...overrides })) if (v !== undefined) out[k] = v;
+  return out;
+}
+
 function toArray(v: string | string[] | undefined): string[] {
   if (v === undefined) return [];
   return Array.isArray(v) ? v : [v];
@@ -216,6 +275,8 @@ export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
 
   const { privateKey } = await generateKeyPair('RS256', { extractable: true });
   const signingKey = { ...(await exportJWK(privateKey)), kid: `test-rs256-${randomBytes(4).toString('hex')}`, alg: 'RS256', use: 'sig' };
+  // the same private key oidc-provider signs with (it gets `jwks` below), for signLogoutToken
+  const logoutTokenKey = await importJWK(signingKey, 'RS256');
 
   let nextAccount = opts.account ?? 'alice';
 
@@ -284,6 +345,8 @@ export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
   let grantErrors: Array<{ grantType: string; error: string; detail?: string }> = [];
   let backchannelLogouts: BackchannelLogoutRecord[] = [];
   let tokenRequests: TokenRequestRecord[] = [];
+  let revocationRequests: RevocationRecord[] = [];
+  let revocationFault: { status: number; body: object; remaining: number } | undefined;
   const issued: string[] = [];
   const grantsByAccount = new Map<string, Set<string>>();
   let fault: RefreshFault | undefined;
@@ -317,7 +380,31 @@ export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
   provider.use(async (ctx, next) => {
     if (ctx.method === 'POST' && ctx.path === REVOCATION_PATH) {
       revocations++;
+      // same pre-parsed body trick as the token endpoint below
+      const raw = await readRawBody(ctx.req);
+      (ctx.req as http.IncomingMessage & { body?: string }).body = raw;
+      const form = new URLSearchParams(raw);
+      const hint = form.get('token_type_hint');
+      const record: RevocationRecord = {
+        token: form.get('token') ?? '',
+        ...(hint !== null ? { tokenTypeHint: hint } : {}),
+        clientAuth: clientAuthOf(ctx.get('authorization'), form),
+        injected: false,
+      };
+      revocationRequests.push(record);
+      if (revocationFault && revocationFault.remaining > 0) {
+        revocationFault.remaining--;
+        const { status, body } = revocationFault;
+        if (revocationFault.remaining <= 0) revocationFault = undefined;
+        record.injected = true;
+        record.status = status;
+        ctx.status = status;
+        ctx.set('Cache-Control', 'no-store');
+        ctx.body = body;
+        return;
+      }
       await next();
+      record.status = ctx.status;
       return;
     }
     if (ctx.method !== 'POST' || ctx.path !== TOKEN_PATH) {
@@ -334,13 +421,7 @@ export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
     grants[grantType] = (grants[grantType] ?? 0) + 1;
     const record: TokenRequestRecord = {
       grantType,
-      clientAuth: /^basic\s/i.test(ctx.get('authorization'))
-        ? 'client_secret_basic'
-        : form.has('client_assertion')
-          ? 'private_key_jwt_or_client_secret_jwt'
-          : form.has('client_secret')
-            ? 'client_secret_post'
-            : 'none',
+      clientAuth: clientAuthOf(ctx.get('authorization'), form),
       ...(grantType === 'refresh_token' ? { refreshToken: form.get('refresh_token') ?? '' } : {}),
       injected: false,
     };
@@ -466,6 +547,9 @@ export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
     get tokenRequests() {
       return tokenRequests;
     },
+    get revocationRequests() {
+      return revocationRequests;
+    },
     get backchannelLogouts() {
       return backchannelLogouts;
     },
@@ -478,6 +562,7 @@ export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
       grantErrors = [];
       backchannelLogouts = [];
       tokenRequests = [];
+      revocationRequests = [];
     },
     failRefresh: (status, body, o) => {
       if (status === null) {
@@ -493,6 +578,15 @@ export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
         remaining: o?.times ?? Infinity,
       };
     },
+    failRevocation: (status, body, o) => {
+      if (status === null) {
+        revocationFault = undefined;
+        return;
+      }
+      const defaultBody =
+        status >= 500 ? { error: 'temporarily_unavailable', error_description: 'injected by the test IdP' } : { error: 'invalid_request' };
+      revocationFault = { status, body: body ?? defaultBody, remaining: o?.times ?? Infinity };
+    },
     delay: (ms, phase = 'before') => {
       delayMs = ms;
       delayPhase = phase;
@@ -502,6 +596,25 @@ export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
       addClientUris({ redirectUri: `${publicUrl}/auth/callback`, postLogoutRedirectUri: `${publicUrl}/` }, id),
     revoke,
     tokensIssued: () => [...issued],
+    signLogoutToken: async (claims = {}, header = {}) => {
+      const now = Math.floor(Date.now() / 1000);
+      const payload = mergeDefined(
+        {
+          iss: issuer,
+          aud: clientId,
+          iat: now,
+          exp: now + 120,
+          jti: randomBytes(16).toString('base64url'),
+          events: { [BACKCHANNEL_LOGOUT_EVENT]: {} },
+        },
+        claims,
+      );
+      const protectedHeader = mergeDefined({ alg: 'RS256', kid: signingKey.kid, typ: 'logout+jwt' }, header);
+      if (protectedHeader.alg !== 'RS256') throw new Error('test IdP: signLogoutToken signs with RS256 only (use jose for other keys)');
+      return new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
+        .setProtectedHeader(protectedHeader as CompactJWSHeaderParameters)
+        .sign(logoutTokenKey);
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
