@@ -18,6 +18,10 @@ import { KvBackingStore, SealedSessionStore, redisBackingStore, type BackingStor
 import type { Lifecycle } from './session/lifecycle';
 import { SessionIndex } from './session/sessionIndex';
 import { Terminator } from './session/terminator';
+import { ExpiryLedger } from './session/expiryLedger';
+
+/** How often each replica looks for sessions that timed out. */
+const SWEEP_INTERVAL_MS = 2000;
 import { Idp } from './oidc/idp';
 import { LoginTransactions } from './oidc/loginTx';
 import { Revoker } from './oidc/revoker';
@@ -75,12 +79,20 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const cookies = cookiePolicy(cfg);
   const vault = new Vault(kv);
   const index = new SessionIndex(kv, keyring, now);
+  const ledger = new ExpiryLedger(kv, keyring, cfg.keyPrefix, now);
   const idp = new Idp(cfg, log);
   await idp.start();
   const revoker = new Revoker(idp, log);
   const revokeLater = (refreshToken: string) => revoker.revokeLater(refreshToken);
-  const lifecycle: Lifecycle = { keyring, store, vault, index, revokeLater, cookies, idleMs, now };
-  const terminator = new Terminator(kv, keyring, vault, index, revokeLater, log);
+  const lifecycle: Lifecycle = { keyring, store, vault, index, ledger, revokeLater, cookies, idleMs, now };
+  const terminator = new Terminator(kv, keyring, vault, index, ledger, revokeLater, log);
+  // Sessions that timed out: revoke their refresh tokens and clean their records (expiryLedger.ts).
+  const sweeper = setInterval(() => {
+    ledger
+      .takeDue()
+      .then((due) => (due.length ? terminator.end(due, 'expired', { revoke: true }) : 0))
+      .catch((err: unknown) => log.warn({ err }, 'expiry sweep failed; the next one retries'));
+  }, SWEEP_INTERVAL_MS).unref();
   const tokens = new TokenService({
     kv,
     vault,
@@ -139,6 +151,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     },
     async close() {
       draining = true;
+      clearInterval(sweeper);
       idp.close();
       await revoker.close();
       proxy.close();

@@ -11,6 +11,7 @@ import type { Keyring } from '../session/keyring';
 import { sessionKeys, type Lifecycle } from '../session/lifecycle';
 import type { GatehouseSession } from '../session/sessionData';
 import { tokensFrom, type Vault } from '../tokens/vault';
+import { TOKEN_GRACE_MS } from '../session/expiryLedger';
 import { identityClaims } from './claims';
 import type { Idp } from './idp';
 import type { LoginTransactions } from './loginTx';
@@ -103,9 +104,11 @@ export function callback(d: CallbackDeps): RequestHandler {
       const keys = d.keyring.forSession(req.sessionID);
       const ttl = Math.min(gh.absoluteExpiresAt, gh.activeAt + d.lifecycle.idleMs) - now;
       try {
-        if (!(await d.vault.write(keys, 0, tokensFrom(tokens, sentAt, d.refreshSkewSeconds), ttl))) fail('session id collision');
+        if (!(await d.vault.write(keys, 0, tokensFrom(tokens, sentAt, d.refreshSkewSeconds), ttl + TOKEN_GRACE_MS)))
+          fail('session id collision');
         req.session.gh = gh;
         await d.lifecycle.index.add(req.sessionID, keys, gh);
+        await d.lifecycle.ledger.add(req.sessionID, keys, gh, now + ttl);
         await save(req);
       } catch (err) {
         // No half-made session: a regenerated id would otherwise still be sent as a cookie, naming nothing.

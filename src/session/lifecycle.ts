@@ -8,6 +8,7 @@ import type { SealedSessionStore } from './sealedStore';
 import type { GatehouseSession } from './sessionData';
 import type { Tokens, Vault } from '../tokens/vault';
 import type { SessionIndex } from './sessionIndex';
+import type { ExpiryLedger } from './expiryLedger';
 import { clearSessionCookie, type CookiePolicy } from '../http/cookies';
 import type { CookieState } from '../http/cookieGuard';
 import { sendError, type ErrorCode } from '../http/errors';
@@ -18,6 +19,7 @@ export interface Lifecycle {
   readonly store: SealedSessionStore;
   readonly vault: Vault;
   readonly index: SessionIndex;
+  readonly ledger: ExpiryLedger;
   /** RFC 7009 revocation in the background (never blocks the request). */
   readonly revokeLater: (refreshToken: string) => void;
   readonly cookies: CookiePolicy;
@@ -51,7 +53,9 @@ export async function slideIdle(req: Request, lc: Lifecycle, gh: GatehouseSessio
   const now = lc.now();
   if (now - gh.activeAt < lc.idleMs / 10) return gh;
   const slid = { ...gh, activeAt: now };
-  await lc.store.slide(req.sessionID, { cookie: req.session.cookie, gh: slid });
+  if (await lc.store.slide(req.sessionID, { cookie: req.session.cookie, gh: slid })) {
+    await lc.ledger.move(sessionKeys(req, lc), Math.min(slid.absoluteExpiresAt, slid.activeAt + lc.idleMs));
+  }
   return slid;
 }
 
@@ -72,6 +76,7 @@ export async function endSession(
   const tokens = entry && !entry.dead ? entry.tokens : undefined;
   if (!opts.keepTokenRecord) await lc.vault.remove(keys);
   if (gh) await lc.index.remove(keys, gh);
+  await lc.ledger.remove(keys);
   if (tokens?.refreshToken) lc.revokeLater(tokens.refreshToken);
   await new Promise<void>((resolve, reject) =>
     req.session.destroy((err: unknown) => (err ? reject(err instanceof Error ? err : new StoreUnavailableError(err)) : resolve())),

@@ -15,6 +15,7 @@ import type { Kv } from '../store/kv';
 import { StoreUnavailableError } from '../store/kv';
 import { open, seal } from '../crypto/seal';
 import type { Keyring, SessionKeys } from './keyring';
+import { TOKEN_GRACE_MS } from './expiryLedger';
 
 export interface Envelope {
   v: string;
@@ -109,13 +110,14 @@ export class SealedSessionStore extends Store {
    * OWASP session management "Idle Timeout": records activity in steps. Rewrites the sealed session only if
    * it still exists (SET XX) and extends the token record to the same end, so both expire together.
    */
-  async slide(sid: string, sess: SessionData): Promise<void> {
+  async slide(sid: string, sess: SessionData): Promise<boolean> {
     const keys = this.keyring.forSession(sid, sess.gh?.k);
     const exp = sessionExpiry(sess, this.idleMs);
     const ttl = exp - this.now();
-    if (ttl <= 0) return;
+    if (ttl <= 0) return false;
     const env: Envelope = { v: seal(keys.sealKey, JSON.stringify(sess), keys.sessionKey), exp };
-    await this.kv.replaceWithCompanion(keys.sessionKey, JSON.stringify(env), ttl, keys.tokensKey);
+    // The token record outlives the session by TOKEN_GRACE_MS, for the expiry sweeper (expiryLedger.ts).
+    return this.kv.replaceWithCompanion(keys.sessionKey, JSON.stringify(env), ttl, keys.tokensKey, ttl + TOKEN_GRACE_MS);
   }
 }
 
@@ -157,8 +159,8 @@ export function redisBackingStore(redis: Redis, prefix: string, now: () => numbe
   return new RedisStore({
     client: redis,
     prefix,
-    // connect-redis takes whole seconds (SET ... EX): round down, so the record never outlives the session
-    // (R35); at <= 0 connect-redis deletes it.
-    ttl: (env: unknown) => Math.floor(((env as Envelope).exp - now()) / 1000),
+    // connect-redis takes whole seconds (SET ... EX): round up, so the record is never gone before the
+    // session ends (find() refuses it after its exact end); at <= 0 connect-redis deletes it.
+    ttl: (env: unknown) => Math.ceil(((env as Envelope).exp - now()) / 1000),
   }) as unknown as BackingStore;
 }

@@ -1,5 +1,6 @@
 /**
- * Ends sessions without their cookie: back-channel logout (R59) and the operators' kill switch.
+ * Ends sessions without their cookie: back-channel logout (R59), the operators' kill switch, and the
+ * expiry sweeper (sessions that timed out).
  * Deleting a session's records ends it on every replica at once (each request reads Redis). When the IdP
  * does not already know (kill switch), the refresh token is revoked too (RFC 7009), in the background.
  */
@@ -8,8 +9,9 @@ import type { Logger } from '../log/logger';
 import type { Vault } from '../tokens/vault';
 import type { Keyring } from './keyring';
 import type { IndexEntry, SessionIndex } from './sessionIndex';
+import type { ExpiryLedger } from './expiryLedger';
 
-export type EndReason = 'backchannel' | 'admin';
+export type EndReason = 'backchannel' | 'admin' | 'expired';
 
 export class Terminator {
   constructor(
@@ -17,6 +19,7 @@ export class Terminator {
     private readonly keyring: Keyring,
     private readonly vault: Vault,
     private readonly index: SessionIndex,
+    private readonly ledger: ExpiryLedger,
     private readonly revokeLater: (refreshToken: string) => void,
     private readonly log: Logger,
   ) {}
@@ -30,6 +33,7 @@ export class Terminator {
       const live = (await this.kv.get(keys.sessionKey)) !== null;
       await this.kv.del(keys.sessionKey, keys.tokensKey, keys.lockKey);
       await this.index.remove(keys, e);
+      await this.ledger.remove(keys);
       if (tokens && !tokens.dead && tokens.tokens.refreshToken) this.revokeLater(tokens.tokens.refreshToken);
       if (live) {
         ended++;

@@ -14,7 +14,7 @@ export interface Kv {
    * replace(), and in the same atomic step gives `companion` (if it exists) the same TTL, so two records
    * of one session always expire together. Both keys must share a Redis Cluster hash slot.
    */
-  replaceWithCompanion(key: string, value: string, ttlMs: number, companion: string): Promise<boolean>;
+  replaceWithCompanion(key: string, value: string, ttlMs: number, companion: string, companionTtlMs: number): Promise<boolean>;
   /** Sets only when absent (a lock); true when this call created it. */
   setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>;
   /** Reads and deletes in one step: one-time records (login transactions). */
@@ -35,6 +35,17 @@ export interface Kv {
   hashPut(key: string, field: string, value: string, ttlMs: number): Promise<void>;
   hashDelete(key: string, ...fields: string[]): Promise<void>;
   hashGetAll(key: string): Promise<Record<string, string>>;
+  /** Reads and deletes one field of a hash (one caller wins). */
+  hashTake(key: string, field: string): Promise<string | null>;
+  /** A sorted set of due times: adds `member` at `atMs` and extends the set's TTL to at least `keyTtlMs`. */
+  schedule(key: string, member: string, atMs: number, keyTtlMs: number): Promise<void>;
+  /** Moves a member already scheduled (never adds one). */
+  reschedule(key: string, member: string, atMs: number): Promise<void>;
+  unschedule(key: string, member: string): Promise<void>;
+  /** Members due at `nowMs` (at most `limit`), without removing them. */
+  due(key: string, nowMs: number, limit: number): Promise<string[]>;
+  /** Removes `member`; true for exactly one of several concurrent callers (the one that handles it). */
+  claim(key: string, member: string): Promise<boolean>;
   ping(): Promise<void>;
 }
 

@@ -10,6 +10,7 @@ interface Entry {
 export class MemoryKv implements Kv {
   private readonly map = new Map<string, Entry>();
   private readonly hashes = new Map<string, { fields: Map<string, string>; expiresAt: number }>();
+  private readonly schedules = new Map<string, Map<string, number>>();
   private sweepAt = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
@@ -44,9 +45,9 @@ export class MemoryKv implements Kv {
     this.write(key, value, ttlMs);
     return true;
   }
-  async replaceWithCompanion(key: string, value: string, ttlMs: number, companion: string) {
+  async replaceWithCompanion(key: string, value: string, ttlMs: number, companion: string, companionTtlMs: number) {
     if (!(await this.replace(key, value, ttlMs))) return false;
-    await this.expire(companion, ttlMs);
+    await this.expire(companion, companionTtlMs);
     return true;
   }
   async setIfAbsent(key: string, value: string, ttlMs: number) {
@@ -104,6 +105,35 @@ export class MemoryKv implements Kv {
     const h = this.hashes.get(key);
     if (!h || h.expiresAt <= this.now()) return {};
     return Object.fromEntries(h.fields);
+  }
+  async hashTake(key: string, field: string) {
+    const h = (await this.hashGetAll(key))[field] ?? null;
+    await this.hashDelete(key, field);
+    return h;
+  }
+  async schedule(key: string, member: string, atMs: number, _keyTtlMs: number) {
+    let z = this.schedules.get(key);
+    if (!z) this.schedules.set(key, (z = new Map()));
+    z.set(member, atMs);
+  }
+  async reschedule(key: string, member: string, atMs: number) {
+    const z = this.schedules.get(key);
+    if (z?.has(member)) z.set(member, atMs);
+  }
+  async unschedule(key: string, member: string) {
+    this.schedules.get(key)?.delete(member);
+  }
+  async due(key: string, nowMs: number, limit: number) {
+    const z = this.schedules.get(key);
+    if (!z) return [];
+    return [...z]
+      .filter(([, at]) => at <= nowMs)
+      .sort((a, b) => a[1] - b[1])
+      .slice(0, limit)
+      .map(([m]) => m);
+  }
+  async claim(key: string, member: string) {
+    return this.schedules.get(key)?.delete(member) ?? false;
   }
   async ping() {}
   /** Test and CLI helper: number of live keys. */

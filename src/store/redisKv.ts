@@ -16,8 +16,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]
 return 0`;
 const REPLACE_WITH_COMPANION = `
 if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then return 0 end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1`;
+const SCHEDULE = `
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1`;
+const HASH_TAKE = `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return v`;
 const HASH_PUT = `
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
@@ -34,7 +42,9 @@ type Scripted = Redis & {
   gatehouseSwap(key: string, owner: string, value: string, ttlMs: number): Promise<number>;
   gatehouseHashPut(key: string, field: string, value: string, ttlMs: number): Promise<number>;
   gatehouseRelease(key: string, owner: string): Promise<number>;
-  gatehouseReplacePair(key: string, companion: string, value: string, ttlMs: number): Promise<number>;
+  gatehouseReplacePair(key: string, companion: string, value: string, ttlMs: number, companionTtlMs: number): Promise<number>;
+  gatehouseHashTake(key: string, field: string): Promise<string | null>;
+  gatehouseSchedule(key: string, member: string, atMs: number, keyTtlMs: number): Promise<number>;
   gatehouseRenew(key: string, owner: string, ttlMs: number): Promise<number>;
 };
 
@@ -56,6 +66,8 @@ export class RedisKv implements Kv {
     redis.defineCommand('gatehouseSwap', { numberOfKeys: 1, lua: SWAP });
     redis.defineCommand('gatehouseHashPut', { numberOfKeys: 1, lua: HASH_PUT });
     redis.defineCommand('gatehouseReplacePair', { numberOfKeys: 2, lua: REPLACE_WITH_COMPANION });
+    redis.defineCommand('gatehouseHashTake', { numberOfKeys: 1, lua: HASH_TAKE });
+    redis.defineCommand('gatehouseSchedule', { numberOfKeys: 1, lua: SCHEDULE });
     redis.defineCommand('gatehouseRenew', { numberOfKeys: 1, lua: RENEW });
     this.r = redis as Scripted;
   }
@@ -69,8 +81,9 @@ export class RedisKv implements Kv {
   async replace(key: string, value: string, ttlMs: number) {
     return (await guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'XX'))) === 'OK';
   }
-  async replaceWithCompanion(key: string, value: string, ttlMs: number, companion: string) {
-    return (await guard(() => this.r.gatehouseReplacePair(key, companion, value, Math.max(1, Math.ceil(ttlMs))))) === 1;
+  async replaceWithCompanion(key: string, value: string, ttlMs: number, companion: string, companionTtlMs: number) {
+    const ms = (t: number) => Math.max(1, Math.ceil(t));
+    return (await guard(() => this.r.gatehouseReplacePair(key, companion, value, ms(ttlMs), ms(companionTtlMs)))) === 1;
   }
   async setIfAbsent(key: string, value: string, ttlMs: number) {
     return (await guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'))) === 'OK';
@@ -106,6 +119,24 @@ export class RedisKv implements Kv {
   }
   hashGetAll(key: string) {
     return guard(() => this.r.hgetall(key));
+  }
+  hashTake(key: string, field: string) {
+    return guard(() => this.r.gatehouseHashTake(key, field));
+  }
+  async schedule(key: string, member: string, atMs: number, keyTtlMs: number) {
+    await guard(() => this.r.gatehouseSchedule(key, member, atMs, Math.max(1, Math.ceil(keyTtlMs))));
+  }
+  async reschedule(key: string, member: string, atMs: number) {
+    await guard(() => this.r.zadd(key, 'XX', atMs, member));
+  }
+  async unschedule(key: string, member: string) {
+    await guard(() => this.r.zrem(key, member));
+  }
+  due(key: string, nowMs: number, limit: number) {
+    return guard(() => this.r.zrangebyscore(key, '-inf', nowMs, 'LIMIT', 0, limit));
+  }
+  async claim(key: string, member: string) {
+    return (await guard(() => this.r.zrem(key, member))) === 1;
   }
   async ping() {
     await guard(() => this.r.ping());

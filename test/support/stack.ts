@@ -139,8 +139,15 @@ export async function dumpRedis(stack: Stack): Promise<Array<{ key: string; valu
   const keys = await r.keys(`${stack.prefix}*`);
   return Promise.all(
     keys.map(async (key) => {
-      // Strings (sessions, token records, locks, transactions) and hashes (the sub/sid indexes).
-      const value = (await r.type(key)) === 'hash' ? JSON.stringify(await r.hgetall(key)) : ((await r.get(key)) ?? '');
+      // Strings (sessions, token records, locks, transactions), hashes (the sub/sid indexes, the expiry
+      // ledger's entries) and the expiry ledger's sorted set.
+      const type = await r.type(key);
+      const value =
+        type === 'hash'
+          ? JSON.stringify(await r.hgetall(key))
+          : type === 'zset'
+            ? JSON.stringify(await r.zrangebyscore(key, '-inf', '+inf', 'WITHSCORES'))
+            : ((await r.get(key)) ?? '');
       return { key, value, ttl: await r.pttl(key) };
     }),
   );

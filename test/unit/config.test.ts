@@ -77,7 +77,10 @@ describe('loadConfig', () => {
     [{ GATEHOUSE_COOKIE_SAMESITE: 'none' }, 'GATEHOUSE_COOKIE_SAMESITE'],
     [{ GATEHOUSE_ADMIN_TOKEN: 'short' }, 'GATEHOUSE_ADMIN_TOKEN: has 5 characters'],
     [{ GATEHOUSE_ADMIN_TOKEN: 'change-me-admin-token-of-at-least-32-characters' }, 'GATEHOUSE_ADMIN_TOKEN: is the placeholder'],
-    [{ GATEHOUSE_ADMIN_TOKEN: 'a'.repeat(40), GATEHOUSE_METRICS_PORT: '0' }, 'GATEHOUSE_ADMIN_TOKEN: is set but GATEHOUSE_METRICS_PORT is 0'],
+    [
+      { GATEHOUSE_ADMIN_TOKEN: 'a'.repeat(40), GATEHOUSE_METRICS_PORT: '0' },
+      'GATEHOUSE_ADMIN_TOKEN: is set but GATEHOUSE_METRICS_PORT is 0',
+    ],
     [{ GATEHOUSE_CONFIG: '/nonexistent/gatehouse.json' }, 'GATEHOUSE_CONFIG: file /nonexistent/gatehouse.json does not exist'],
   ])('refuses %o', (override, expected) => {
     const p = problems({ ...good, ...override });

@@ -1,0 +1,69 @@
+/**
+ * Sessions that end by timing out (idle or absolute) must still have their refresh token revoked
+ * (RFC 7009; the IdP does not know the session ended), even when the browser never comes back.
+ *
+ * The ledger is a sorted set of session ends plus the sealed entries needed to reach each session (as in
+ * the sub/sid index). Every replica sweeps it every few seconds; removing a due member (ZREM) is the claim,
+ * so exactly one replica handles each session. The token record outlives its session by TOKEN_GRACE_MS so
+ * the sweeper can still read the refresh token; the session record itself ends exactly on time.
+ */
+import type { Kv } from '../store/kv';
+import type { Keyring, SessionKeys } from './keyring';
+import type { IndexEntry } from './sessionIndex';
+import type { GatehouseSession } from './sessionData';
+
+/** How long a token record outlives its session, for the sweeper to revoke its refresh token. */
+export const TOKEN_GRACE_MS = 60_000;
+const BATCH = 100;
+
+export class ExpiryLedger {
+  private readonly dueKey: string;
+  private readonly entriesKey: string;
+
+  constructor(
+    private readonly kv: Kv,
+    private readonly keyring: Keyring,
+    prefix: string,
+    private readonly now: () => number,
+  ) {
+    this.dueKey = `${prefix}e:due`;
+    this.entriesKey = `${prefix}e:entries`;
+  }
+
+  async add(id: string, keys: SessionKeys, gh: GatehouseSession, endMs: number): Promise<void> {
+    const entry: IndexEntry = { id, iss: gh.iss, sub: gh.sub, createdAt: gh.createdAt, absoluteExpiresAt: gh.absoluteExpiresAt };
+    if (gh.sid) entry.sid = gh.sid;
+    if (gh.k) entry.k = gh.k;
+    const keepMs = gh.absoluteExpiresAt + TOKEN_GRACE_MS - this.now();
+    await this.kv.hashPut(
+      this.entriesKey,
+      keys.hash,
+      this.keyring.sealIndexEntry(JSON.stringify(entry), `${this.entriesKey}|${keys.hash}`),
+      keepMs,
+    );
+    await this.kv.schedule(this.dueKey, keys.hash, endMs, keepMs);
+  }
+
+  /** The idle window slid: the session now ends at `endMs`. */
+  async move(keys: SessionKeys, endMs: number): Promise<void> {
+    await this.kv.reschedule(this.dueKey, keys.hash, endMs);
+  }
+
+  /** The session ended some other way (logout, back-channel, kill, invalid_grant). */
+  async remove(keys: SessionKeys): Promise<void> {
+    await this.kv.unschedule(this.dueKey, keys.hash);
+    await this.kv.hashDelete(this.entriesKey, keys.hash);
+  }
+
+  /** Claims the sessions whose end has passed (each for exactly one caller) and returns their entries. */
+  async takeDue(): Promise<IndexEntry[]> {
+    const out: IndexEntry[] = [];
+    for (const hash of await this.kv.due(this.dueKey, this.now(), BATCH)) {
+      if (!(await this.kv.claim(this.dueKey, hash))) continue;
+      const sealed = await this.kv.hashTake(this.entriesKey, hash);
+      const json = sealed === null ? undefined : this.keyring.openIndexEntry(sealed, `${this.entriesKey}|${hash}`);
+      if (json !== undefined) out.push(JSON.parse(json) as IndexEntry);
+    }
+    return out;
+  }
+}
