@@ -113,7 +113,7 @@ export class MemoryKv implements Kv {
   }
   async schedule(key: string, member: string, atMs: number, _keyTtlMs: number) {
     let z = this.schedules.get(key);
-    if (!z) this.schedules.set(key, (z = new Map()));
+    if (!z) this.schedules.set(key, (z = new Map<string, number>()));
     z.set(member, atMs);
   }
   async reschedule(key: string, member: string, atMs: number) {
