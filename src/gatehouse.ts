@@ -89,8 +89,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   // Sessions that timed out: revoke their refresh tokens and clean their records (expiryLedger.ts).
   const sweeper = setInterval(() => {
     ledger
-      .takeDue()
-      .then((due) => (due.length ? terminator.end(due, 'expired', { revoke: true }) : 0))
+      .sweep((due) => terminator.end(due, 'expired', { revoke: true }))
       .catch((err: unknown) => log.warn({ err }, 'expiry sweep failed; the next one retries'));
   }, SWEEP_INTERVAL_MS).unref();
   const tokens = new TokenService({
