@@ -39,6 +39,8 @@ export interface GatehouseDeps {
   /** Clock (epoch ms), for tests that move time. */
   now?: () => number;
   events?: RefreshEvents;
+  /** Run the expiry sweeper in this process (default true; `npm run sessions` turns it off). */
+  sweepExpired?: boolean;
 }
 
 export interface Gatehouse {
@@ -87,11 +89,16 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const lifecycle: Lifecycle = { keyring, store, vault, index, ledger, revokeLater, cookies, idleMs, now };
   const terminator = new Terminator(kv, keyring, vault, index, ledger, revokeLater, log);
   // Sessions that timed out: revoke their refresh tokens and clean their records (expiryLedger.ts).
-  const sweeper = setInterval(() => {
-    ledger
-      .sweep((due) => terminator.end(due, 'expired', { revoke: true }))
-      .catch((err: unknown) => log.warn({ err }, 'expiry sweep failed; the next one retries'));
-  }, SWEEP_INTERVAL_MS).unref();
+  let sweeping: Promise<void> | undefined;
+  const sweeper =
+    deps.sweepExpired === false
+      ? undefined
+      : setInterval(() => {
+          sweeping ??= ledger
+            .sweep((due) => terminator.end(due, 'expired', { revoke: true }))
+            .catch((err: unknown) => log.warn({ err }, 'expiry sweep failed; the next one retries'))
+            .finally(() => (sweeping = undefined));
+        }, SWEEP_INTERVAL_MS).unref();
   const tokens = new TokenService({
     kv,
     vault,
@@ -133,7 +140,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     now,
   });
 
-  const sessions = sessionAdmin({ index, terminator, keyring, issuer: () => idp.issuer() });
+  const sessions = sessionAdmin({ index, terminator, issuer: () => idp.issuerId() });
   const adminApp = createAdminApp({ adminToken: cfg.adminToken, sessions, log });
 
   return {
@@ -151,6 +158,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     async close() {
       draining = true;
       clearInterval(sweeper);
+      await sweeping;
       idp.close();
       await revoker.close();
       proxy.close();

@@ -4,7 +4,6 @@
  */
 import type { SessionIndex } from '../session/sessionIndex';
 import type { Terminator } from '../session/terminator';
-import type { Keyring } from '../session/keyring';
 
 export interface SessionSummary {
   /** The session's storage hash (the `session` field of log lines). */
@@ -19,14 +18,8 @@ export interface SessionAdmin {
   revoke(target: { sub: string; session?: string }): Promise<number>;
 }
 
-export function sessionAdmin(deps: {
-  index: SessionIndex;
-  terminator: Terminator;
-  keyring: Keyring;
-  issuer: () => Promise<string>;
-}): SessionAdmin {
-  const entries = async (sub: string) =>
-    (await deps.index.list('sub', await deps.issuer(), sub)).map((e) => ({ e, hash: deps.keyring.forSession(e.id, e.k).hash }));
+export function sessionAdmin(deps: { index: SessionIndex; terminator: Terminator; issuer: () => string }): SessionAdmin {
+  const entries = async (sub: string) => (await deps.index.list('sub', deps.issuer(), sub)).map((e) => ({ e, hash: e.h }));
   return {
     async list(sub) {
       return (await entries(sub)).map(({ e, hash }) => ({ session: hash, createdAt: e.createdAt, absoluteExpiresAt: e.absoluteExpiresAt }));

@@ -215,6 +215,7 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
   if (problems.length) throw new ConfigError(problems);
   return Object.freeze({
     issuer: issuer!,
+    issuerId: issuerRaw!,
     clientId: clientId!,
     clientSecret,
     clientAuth,

@@ -91,6 +91,8 @@ export const SETTINGS: readonly Setting[] = [
 /** The validated, frozen configuration every module receives. */
 export interface Config {
   readonly issuer: URL;
+  /** The issuer exactly as configured (what ID tokens' `iss` carries once discovery has confirmed it). */
+  readonly issuerId: string;
   readonly clientId: string;
   readonly clientSecret: string | undefined;
   readonly clientAuth: ClientAuth;

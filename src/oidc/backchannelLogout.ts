@@ -8,7 +8,7 @@
  * alone ends every session of the user. R60: 200 also when no session was live; 400 for an invalid token
  * and (BCL §2.8) when the logout itself failed, which is logged as an error; always `Cache-Control: no-store`.
  */
-import express, { type RequestHandler } from 'express';
+import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { sendError } from '../http/errors';
 import type { Kv } from '../store/kv';
 import type { Logger } from '../log/logger';
@@ -34,7 +34,7 @@ export interface BackchannelDeps {
   now: () => number;
 }
 
-export function backchannelLogout(d: BackchannelDeps): RequestHandler[] {
+export function backchannelLogout(d: BackchannelDeps): [RequestHandler, RequestHandler, ErrorRequestHandler] {
   const parse = express.urlencoded({ extended: false, limit: '64kb', type: 'application/x-www-form-urlencoded' });
   const handle: RequestHandler = async (req, res) => {
     res.set('Cache-Control', 'no-store');
@@ -46,6 +46,7 @@ export function backchannelLogout(d: BackchannelDeps): RequestHandler[] {
       );
       return sendError(res, 400, 'invalid_request');
     }
+    let jtiKey: string | undefined;
     try {
       const verification = await d.idp.logoutTokenVerification();
       const result = await validateLogoutToken(token, { ...verification, clientId: d.clientId, nowSeconds: Math.floor(d.now() / 1000) });
@@ -55,10 +56,12 @@ export function backchannelLogout(d: BackchannelDeps): RequestHandler[] {
       }
       const { iss, sub, sid, iat, exp, jti } = result.claims;
       const ttlS = Math.max(1, exp - Math.floor(d.now() / 1000)) + JTI_MARGIN_S;
-      if (!(await d.kv.setIfAbsent(d.keyring.forRandom('j', `${iss}|${jti}`).key, '1', ttlS * 1000))) {
+      const key = d.keyring.forRandom('j', `${iss}|${jti}`).key;
+      if (!(await d.kv.setIfAbsent(key, '1', ttlS * 1000))) {
         d.log.warn({ event: 'backchannel_logout_refused', reason: 'jti replayed' }, 'back-channel logout refused');
         return sendError(res, 400, 'invalid_request');
       }
+      jtiKey = key;
       const listed = sid
         ? (await d.index.list('sid', iss, sid)).filter((e) => sub === undefined || e.sub === sub)
         : await d.index.list('sub', iss, sub!);
@@ -72,8 +75,16 @@ export function backchannelLogout(d: BackchannelDeps): RequestHandler[] {
       res.status(200).end();
     } catch (err) {
       d.log.error({ err, event: 'backchannel_logout_failed' }, 'back-channel logout failed');
+      // The logout did not happen: forget the jti, so the IdP's retry of the same token is not a "replay".
+      if (jtiKey) await d.kv.del(jtiKey).catch(() => undefined);
       sendError(res, 400, 'invalid_request');
     }
   };
-  return [parse, handle];
+  // DESIGN.md: every refused request is 400 invalid_request here (a body too large stays 413).
+  const parseErrors: ErrorRequestHandler = (err: unknown, _req, res, _next) => {
+    res.set('Cache-Control', 'no-store');
+    if ((err as { type?: unknown }).type === 'entity.too.large') return sendError(res, 413, 'payload_too_large');
+    sendError(res, 400, 'invalid_request');
+  };
+  return [parse, handle, parseErrors];
 }

@@ -8,7 +8,7 @@ import { GatewayError } from '../http/errors';
 import { StoreUnavailableError } from '../store/kv';
 import type { Logger } from '../log/logger';
 import type { Keyring } from '../session/keyring';
-import { sessionKeys, type Lifecycle } from '../session/lifecycle';
+import { retireSession, type Lifecycle } from '../session/lifecycle';
 import type { GatehouseSession } from '../session/sessionData';
 import { tokensFrom, type Vault } from '../tokens/vault';
 import { TOKEN_GRACE_MS } from '../session/expiryLedger';
@@ -89,7 +89,8 @@ export function callback(d: CallbackDeps): RequestHandler {
       }
 
       // R17: a new session id at every login; a previous session of this browser ends first.
-      if (req.session.gh) await d.vault.remove(sessionKeys(req, d.lifecycle));
+      // The session this browser had ends for good: refresh token revoked, index and ledger entries removed.
+      if (req.session.gh) await retireSession(req, d.lifecycle, { keepTokenRecord: false, revoke: true });
       await regenerate(req);
       const now = d.now();
       const gh: GatehouseSession = {
@@ -107,8 +108,8 @@ export function callback(d: CallbackDeps): RequestHandler {
         if (!(await d.vault.write(keys, 0, tokensFrom(tokens, sentAt, d.refreshSkewSeconds), ttl + TOKEN_GRACE_MS)))
           fail('session id collision');
         req.session.gh = gh;
-        await d.lifecycle.index.add(req.sessionID, keys, gh);
-        await d.lifecycle.ledger.add(req.sessionID, keys, gh, now + ttl);
+        await d.lifecycle.index.add(keys, gh);
+        await d.lifecycle.ledger.add(keys, gh, now + ttl);
         await save(req);
       } catch (err) {
         // No half-made session: a regenerated id would otherwise still be sent as a cookie, naming nothing.

@@ -110,9 +110,12 @@ export class Idp {
     await this.metadata().catch(() => undefined);
   }
 
-  /** The issuer identifier as the IdP states it (what ID tokens carry in `iss`). */
-  async issuer(): Promise<string> {
-    return (await this.metadata()).serverMetadata().issuer;
+  /**
+   * The issuer identifier as the IdP states it (what ID tokens carry in `iss`), without waiting for the IdP:
+   * the configured one until discovery has run (the kill switch must work while the IdP is down).
+   */
+  issuerId(): string {
+    return this.config?.serverMetadata().issuer ?? this.cfg.issuerId;
   }
 
   /**

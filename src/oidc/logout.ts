@@ -41,7 +41,11 @@ export function logout(deps: LogoutDeps): RequestHandler {
     deps.log.info({ session: keys.hash }, 'logout');
     const state = randomId();
     const logoutUrl = deps.idp.endSessionUrl(tokens?.idToken, state);
-    if (logoutUrl) await deps.kv.set(lc.keyring.forRandom('o', state).key, '1', RETURN_TTL_MS);
+    // The local logout is done whatever happens here: a store fault only costs the state check on return.
+    if (logoutUrl)
+      await deps.kv
+        .set(lc.keyring.forRandom('o', state).key, '1', RETURN_TTL_MS)
+        .catch((err: unknown) => deps.log.warn({ err }, 'could not record the logout state'));
     res.json({ logoutUrl });
   };
 }

@@ -10,7 +10,7 @@ export function sessionInfo(lc: Lifecycle): RequestHandler {
       authenticated: true,
       user: gh.user,
       expiresAt: Math.floor(gh.absoluteExpiresAt / 1000),
-      idleExpiresAt: Math.floor((gh.activeAt + lc.idleMs) / 1000),
+      idleExpiresAt: Math.floor(Math.min(gh.activeAt + lc.idleMs, gh.absoluteExpiresAt) / 1000),
     });
   };
 }

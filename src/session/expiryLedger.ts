@@ -9,11 +9,13 @@
  */
 import type { Kv } from '../store/kv';
 import type { Keyring, SessionKeys } from './keyring';
-import type { IndexEntry } from './sessionIndex';
+import { indexEntry, keysOfEntry, type IndexEntry } from './sessionIndex';
 import type { GatehouseSession } from './sessionData';
 
 /** How long a token record outlives its session, for the sweeper to revoke its refresh token. */
-export const TOKEN_GRACE_MS = 60_000;
+export const TOKEN_GRACE_MS = 300_000;
+/** A session whose handling failed is tried again this much later. */
+const RETRY_MS = 5000;
 const BATCH = 100;
 
 export class ExpiryLedger {
@@ -30,11 +32,8 @@ export class ExpiryLedger {
     this.entriesKey = `${prefix}e:entries`;
   }
 
-  async add(id: string, keys: SessionKeys, gh: GatehouseSession, endMs: number): Promise<void> {
-    const entry: IndexEntry = { id, iss: gh.iss, sub: gh.sub, createdAt: gh.createdAt, absoluteExpiresAt: gh.absoluteExpiresAt };
-    if (gh.sid) entry.sid = gh.sid;
-    if (gh.k) entry.k = gh.k;
-    await this.put(entry, keys, endMs);
+  async add(keys: SessionKeys, gh: GatehouseSession, endMs: number): Promise<void> {
+    await this.put(indexEntry(keys, gh), keys, endMs);
   }
 
   /** Schedules (again) the entry of a session that ends at `endMs`. */
@@ -55,16 +54,22 @@ export class ExpiryLedger {
    * it is scheduled again at its real end, never ended early.
    */
   async sweep(end: (entries: IndexEntry[]) => Promise<unknown>): Promise<void> {
-    const ended: IndexEntry[] = [];
-    for (const e of await this.takeDue()) {
-      const keys = this.keyring.forSession(e.id, e.k);
-      // The session envelope carries its exact end in clear (sealedStore.ts Envelope.exp).
-      const raw = await this.kv.get(keys.sessionKey);
-      const endsAt = raw === null ? 0 : ((JSON.parse(raw) as { exp?: unknown }).exp as number) || 0;
-      if (endsAt > this.now()) await this.put(e, keys, endsAt);
-      else ended.push(e);
+    for (const hash of await this.kv.due(this.dueKey, this.now(), BATCH)) {
+      const e = await this.claim(hash);
+      if (!e) continue;
+      const keys = keysOfEntry(this.keyring, e);
+      try {
+        // The session envelope carries its exact end in clear (sealedStore.ts Envelope.exp).
+        const raw = await this.kv.get(keys.sessionKey);
+        const endsAt = raw === null ? 0 : Number((JSON.parse(raw) as { exp?: unknown }).exp) || 0;
+        if (endsAt > this.now()) await this.put(e, keys, endsAt);
+        else await end([e]);
+      } catch (err) {
+        // Claimed but not handled: put it back, so a fault never loses a revocation.
+        await this.put(e, keys, this.now() + RETRY_MS).catch(() => undefined);
+        throw err;
+      }
     }
-    if (ended.length) await end(ended);
   }
 
   /** The idle window slid: the session now ends at `endMs`. */
@@ -78,15 +83,11 @@ export class ExpiryLedger {
     await this.kv.hashDelete(this.entriesKey, keys.hash);
   }
 
-  /** Claims the sessions whose end has passed (each for exactly one caller) and returns their entries. */
-  async takeDue(): Promise<IndexEntry[]> {
-    const out: IndexEntry[] = [];
-    for (const hash of await this.kv.due(this.dueKey, this.now(), BATCH)) {
-      if (!(await this.kv.claim(this.dueKey, hash))) continue;
-      const sealed = await this.kv.hashTake(this.entriesKey, hash);
-      const json = sealed === null ? undefined : this.keyring.openIndexEntry(sealed, `${this.entriesKey}|${hash}`);
-      if (json !== undefined) out.push(JSON.parse(json) as IndexEntry);
-    }
-    return out;
+  /** Claims one due session (for exactly one caller) and returns its entry. */
+  private async claim(hash: string): Promise<IndexEntry | undefined> {
+    if (!(await this.kv.claim(this.dueKey, hash))) return undefined;
+    const sealed = await this.kv.hashTake(this.entriesKey, hash);
+    const json = sealed === null ? undefined : this.keyring.openIndexEntry(sealed, `${this.entriesKey}|${hash}`);
+    return json === undefined ? undefined : (JSON.parse(json) as IndexEntry);
   }
 }

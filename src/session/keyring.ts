@@ -14,8 +14,6 @@ import { deriveKey, keyedHash, open, seal, type Key } from '../crypto/seal';
 export interface SessionKeys {
   /** Base64url keyed hash of the id: the only form of the id that storage sees. */
   readonly hash: string;
-  /** Which configured secret keyed this session (0 = the current one). */
-  readonly secretIndex: number;
   readonly sessionKey: string;
   readonly tokensKey: string;
   readonly lockKey: string;
@@ -50,16 +48,7 @@ export class Keyring {
   /** The keys of `sid` under secret `i` (0 = the current one). */
   forSession(sid: string, i = 0): SessionKeys {
     const s = this.secrets[i] ?? this.secrets[0]!;
-    const hash = keyedHash(s.index, sid).toString('base64url').slice(0, 32);
-    const tag = `{${hash}}`;
-    return {
-      hash,
-      secretIndex: i,
-      sessionKey: `${this.prefix}s:${tag}`,
-      tokensKey: `${this.prefix}t:${tag}`,
-      lockKey: `${this.prefix}l:${tag}`,
-      sealKey: keyedHash(s.seal, sid),
-    };
+    return this.keysOf(keyedHash(s.index, sid).toString('base64url').slice(0, 32), keyedHash(s.seal, sid));
   }
 
   /** Keys for one-time records named by a random value (login transactions). */
@@ -78,9 +67,22 @@ export class Keyring {
       .slice(0, 16);
   }
 
-  /** Key of an index (by IdP subject or IdP session id): in a hash slot of its own, never with a session's records. */
-  indexKey(kind: 'sub' | 'sid', iss: string, value: string): string {
-    return `${this.prefix}${kind === 'sub' ? 'u' : 'p'}:{${keyedHash(this.secrets[0]!.index, `${kind}:${iss}|${value}`).toString('base64url').slice(0, 32)}}`;
+  /**
+   * The keys of a session known only by its storage hash and seal key (index and ledger entries): enough to
+   * end it and revoke its refresh token, never enough to make its cookie.
+   */
+  keysOf(hash: string, sealKey: Key): SessionKeys {
+    const tag = `{${hash}}`;
+    return { hash, sessionKey: `${this.prefix}s:${tag}`, tokensKey: `${this.prefix}t:${tag}`, lockKey: `${this.prefix}l:${tag}`, sealKey };
+  }
+
+  /**
+   * Key of an index (by IdP subject or IdP session id) under secret `i`: in a hash slot of its own, never with
+   * a session's records. New entries go under the current secret; lookups cover every configured one.
+   */
+  indexKey(kind: 'sub' | 'sid', iss: string, value: string, i = 0): string {
+    const s = this.secrets[i] ?? this.secrets[0]!;
+    return `${this.prefix}${kind === 'sub' ? 'u' : 'p'}:{${keyedHash(s.index, `${kind}:${iss}|${value}`).toString('base64url').slice(0, 32)}}`;
   }
 
   sealIndexEntry(plaintext: string, aad: string): string {

@@ -70,17 +70,31 @@ export async function endSession(
   lc: Lifecycle,
   opts: { keepTokenRecord: boolean; revoke?: boolean },
 ): Promise<Tokens | undefined> {
+  const tokens = await retireSession(req, lc, opts);
+  await new Promise<void>((resolve, reject) =>
+    req.session.destroy((err: unknown) => (err ? reject(err instanceof Error ? err : new StoreUnavailableError(err)) : resolve())),
+  );
+  return tokens;
+}
+
+/**
+ * Everything endSession does but destroying the express-session (a login replacing this browser's session
+ * regenerates it instead): token record taken (GETDEL) and its refresh token revoked when asked, index and
+ * expiry-ledger entries removed.
+ */
+export async function retireSession(
+  req: Request,
+  lc: Lifecycle,
+  opts: { keepTokenRecord: boolean; revoke?: boolean },
+): Promise<Tokens | undefined> {
   const keys = sessionKeys(req, lc);
   const gh = req.session.gh;
-  const entry = opts.revoke ? await lc.vault.read(keys) : null;
+  const entry = opts.revoke && !opts.keepTokenRecord ? await lc.vault.take(keys) : null;
   const tokens = entry && !entry.dead ? entry.tokens : undefined;
   if (!opts.keepTokenRecord) await lc.vault.remove(keys);
   if (gh) await lc.index.remove(keys, gh);
   await lc.ledger.remove(keys);
   if (tokens?.refreshToken) lc.revokeLater(tokens.refreshToken);
-  await new Promise<void>((resolve, reject) =>
-    req.session.destroy((err: unknown) => (err ? reject(err instanceof Error ? err : new StoreUnavailableError(err)) : resolve())),
-  );
   return tokens;
 }
 

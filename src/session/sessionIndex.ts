@@ -3,25 +3,44 @@
  * (BCL 1.0 §2.7, R59) and the operators' kill switch.
  *
  * Each index is a Redis hash: field = the session's storage hash, value = an entry sealed with a key derived
- * from the server secret (a Redis dump alone still reveals nothing). The entry holds the session id, because
- * ending a session for good means opening its token record to revoke the refresh token (RFC 7009), and the
- * id is the only way to it. Entries are removed when their session ends and pruned when they outlive it.
+ * from the server secret (a Redis dump alone reveals nothing). The entry holds what ending the session takes
+ * (its storage hash and seal key, to reach its records and revoke its refresh token) and never the session
+ * id: not even the server secret turns an entry into a cookie. Entries are removed when their session ends
+ * and pruned when they outlive it. After a secret rotation, lookups cover the indexes of every secret.
  */
 import type { Kv } from '../store/kv';
 import type { Keyring, SessionKeys } from './keyring';
 import type { GatehouseSession } from './sessionData';
 
 export interface IndexEntry {
-  /** The session id (the cookie's), to derive the session's keys. */
-  id: string;
-  /** Which secret keys the session (GatehouseSession.k). */
-  k?: number;
+  /** The session's storage hash and seal key (base64url): Keyring.keysOf(). */
+  h: string;
+  sk: string;
   iss: string;
   sub: string;
   sid?: string;
   createdAt: number;
   absoluteExpiresAt: number;
 }
+
+export function indexEntry(keys: SessionKeys, gh: GatehouseSession): IndexEntry {
+  const e: IndexEntry = {
+    h: keys.hash,
+    sk: keys.sealKey.toString('base64url'),
+    iss: gh.iss,
+    sub: gh.sub,
+    createdAt: gh.createdAt,
+    absoluteExpiresAt: gh.absoluteExpiresAt,
+  };
+  if (gh.sid) e.sid = gh.sid;
+  return e;
+}
+
+export function keysOfEntry(keyring: Keyring, e: IndexEntry): SessionKeys {
+  return keyring.keysOf(e.h, Buffer.from(e.sk, 'base64url'));
+}
+
+type Who = { iss: string; sub: string; sid?: string };
 
 export class SessionIndex {
   constructor(
@@ -30,43 +49,39 @@ export class SessionIndex {
     private readonly now: () => number,
   ) {}
 
-  private keysOf(e: { iss: string; sub: string; sid?: string }): string[] {
-    const keys = [this.keyring.indexKey('sub', e.iss, e.sub)];
-    if (e.sid) keys.push(this.keyring.indexKey('sid', e.iss, e.sid));
+  /** The index keys of a session under secret `i`. */
+  private keysOf(e: Who, i: number): string[] {
+    const keys = [this.keyring.indexKey('sub', e.iss, e.sub, i)];
+    if (e.sid) keys.push(this.keyring.indexKey('sid', e.iss, e.sid, i));
     return keys;
   }
 
   /** Records a new session under its subject and IdP session; drops entries whose sessions have ended. */
-  async add(id: string, keys: SessionKeys, gh: GatehouseSession): Promise<void> {
-    const entry: IndexEntry = { id, iss: gh.iss, sub: gh.sub, createdAt: gh.createdAt, absoluteExpiresAt: gh.absoluteExpiresAt };
-    if (gh.sid) entry.sid = gh.sid;
-    if (gh.k) entry.k = gh.k;
-    for (const key of this.keysOf(gh)) {
-      await this.kv.hashPut(
-        key,
-        keys.hash,
-        this.keyring.sealIndexEntry(JSON.stringify(entry), `${key}|${keys.hash}`),
-        gh.absoluteExpiresAt - this.now(),
-      );
+  async add(keys: SessionKeys, gh: GatehouseSession): Promise<void> {
+    const sealed = JSON.stringify(indexEntry(keys, gh));
+    for (const key of this.keysOf(gh, 0)) {
+      await this.kv.hashPut(key, keys.hash, this.keyring.sealIndexEntry(sealed, `${key}|${keys.hash}`), gh.absoluteExpiresAt - this.now());
       await this.prune(key);
     }
   }
 
-  async remove(keys: SessionKeys, gh: { iss: string; sub: string; sid?: string }): Promise<void> {
-    for (const key of this.keysOf(gh)) await this.kv.hashDelete(key, keys.hash);
+  async remove(keys: SessionKeys, who: Who): Promise<void> {
+    for (let i = 0; i < this.keyring.secretCount; i++) for (const key of this.keysOf(who, i)) await this.kv.hashDelete(key, keys.hash);
   }
 
   /** The entries of every session of a subject, or of an IdP session (past their absolute end excluded). */
   async list(kind: 'sub' | 'sid', iss: string, value: string): Promise<IndexEntry[]> {
-    const key = this.keyring.indexKey(kind, iss, value);
-    const out: IndexEntry[] = [];
-    for (const [hash, sealed] of Object.entries(await this.kv.hashGetAll(key))) {
-      const json = this.keyring.openIndexEntry(sealed, `${key}|${hash}`);
-      if (json === undefined) continue;
-      const e = JSON.parse(json) as IndexEntry;
-      if (e.absoluteExpiresAt > this.now()) out.push(e);
+    const found = new Map<string, IndexEntry>();
+    for (let i = 0; i < this.keyring.secretCount; i++) {
+      const key = this.keyring.indexKey(kind, iss, value, i);
+      for (const [hash, sealed] of Object.entries(await this.kv.hashGetAll(key))) {
+        const json = this.keyring.openIndexEntry(sealed, `${key}|${hash}`);
+        if (json === undefined) continue;
+        const e = JSON.parse(json) as IndexEntry;
+        if (e.absoluteExpiresAt > this.now()) found.set(e.h, e);
+      }
     }
-    return out;
+    return [...found.values()];
   }
 
   private async prune(key: string): Promise<void> {

@@ -8,7 +8,7 @@ import type { Kv } from '../store/kv';
 import type { Logger } from '../log/logger';
 import type { Vault } from '../tokens/vault';
 import type { Keyring } from './keyring';
-import type { IndexEntry, SessionIndex } from './sessionIndex';
+import { keysOfEntry, type IndexEntry, type SessionIndex } from './sessionIndex';
 import type { ExpiryLedger } from './expiryLedger';
 
 export type EndReason = 'backchannel' | 'admin' | 'expired';
@@ -28,8 +28,10 @@ export class Terminator {
   async end(entries: readonly IndexEntry[], reason: EndReason, opts: { revoke: boolean }): Promise<number> {
     let ended = 0;
     for (const e of entries) {
-      const keys = this.keyring.forSession(e.id, e.k);
-      const tokens = opts.revoke ? await this.vault.read(keys) : null;
+      const keys = keysOfEntry(this.keyring, e);
+      const tokens = opts.revoke ? await this.vault.take(keys) : null;
+      if (reason === 'expired' && !tokens)
+        this.log.warn({ session: keys.hash }, 'timed-out session has no token record left; nothing to revoke');
       const live = (await this.kv.get(keys.sessionKey)) !== null;
       await this.kv.del(keys.sessionKey, keys.tokensKey, keys.lockKey);
       await this.index.remove(keys, e);

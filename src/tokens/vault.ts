@@ -53,7 +53,18 @@ export class Vault {
   constructor(private readonly kv: Kv) {}
 
   async read(keys: SessionKeys): Promise<VaultEntry | null> {
-    const raw = await this.kv.get(keys.tokensKey);
+    return this.parse(keys, await this.kv.get(keys.tokensKey));
+  }
+
+  /**
+   * Reads and deletes the record in one step (ending a session): a refresh completing on another replica
+   * then finds it gone, and revokes the refresh token it just received instead of storing it.
+   */
+  async take(keys: SessionKeys): Promise<VaultEntry | null> {
+    return this.parse(keys, await this.kv.getDel(keys.tokensKey));
+  }
+
+  private parse(keys: SessionKeys, raw: string | null): VaultEntry | null {
     if (raw === null) return null;
     const version = versionOf(raw);
     const body = raw.slice(raw.indexOf('|') + 1);

@@ -55,36 +55,36 @@ describe.each(['memory', 'redis'] as const)('expiry ledger over %s', (kind) => {
 
   it('hands a timed-out session to exactly one of several concurrent sweepers (no session record left)', async () => {
     const id = randomId();
-    await ledger.add(id, keyring.forSession(id), session(), now() - 1);
+    await ledger.add(keyring.forSession(id), session(), now() - 1);
     const results = await Promise.all([sweepOnce(), sweepOnce(), sweepOnce()]);
-    expect(results.flat().map((e) => e.id)).toEqual([id]);
+    expect(results.flat().map((e) => e.h)).toEqual([keyring.forSession(id).hash]);
     expect(await sweepOnce()).toEqual([]);
   });
 
   it('never ends a session whose record still lives (slid after its due time was written): schedules it again', async () => {
     const id = randomId();
     const keys = keyring.forSession(id);
-    await ledger.add(id, keys, session(), now() - 1);
+    await ledger.add(keys, session(), now() - 1);
     // the slide moved the session's end to +300 ms, and the ledger missed it
     await kv.set(keys.sessionKey, JSON.stringify({ v: 'sealed', exp: now() + 300 }), 1300);
     expect(await sweepOnce()).toEqual([]);
     offset += 400; // past the session's real end (its record may still be there, rounded up to a second)
     if (redis) await new Promise((r) => setTimeout(r, 400));
-    expect((await sweepOnce()).map((e) => e.id)).toEqual([id]);
+    expect((await sweepOnce()).map((e) => e.h)).toEqual([keys.hash]);
   });
 
   it('does not hand over sessions that are not due, nor sessions removed because they ended another way', async () => {
     const a = randomId();
     const b = randomId();
-    await ledger.add(a, keyring.forSession(a), session(), now() + 60_000);
-    await ledger.add(b, keyring.forSession(b), session(), now() - 1);
+    await ledger.add(keyring.forSession(a), session(), now() + 60_000);
+    await ledger.add(keyring.forSession(b), session(), now() - 1);
     await ledger.remove(keyring.forSession(b));
     expect(await sweepOnce()).toEqual([]);
   });
 
   it('keeps what it stores sealed: no session id in clear, and a TTL on each of its keys', async () => {
     const id = randomId();
-    await ledger.add(id, keyring.forSession(id), session(), now() + 60_000);
+    await ledger.add(keyring.forSession(id), session(), now() + 60_000);
     if (!redis) return;
     for (const key of await redis.keys(`${prefix}e:*`)) {
       expect(await redis.pttl(key)).toBeGreaterThan(0);

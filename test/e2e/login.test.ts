@@ -130,4 +130,14 @@ describe('login end to end', () => {
     await browser.get(back.pathname + back.search).expect(404); // one time: served as if it carried no state
     await browser.get('/?state=forged').expect(404);
   });
+
+  it('a second login in the same browser ends the first session for good: its refresh token is revoked at the IdP', async () => {
+    const browser = s.gw.agent();
+    await loginAs(browser, s.idp, 'kim');
+    const revocations = s.idp.revocations;
+    await loginAs(browser, s.idp, 'kim');
+    for (let i = 0; i < 50 && s.idp.revocations === revocations; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(s.idp.revocations).toBe(revocations + 1);
+    await browser.get('/api/x').set(SPA).expect(200);
+  });
 });

@@ -1,8 +1,10 @@
 import { dumpRedis, startStack, SPA, type Stack, type Instance } from '../support/stack';
+import request from 'supertest';
 import { followIdp, loginAs, sleep } from '../support/login';
 
 const OLD = 'old-secret-of-the-rotation-test-0123456789';
 const NEW = 'new-secret-of-the-rotation-test-0123456789';
+const ADMIN = 'admin-token-of-the-rotation-test-0123456789';
 
 /**
  * GATEHOUSE_SESSION_SECRET rotation: a replica configured "NEW,OLD" (the first signs, all verify) next to
@@ -14,7 +16,7 @@ describe('session secret rotation', () => {
   beforeAll(async () => {
     s = await startStack({ gateway: { sessionSecret: OLD } });
     // Replicas share one public URL (and so one redirect URI); here they listen on different ports.
-    rotated = await s.addInstance({ sessionSecret: `${NEW},${OLD}`, publicUrl: s.gw.url });
+    rotated = await s.addInstance({ sessionSecret: `${NEW},${OLD}`, publicUrl: s.gw.url, adminToken: ADMIN, metricsPort: 9464 });
   });
   afterAll(() => s.close());
 
@@ -55,5 +57,17 @@ describe('session secret rotation', () => {
       .set('Cookie', `gatehouse-tx=${tx}`);
     expect(done.status).toBe(302);
     expect(String(done.headers['set-cookie'])).toMatch(/gatehouse=s%3A/);
+  });
+
+  it('finds and ends sessions made under the old secret from the rotated replica: the kill switch keeps working after a rotation', async () => {
+    const cb = await loginAs(s.gw.agent(), s.idp, 'lena');
+    const cookie = `gatehouse=${cookieOf(cb)}`;
+    const auth = { Authorization: `Bearer ${ADMIN}` };
+    const list = await request(rotated.gatehouse.adminApp).get('/admin/sessions?sub=lena').set(auth).expect(200);
+    expect((list.body as { sessions: unknown[] }).sessions).toHaveLength(1);
+    const r = await request(rotated.gatehouse.adminApp).post('/admin/sessions/revoke').set(auth).send({ sub: 'lena' }).expect(200);
+    expect(r.body).toEqual({ revoked: 1 });
+    await s.gw.agent().get('/api/x').set(SPA).set('Cookie', cookie).expect(401);
+    await rotated.agent().get('/api/x').set(SPA).set('Cookie', cookie).expect(401);
   });
 });
