@@ -24,6 +24,7 @@ import type { TokenService } from './tokens/refresh';
 import { attachAccessToken } from './tokens/attachAccessToken';
 import type { ApiProxy } from './proxy/apiProxy';
 import { healthz, readyz } from './health/health';
+import type { Metrics } from './health/metrics';
 
 export interface AppDeps {
   cfg: Config;
@@ -36,6 +37,7 @@ export interface AppDeps {
   tokens: TokenService;
   proxy: ApiProxy;
   session: RequestHandler;
+  metrics: Metrics;
   backchannel: BackchannelDeps;
   draining: () => boolean;
   now: () => number;
@@ -92,7 +94,17 @@ export function createApp(d: AppDeps): Express {
   app.all('/auth/backchannel-logout', methodNotAllowed('POST'));
 
   // DESIGN.md /api table order: request shape (400/405), CSRF (403), session (401), tokens (401/503), upstream.
-  app.use('/api', d.proxy.guard, csrf, cookies, d.session, requireSession(lc), attachAccessToken(lc, d.tokens), d.proxy.forward);
+  app.use(
+    '/api',
+    measure(d.metrics),
+    d.proxy.guard,
+    csrf,
+    cookies,
+    d.session,
+    requireSession(lc),
+    attachAccessToken(lc, d.tokens),
+    d.proxy.forward,
+  );
 
   // R54: where the IdP sends the browser after logout, when that is on this origin.
   const postLogout = new URL(cfg.postLogoutRedirectUri);
@@ -102,6 +114,15 @@ export function createApp(d: AppDeps): Express {
   app.use((_req, res) => sendError(res, 404, 'not_found'));
   app.use(errorHandler(d.log));
   return app;
+}
+
+/** Every /api answer, whoever gives it (upstream, refresh, session, CSRF), by status class and latency. */
+function measure(metrics: Metrics): RequestHandler {
+  return (_req, res, next) => {
+    const start = performance.now();
+    res.on('finish', () => metrics.proxied(res.statusCode, (performance.now() - start) / 1000));
+    next();
+  };
 }
 
 function methodNotAllowed(allow: string): RequestHandler {

@@ -29,6 +29,7 @@ import { Vault } from './tokens/vault';
 import { TokenService, type RefreshEvents } from './tokens/refresh';
 import { createApiProxy } from './proxy/apiProxy';
 import { createApp } from './app';
+import { createMetrics } from './health/metrics';
 import { createAdminApp } from './admin/adminApp';
 import { sessionAdmin, type SessionAdmin } from './admin/sessionAdmin';
 
@@ -52,7 +53,9 @@ export interface Gatehouse {
   readonly config: Config;
   /** True once the store answers and IdP metadata is loaded. */
   ready(): Promise<boolean>;
-  /** Marks the gateway as draining (/readyz 503), finishes background work and closes connections it opened. */
+  /** Marks the gateway as draining: /readyz answers 503 so load balancers send no more; requests are still served. */
+  drain(): void;
+  /** Drains, finishes background work (refreshes in flight, revocations) and closes connections it opened. */
   close(): Promise<void>;
 }
 
@@ -72,7 +75,8 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     redis = createRedis(cfg.redisUrl, log);
     if (!(await waitForRedis(redis, 3000))) log.warn({}, 'redis is not reachable yet; requests answer 503 until it is');
   }
-  const kv = redis ? new RedisKv(redis) : new MemoryKv(now);
+  const metrics = createMetrics();
+  const kv = redis ? new RedisKv(redis, (seconds, failed) => metrics.redisCommand(seconds, failed)) : new MemoryKv(now);
   const keyring = new Keyring(cfg.sessionSecrets, cfg.keyPrefix);
   const idleMs = cfg.sessionIdleSeconds * 1000;
   const backingPrefix = `${cfg.keyPrefix}s:`;
@@ -84,10 +88,10 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const ledger = new ExpiryLedger(kv, keyring, cfg.keyPrefix, now);
   const idp = new Idp(cfg, log);
   await idp.start();
-  const revoker = new Revoker(idp, log);
+  const revoker = new Revoker(idp, log, (kind) => metrics.idpError('revocation', kind));
   const revokeLater = (refreshToken: string) => revoker.revokeLater(refreshToken);
-  const lifecycle: Lifecycle = { keyring, store, vault, index, ledger, revokeLater, cookies, idleMs, now };
-  const terminator = new Terminator(kv, keyring, vault, index, ledger, revokeLater, log);
+  const lifecycle: Lifecycle = { keyring, store, vault, index, ledger, metrics, revokeLater, cookies, idleMs, now };
+  const terminator = new Terminator(kv, keyring, vault, index, ledger, revokeLater, log, metrics);
   // Sessions that timed out: revoke their refresh tokens and clean their records (expiryLedger.ts).
   let sweeping: Promise<void> | undefined;
   const sweeper =
@@ -108,7 +112,15 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     refreshSkewSeconds: cfg.refreshSkewSeconds,
     lockLeaseMs: 10_000,
     lockWaitMs: cfg.idpTimeoutSeconds * 1000 + 5000,
-    events: deps.events,
+    events: {
+      onRefresh: (outcome, seconds) => {
+        metrics.refreshed(outcome, seconds);
+        deps.events?.onRefresh?.(outcome, seconds);
+      },
+      onLockWait: () => metrics.lockWaited(),
+      onLockTimeout: () => metrics.lockTimedOut(),
+      onIdpError: (kind) => metrics.idpError('refresh', kind),
+    },
     revokeLater,
   });
   const proxy = createApiProxy(cfg.upstream, cfg.publicOrigin, log);
@@ -135,13 +147,14 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     tokens,
     proxy,
     session: sessionMiddleware,
+    metrics,
     backchannel: { idp, kv, keyring, index, terminator, clientId: cfg.clientId, log, now },
     draining: () => draining,
     now,
   });
 
   const sessions = sessionAdmin({ index, terminator, issuer: () => idp.issuerId() });
-  const adminApp = createAdminApp({ adminToken: cfg.adminToken, sessions, log });
+  const adminApp = createAdminApp({ adminToken: cfg.adminToken, sessions, metrics, log });
 
   return {
     app,
@@ -155,10 +168,16 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
       );
       return storeOk && idp.ready();
     },
+    drain() {
+      draining = true;
+    },
     async close() {
       draining = true;
       clearInterval(sweeper);
       await sweeping;
+      // A refresh outlives a browser that went away: the IdP may have rotated the refresh token already, and
+      // only this refresh can store the new one, so Redis stays open until it is done (main.ts bounds the wait).
+      while (tokens.pending > 0) await new Promise((r) => setTimeout(r, 20));
       idp.close();
       await revoker.close();
       proxy.close();

@@ -3,9 +3,11 @@
  * listens, and drains on SIGTERM. Bad configuration: one line per problem on stderr, exit code 2.
  */
 import http from 'node:http';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig, ConfigError } from './config/loadConfig';
-import { createGatehouse } from './gatehouse';
-import { createLogger } from './log/logger';
+import { createGatehouse, type Gatehouse } from './gatehouse';
+import { createLogger, type Logger } from './log/logger';
 import { guardServer } from './http/serverGuards';
 import type { Config } from './config/schema';
 
@@ -26,27 +28,51 @@ async function main(): Promise<void> {
   const admin = cfg.metricsPort > 0 ? http.createServer(gatehouse.adminApp) : undefined;
   admin?.listen(cfg.metricsPort, () => log.info({ port: cfg.metricsPort }, 'admin port listening'));
 
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'draining');
-    const force = setTimeout(() => {
-      log.warn({}, 'drain timed out; closing open connections');
-      server.closeAllConnections();
-    }, 10_000).unref();
-    admin?.close();
-    admin?.closeAllConnections();
-    server.close(() => {
-      void gatehouse.close().finally(() => {
-        clearTimeout(force);
-        process.exit(0);
-      });
-    });
-    server.closeIdleConnections();
+  let draining = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (draining) {
+      // A second signal means "don't wait" (Ctrl+C twice). 130 tells a shell the run was interrupted; a
+      // second SIGTERM exits 0 like the first would have.
+      log.warn({ signal }, 'second signal: exiting without finishing the drain');
+      process.exit(signal === 'SIGINT' ? 130 : 0);
+    }
+    draining = true;
+    void drain(signal, cfg.shutdownSeconds * 1000, { server, admin, gatehouse, log }).finally(() => process.exit(0));
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+/**
+ * Lets requests in flight finish (a refresh holding its lock, a slow upstream call) and open streams go on
+ * until the deadline, then cuts what is left, finishes background work and closes Redis, all within `ms`.
+ */
+async function drain(
+  signal: string,
+  ms: number,
+  { server, admin, gatehouse, log }: { server: http.Server; admin?: http.Server; gatehouse: Gatehouse; log: Logger },
+): Promise<void> {
+  const started = Date.now();
+  const deadline = started + ms;
+  // /readyz answers 503 first, so a load balancer that still has this instance stops sending it traffic.
+  gatehouse.drain();
+  log.info({ signal, shutdownSeconds: ms / 1000 }, 'draining');
+  const closed = new Promise<void>((resolve) => server.close(() => resolve())); // also closes idle keep-alive connections
+  // A keep-alive connection whose request ends during the drain would otherwise linger until keepAliveTimeout.
+  const idle = setInterval(() => server.closeIdleConnections(), 100);
+  // Connections are cut a little before the deadline: the rest is for the refreshes and revocations they
+  // started and for closing Redis, so the process still exits in time.
+  const cut = deadline - Math.min(1000, ms / 5);
+  const inTime = await Promise.race([closed.then(() => true), sleep(cut - Date.now()).then(() => false)]);
+  clearInterval(idle);
+  const forceClosed = inTime ? 0 : await promisify(server.getConnections.bind(server))();
+  server.closeAllConnections();
+  // The admin API can end sessions (and start revocations): closed before the gateway waits for those.
+  admin?.close();
+  admin?.closeAllConnections();
+  const closing = gatehouse.close().catch((err: unknown) => log.warn({ err }, 'closing the gateway failed'));
+  const closedInTime = await Promise.race([closing.then(() => true), sleep(deadline - Date.now()).then(() => false)]);
+  log.info({ forceClosed, closedInTime, seconds: (Date.now() - started) / 1000 }, 'drained');
 }
 
 main().catch((err: unknown) => {

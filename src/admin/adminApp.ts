@@ -3,6 +3,7 @@
  * when GATEHOUSE_ADMIN_TOKEN is set, and every call must carry `Authorization: Bearer <that token>`,
  * compared in constant time.
  *
+ *   GET  /metrics                                     → Prometheus text format (no token)
  *   GET  /admin/sessions?sub=<sub>                    → 200 {"sessions":[{session, createdAt, absoluteExpiresAt}]}
  *   POST /admin/sessions/revoke {"sub": "...", "session"?: "..."} → 200 {"revoked": <n>}
  */
@@ -11,6 +12,7 @@ import express, { type Express, type RequestHandler } from 'express';
 import { errorHandler, sendError } from '../http/errors';
 import type { Logger } from '../log/logger';
 import type { SessionAdmin } from './sessionAdmin';
+import type { Metrics } from '../health/metrics';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -28,13 +30,17 @@ function requireAdminToken(token: string): RequestHandler {
 
 const SUB = /^[\x21-\x7e]{1,255}$/;
 
-export function createAdminApp(deps: { adminToken: string | undefined; sessions: SessionAdmin; log: Logger }): Express {
+export function createAdminApp(deps: { adminToken: string | undefined; sessions: SessionAdmin; metrics: Metrics; log: Logger }): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use((_req, res, next) => {
     res.set('Cache-Control', 'no-store');
     next();
+  });
+  // Prometheus text format; the admin port is not the public port, so no token (scrapers rarely carry one).
+  app.get('/metrics', async (_req, res) => {
+    res.set('Content-Type', deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
   if (deps.adminToken) {
     const auth = requireAdminToken(deps.adminToken);

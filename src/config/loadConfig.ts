@@ -188,6 +188,7 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
   }
   const idpTimeoutSeconds = int('idpTimeoutSeconds', 1, 120, 'a positive duration in seconds');
   const trustProxy = int('trustProxy', 0, 10, 'a hop count');
+  const shutdownSeconds = int('shutdownSeconds', 1, 300, 'a positive duration in seconds');
 
   const logLevel = raw('logLevel')! as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) fail('logLevel', `"${logLevel}" is not a level — use one of ${LOG_LEVELS.join(', ')}`);
@@ -240,6 +241,7 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
     idpTimeoutSeconds,
     staticDir,
     adminToken,
+    shutdownSeconds,
     allowInsecureIdp,
     warnings: Object.freeze(warnings),
   });

@@ -34,6 +34,7 @@ export interface GatehouseOptions {
   idpTimeoutSeconds?: number | string;
   staticDir?: string;
   adminToken?: string;
+  shutdownSeconds?: number | string;
 }
 
 export interface Setting {
@@ -86,6 +87,12 @@ export const SETTINGS: readonly Setting[] = [
   { option: 'idpTimeoutSeconds', env: 'GATEHOUSE_IDP_TIMEOUT_SECONDS', default: '10', why: 'timeout of every call to the IdP' },
   { option: 'staticDir', env: 'GATEHOUSE_STATIC_DIR', why: 'folder of SPA files served for paths outside /auth and /api' },
   { option: 'adminToken', env: 'GATEHOUSE_ADMIN_TOKEN', why: 'bearer token of the admin session API on the admin port (unset = API off)' },
+  {
+    option: 'shutdownSeconds',
+    env: 'GATEHOUSE_SHUTDOWN_SECONDS',
+    default: '15',
+    why: 'on SIGTERM/SIGINT, how long requests in flight and open streams may go on before the process exits',
+  },
 ];
 
 /** The validated, frozen configuration every module receives. */
@@ -118,6 +125,8 @@ export interface Config {
   readonly idpTimeoutSeconds: number;
   readonly staticDir: string | undefined;
   readonly adminToken: string | undefined;
+  /** Bound of the drain on SIGTERM/SIGINT: the process exits within it. */
+  readonly shutdownSeconds: number;
   /** http:// issuer on a loopback host (demo and tests only). */
   readonly allowInsecureIdp: boolean;
   /** Start-up warnings (insecure development settings). */

@@ -13,6 +13,7 @@ import type { GatehouseSession } from '../session/sessionData';
 import { tokensFrom, type Vault } from '../tokens/vault';
 import { TOKEN_GRACE_MS } from '../session/expiryLedger';
 import { identityClaims } from './claims';
+import { classifyRefreshError } from './classify';
 import type { Idp } from './idp';
 import type { LoginTransactions } from './loginTx';
 
@@ -77,6 +78,7 @@ export function callback(d: CallbackDeps): RequestHandler {
         tokens = await d.idp.codeGrant(callbackUrl, { state: state!, nonce: tx.nonce, codeVerifier: tx.codeVerifier });
       } catch (err) {
         if (err instanceof GatewayError) throw err;
+        d.lifecycle.metrics.idpError('login', classifyRefreshError(err));
         return fail('code exchange or ID token validation failed', err);
       }
       const claims = tokens.claims ?? fail('no ID token');
@@ -117,6 +119,7 @@ export function callback(d: CallbackDeps): RequestHandler {
         await d.vault.remove(keys).catch(() => undefined);
         throw err;
       }
+      d.lifecycle.metrics.sessionCreated();
       d.log.info({ session: keys.hash, sub: d.keyring.fingerprint(sub) }, 'login');
       // R18: leave the callback at once, leaking nothing through Referer.
       // The tx cookie is deliberately left to expire (Max-Age 600): it binds every login this browser has

@@ -38,6 +38,7 @@ export function logout(deps: LogoutDeps): RequestHandler {
     const keys = sessionKeys(req, lc);
     const tokens = await endSession(req, lc, { keepTokenRecord: false, revoke: true });
     clearSessionCookie(res, lc.cookies);
+    lc.metrics.sessionEnded('logout');
     deps.log.info({ session: keys.hash }, 'logout');
     const state = randomId();
     const logoutUrl = deps.idp.endSessionUrl(tokens?.idToken, state);

@@ -5,7 +5,7 @@
  */
 import type { Logger } from '../log/logger';
 import type { Idp } from './idp';
-import { revocationRetryable } from './classify';
+import { classifyRefreshError, revocationRetryable } from './classify';
 
 const DELAYS_MS = [1000, 3000, 9000];
 
@@ -16,6 +16,7 @@ export class Revoker {
   constructor(
     private readonly idp: Idp,
     private readonly log: Logger,
+    private readonly onFailure: (kind: string) => void = () => undefined,
   ) {}
 
   revokeLater(refreshToken: string): void {
@@ -29,6 +30,7 @@ export class Revoker {
         await this.idp.revoke(token);
         return;
       } catch (err) {
+        this.onFailure(classifyRefreshError(err));
         const delay = DELAYS_MS[attempt];
         if (delay === undefined || this.closing || !revocationRetryable(err)) {
           this.log.warn({ err, attempts: attempt + 1 }, 'refresh token revocation failed; giving up');

@@ -9,6 +9,7 @@ import type { GatehouseSession } from './sessionData';
 import type { Tokens, Vault } from '../tokens/vault';
 import type { SessionIndex } from './sessionIndex';
 import type { ExpiryLedger } from './expiryLedger';
+import type { Metrics } from '../health/metrics';
 import { clearSessionCookie, type CookiePolicy } from '../http/cookies';
 import type { CookieState } from '../http/cookieGuard';
 import { sendError, type ErrorCode } from '../http/errors';
@@ -20,6 +21,7 @@ export interface Lifecycle {
   readonly vault: Vault;
   readonly index: SessionIndex;
   readonly ledger: ExpiryLedger;
+  readonly metrics: Metrics;
   /** RFC 7009 revocation in the background (never blocks the request). */
   readonly revokeLater: (refreshToken: string) => void;
   readonly cookies: CookiePolicy;
@@ -40,6 +42,7 @@ export async function liveSession(req: Request, lc: Lifecycle): Promise<Gatehous
   if (now >= gh.absoluteExpiresAt || now >= gh.activeAt + lc.idleMs) {
     // The IdP does not know the session timed out here: revoke its refresh token (issue 3, RFC 7009).
     await endSession(req, lc, { keepTokenRecord: false, revoke: true });
+    lc.metrics.sessionEnded(now >= gh.absoluteExpiresAt ? 'absolute' : 'idle');
     return undefined;
   }
   return gh;

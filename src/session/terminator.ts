@@ -6,6 +6,7 @@
  */
 import type { Kv } from '../store/kv';
 import type { Logger } from '../log/logger';
+import type { Metrics } from '../health/metrics';
 import type { Vault } from '../tokens/vault';
 import type { Keyring } from './keyring';
 import { keysOfEntry, type IndexEntry, type SessionIndex } from './sessionIndex';
@@ -22,6 +23,7 @@ export class Terminator {
     private readonly ledger: ExpiryLedger,
     private readonly revokeLater: (refreshToken: string) => void,
     private readonly log: Logger,
+    private readonly metrics: Metrics,
   ) {}
 
   /** Ends the listed sessions; resolves to how many were still live. */
@@ -37,6 +39,9 @@ export class Terminator {
       await this.index.remove(keys, e);
       await this.ledger.remove(keys);
       if (tokens && !tokens.dead && tokens.tokens.refreshToken) this.revokeLater(tokens.tokens.refreshToken);
+      if (reason !== 'expired') {
+        if (live) this.metrics.sessionEnded(reason);
+      } else this.metrics.sessionEnded(e.absoluteExpiresAt <= Date.now() ? 'absolute' : 'idle');
       if (live) {
         ended++;
         this.log.info({ session: keys.hash, reason }, 'session ended');

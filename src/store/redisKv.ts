@@ -48,11 +48,19 @@ type Scripted = Redis & {
   gatehouseRenew(key: string, owner: string, ttlMs: number): Promise<number>;
 };
 
+/** Reports each command's latency and whether it failed (metrics). */
+export type CommandObserver = (seconds: number, failed: boolean) => void;
+const ignore: CommandObserver = () => undefined;
+
 /** Every command error becomes a StoreUnavailableError: callers never mistake a fault for a missing record. */
-async function guard<T>(op: () => Promise<T>): Promise<T> {
+async function guard<T>(op: () => Promise<T>, report: CommandObserver = ignore): Promise<T> {
+  const start = performance.now();
   try {
-    return await op();
+    const result = await op();
+    report((performance.now() - start) / 1000, false);
+    return result;
   } catch (err) {
+    report((performance.now() - start) / 1000, true);
     throw new StoreUnavailableError(err);
   }
 }
@@ -60,7 +68,10 @@ async function guard<T>(op: () => Promise<T>): Promise<T> {
 export class RedisKv implements Kv {
   private readonly r: Scripted;
 
-  constructor(redis: Redis) {
+  private readonly guard: <T>(op: () => Promise<T>) => Promise<T>;
+
+  constructor(redis: Redis, observer?: CommandObserver) {
+    this.guard = (op) => guard(op, observer);
     redis.defineCommand('gatehouseCas', { numberOfKeys: 1, lua: CAS });
     redis.defineCommand('gatehouseRelease', { numberOfKeys: 1, lua: RELEASE });
     redis.defineCommand('gatehouseSwap', { numberOfKeys: 1, lua: SWAP });
@@ -73,72 +84,72 @@ export class RedisKv implements Kv {
   }
 
   get(key: string) {
-    return guard(() => this.r.get(key));
+    return this.guard(() => this.r.get(key));
   }
   async set(key: string, value: string, ttlMs: number) {
-    await guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs))));
+    await this.guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs))));
   }
   async replace(key: string, value: string, ttlMs: number) {
-    return (await guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'XX'))) === 'OK';
+    return (await this.guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'XX'))) === 'OK';
   }
   async replaceWithCompanion(key: string, value: string, ttlMs: number, companion: string, companionTtlMs: number) {
     const ms = (t: number) => Math.max(1, Math.ceil(t));
-    return (await guard(() => this.r.gatehouseReplacePair(key, companion, value, ms(ttlMs), ms(companionTtlMs)))) === 1;
+    return (await this.guard(() => this.r.gatehouseReplacePair(key, companion, value, ms(ttlMs), ms(companionTtlMs)))) === 1;
   }
   async setIfAbsent(key: string, value: string, ttlMs: number) {
-    return (await guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'))) === 'OK';
+    return (await this.guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'))) === 'OK';
   }
   getDel(key: string) {
-    return guard(() => this.r.getdel(key));
+    return this.guard(() => this.r.getdel(key));
   }
   async del(...keys: string[]) {
     // One DEL per key: keys of different sessions may live in different cluster slots.
-    await guard(() => Promise.all(keys.map((k) => this.r.del(k))));
+    await this.guard(() => Promise.all(keys.map((k) => this.r.del(k))));
   }
   async expire(key: string, ttlMs: number) {
-    await guard(() => this.r.pexpire(key, Math.max(1, Math.ceil(ttlMs))));
+    await this.guard(() => this.r.pexpire(key, Math.max(1, Math.ceil(ttlMs))));
   }
   async compareAndSet(key: string, expected: number, value: string, ttlMs: number | 'keep') {
     const ttl = ttlMs === 'keep' ? 'keep' : Math.max(1, Math.ceil(ttlMs));
-    return (await guard(() => this.r.gatehouseCas(key, expected, value, ttl))) === 1;
+    return (await this.guard(() => this.r.gatehouseCas(key, expected, value, ttl))) === 1;
   }
   async swapLock(key: string, owner: string, value: string, ttlMs: number) {
-    return (await guard(() => this.r.gatehouseSwap(key, owner, value, Math.max(1, Math.ceil(ttlMs))))) === 1;
+    return (await this.guard(() => this.r.gatehouseSwap(key, owner, value, Math.max(1, Math.ceil(ttlMs))))) === 1;
   }
   async releaseLock(key: string, owner: string) {
-    return (await guard(() => this.r.gatehouseRelease(key, owner))) === 1;
+    return (await this.guard(() => this.r.gatehouseRelease(key, owner))) === 1;
   }
   async renewLock(key: string, owner: string, ttlMs: number) {
-    return (await guard(() => this.r.gatehouseRenew(key, owner, Math.max(1, Math.ceil(ttlMs))))) === 1;
+    return (await this.guard(() => this.r.gatehouseRenew(key, owner, Math.max(1, Math.ceil(ttlMs))))) === 1;
   }
   async hashPut(key: string, field: string, value: string, ttlMs: number) {
-    await guard(() => this.r.gatehouseHashPut(key, field, value, Math.max(1, Math.ceil(ttlMs))));
+    await this.guard(() => this.r.gatehouseHashPut(key, field, value, Math.max(1, Math.ceil(ttlMs))));
   }
   async hashDelete(key: string, ...fields: string[]) {
-    if (fields.length) await guard(() => this.r.hdel(key, ...fields));
+    if (fields.length) await this.guard(() => this.r.hdel(key, ...fields));
   }
   hashGetAll(key: string) {
-    return guard(() => this.r.hgetall(key));
+    return this.guard(() => this.r.hgetall(key));
   }
   hashTake(key: string, field: string) {
-    return guard(() => this.r.gatehouseHashTake(key, field));
+    return this.guard(() => this.r.gatehouseHashTake(key, field));
   }
   async schedule(key: string, member: string, atMs: number, keyTtlMs: number) {
-    await guard(() => this.r.gatehouseSchedule(key, member, atMs, Math.max(1, Math.ceil(keyTtlMs))));
+    await this.guard(() => this.r.gatehouseSchedule(key, member, atMs, Math.max(1, Math.ceil(keyTtlMs))));
   }
   async reschedule(key: string, member: string, atMs: number) {
-    await guard(() => this.r.zadd(key, 'XX', atMs, member));
+    await this.guard(() => this.r.zadd(key, 'XX', atMs, member));
   }
   async unschedule(key: string, member: string) {
-    await guard(() => this.r.zrem(key, member));
+    await this.guard(() => this.r.zrem(key, member));
   }
   due(key: string, nowMs: number, limit: number) {
-    return guard(() => this.r.zrangebyscore(key, '-inf', nowMs, 'LIMIT', 0, limit));
+    return this.guard(() => this.r.zrangebyscore(key, '-inf', nowMs, 'LIMIT', 0, limit));
   }
   async claim(key: string, member: string) {
-    return (await guard(() => this.r.zrem(key, member))) === 1;
+    return (await this.guard(() => this.r.zrem(key, member))) === 1;
   }
   async ping() {
-    await guard(() => this.r.ping());
+    await this.guard(() => this.r.ping());
   }
 }

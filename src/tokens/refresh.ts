@@ -34,8 +34,13 @@ export type AccessResult =
   | { kind: 'unavailable'; retryAfterSeconds: number };
 
 export interface RefreshEvents {
-  /** Called once per refresh grant sent, with its outcome. */
-  onRefresh?(outcome: 'ok' | 'invalid_grant' | 'transient' | 'race_recovered'): void;
+  /** Called once per refresh grant sent, with its outcome and how long the IdP took. */
+  onRefresh?(outcome: 'ok' | 'invalid_grant' | 'transient' | 'race_recovered', seconds: number): void;
+  /** A request found another replica refreshing and waited for it; or gave up waiting. */
+  onLockWait?(): void;
+  onLockTimeout?(): void;
+  /** A refresh grant failed for another reason than invalid_grant (the kind from classifyRefreshError). */
+  onIdpError?(kind: string): void;
 }
 
 export interface TokenServiceOptions {
@@ -115,6 +120,7 @@ export class TokenService {
         }
       }
       // Another replica is refreshing this session: wait for its result and reuse it.
+      if (pause === 20) this.o.events?.onLockWait?.();
       await sleep(pause);
       pause = Math.min(pause * 2, 200);
       const cur = await vault.read(keys);
@@ -123,6 +129,7 @@ export class TokenService {
       if ((await kv.get(keys.lockKey)) === COOLDOWN) return this.degrade((cur as VaultEntry & { dead: false }).tokens);
       if (now() > deadline) {
         this.o.log.warn({ session: keys.hash }, 'gave up waiting for another replica to refresh');
+        this.o.events?.onLockTimeout?.();
         return this.degrade((cur as VaultEntry & { dead: false }).tokens);
       }
     }
@@ -179,21 +186,22 @@ export class TokenService {
         // R39: before ending the session, check that nobody rotated the token while we asked.
         const again = await vault.read(keys);
         if (again && !again.dead && again.tokens.refreshToken !== sent) {
-          this.o.events?.onRefresh?.('race_recovered');
+          this.o.events?.onRefresh?.('race_recovered', (now() - sentAt) / 1000);
           return this.settled(again, entry.version) ?? this.degrade(again.tokens);
         }
-        this.o.events?.onRefresh?.('invalid_grant');
+        this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000);
         log.info({ session: keys.hash }, 'refresh token rejected (invalid_grant): ending the session');
         return this.kill(keys, again?.version ?? entry.version);
       }
       if (failure === 'foreign_issuer') {
         // R43 / STANDARDS.md §3: an ID token from another issuer ends the session (openid-client caught it first).
         log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
-        this.o.events?.onRefresh?.('invalid_grant');
+        this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000);
         if (rotated) this.o.revokeLater?.(rotated);
         return this.kill(keys, entry.version);
       }
-      this.o.events?.onRefresh?.('transient');
+      this.o.events?.onRefresh?.('transient', (now() - sentAt) / 1000);
+      this.o.events?.onIdpError?.(failure);
       log.warn({ session: keys.hash, failure, err }, 'refresh failed; keeping the session');
       // Replaces our own lock only (owner-checked), so the release that follows leaves the marker in place.
       void this.o.kv.swapLock(keys.lockKey, owner, COOLDOWN, COOLDOWN_MS).catch(() => undefined);
@@ -211,12 +219,12 @@ export class TokenService {
     // OIDC Core §12.2 / R43: a refreshed ID token must name the same issuer and subject.
     if (response.claims && (response.claims.iss !== gh.iss || response.claims.sub !== gh.sub)) {
       log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
-      this.o.events?.onRefresh?.('invalid_grant');
+      this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000);
       if (response.refreshToken) this.o.revokeLater?.(response.refreshToken);
       return this.kill(keys, entry.version);
     }
     const tokens = tokensFrom(response, sentAt, this.o.refreshSkewSeconds, entry.tokens);
-    this.o.events?.onRefresh?.('ok');
+    this.o.events?.onRefresh?.('ok', (now() - sentAt) / 1000);
     return this.store(keys, entry.version, tokens);
   }
 

@@ -1,10 +1,11 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { startTestIdp, type TestIdp } from '../support/idp';
 import { findFreePort } from '../support/redisServer';
 import { redisUrl, startStack, SESSION_SECRET, SPA, type Stack } from '../support/stack';
 import { loginAs } from '../support/login';
 import { REQUIRED_VARIABLES } from '../support/payloads';
+import { buildOnce } from '../support/build';
 
 const root = join(__dirname, '..', '..');
 const main = join(root, 'dist', 'src', 'main.js');
@@ -28,7 +29,7 @@ function collect(child: ChildProcess): { out: () => string; stdout: () => string
 
 describe('npm start (dist/src/main.js)', () => {
   beforeAll(() => {
-    execFileSync(join(root, 'node_modules', '.bin', 'tsc'), ['-p', join(root, 'tsconfig.build.json')], { stdio: 'inherit' });
+    buildOnce();
   }, 60_000);
 
   it('stops with exit code 2 and one line per configuration problem, naming each variable, without a stack trace', async () => {

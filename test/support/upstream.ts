@@ -2,7 +2,7 @@
  * A real upstream API for proxy tests: node:http on 127.0.0.1:<ephemeral>, recording every request.
  *
  * Routes (matched on the path, any method):
- * - `/sse`                 text/event-stream: 3 `data:` events 100 ms apart, then ends
+ * - `/sse?events=N`        text/event-stream: N (default 3) `data:` events 100 ms apart, then ends
  * - `/set-cookie`          200 JSON with `Set-Cookie: gatehouse=evil; Path=/` and `Set-Cookie: __Host-Http-gatehouse=evil; Path=/; Secure`
  * - `/slow?ms=N`           the echo, after N ms (default 1000)
  * - `/status/:code`        that status with a JSON body `{status: code}` (no body for 204/304)
@@ -136,6 +136,7 @@ export async function startUpstream(): Promise<TestUpstream> {
       };
 
       if (path === '/sse') {
+        const events = Number(parsed.searchParams.get('events') ?? '3');
         res.writeHead(200, {
           'content-type': 'text/event-stream',
           'cache-control': 'no-cache',
@@ -147,7 +148,7 @@ export async function startUpstream(): Promise<TestUpstream> {
           if (res.destroyed) return;
           n++;
           res.write(`data: ${JSON.stringify({ n })}\n\n`);
-          if (n < 3) later(100, tick);
+          if (n < events) later(100, tick);
           else res.end();
         };
         tick();

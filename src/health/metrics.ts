@@ -1,0 +1,110 @@
+/**
+ * Prometheus metrics, served on the admin port only (GATEHOUSE_METRICS_PORT). Names follow Prometheus
+ * conventions with a `gatehouse_` prefix. Each gateway has its own registry (several can share a process).
+ */
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type SessionEndReason = 'logout' | 'invalid_grant' | 'idle' | 'absolute' | 'backchannel' | 'admin';
+export type RefreshOutcome = 'ok' | 'invalid_grant' | 'transient' | 'race_recovered';
+
+export interface Metrics {
+  readonly registry: Registry;
+  proxied(statusCode: number, seconds: number): void;
+  refreshed(outcome: RefreshOutcome, seconds: number): void;
+  lockWaited(): void;
+  lockTimedOut(): void;
+  sessionCreated(): void;
+  sessionEnded(reason: SessionEndReason): void;
+  redisCommand(seconds: number, failed: boolean): void;
+  idpError(operation: 'discovery' | 'login' | 'refresh' | 'revocation' | 'userinfo', kind: string): void;
+}
+
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'gatehouse_' });
+  const proxiedTotal = new Counter({
+    name: 'gatehouse_proxy_requests_total',
+    help: 'Requests answered on /api, by route and status class.',
+    labelNames: ['route', 'status_class'] as const,
+    registers: [registry],
+  });
+  const proxiedSeconds = new Histogram({
+    name: 'gatehouse_proxy_request_duration_seconds',
+    help: 'Time to answer /api requests (to the end of the response), by route.',
+    labelNames: ['route'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const refreshTotal = new Counter({
+    name: 'gatehouse_refresh_total',
+    help: 'Refresh grants sent to the IdP, by outcome.',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  const refreshSeconds = new Histogram({
+    name: 'gatehouse_refresh_duration_seconds',
+    help: 'Duration of refresh grants at the IdP.',
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const lockWaits = new Counter({
+    name: 'gatehouse_refresh_lock_waits_total',
+    help: 'Requests that waited for another replica’s refresh.',
+    registers: [registry],
+  });
+  const lockTimeouts = new Counter({
+    name: 'gatehouse_refresh_lock_timeouts_total',
+    help: 'Requests that gave up waiting for another replica’s refresh.',
+    registers: [registry],
+  });
+  const created = new Counter({ name: 'gatehouse_sessions_created_total', help: 'Sessions created (logins).', registers: [registry] });
+  const ended = new Counter({
+    name: 'gatehouse_sessions_ended_total',
+    help: 'Sessions ended, by reason.',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const redisSeconds = new Histogram({
+    name: 'gatehouse_redis_command_duration_seconds',
+    help: 'Latency of Redis commands (and scripts) sent by the gateway.',
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const redisErrors = new Counter({
+    name: 'gatehouse_redis_errors_total',
+    help: 'Redis commands that failed or timed out.',
+    registers: [registry],
+  });
+  const idpErrors = new Counter({
+    name: 'gatehouse_idp_errors_total',
+    help: 'Failed requests to the IdP, by operation and kind.',
+    labelNames: ['operation', 'kind'] as const,
+    registers: [registry],
+  });
+  // Labelled series appear at zero from the start, so dashboards and alerts see them before the first event.
+  for (const outcome of ['ok', 'invalid_grant', 'transient', 'race_recovered']) refreshTotal.labels(outcome).inc(0);
+  for (const reason of ['logout', 'invalid_grant', 'idle', 'absolute', 'backchannel', 'admin']) ended.labels(reason).inc(0);
+
+  return {
+    registry,
+    proxied(statusCode, seconds) {
+      proxiedTotal.labels('api', `${Math.floor(statusCode / 100)}xx`).inc();
+      proxiedSeconds.labels('api').observe(seconds);
+    },
+    refreshed(outcome, seconds) {
+      refreshTotal.labels(outcome).inc();
+      refreshSeconds.observe(seconds);
+    },
+    lockWaited: () => lockWaits.inc(),
+    lockTimedOut: () => lockTimeouts.inc(),
+    sessionCreated: () => created.inc(),
+    sessionEnded: (reason) => ended.labels(reason).inc(),
+    redisCommand(seconds, failed) {
+      redisSeconds.observe(seconds);
+      if (failed) redisErrors.inc();
+    },
+    idpError: (operation, kind) => idpErrors.labels(operation, kind).inc(),
+  };
+}
