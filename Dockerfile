@@ -2,7 +2,13 @@
 #   docker build -t gatehouse .
 #   docker run --rm -p 8080:8080 -p 9464:9464 --env-file .env gatehouse      (variables: config/example.env)
 # Written for both BuildKit and the legacy builder (no RUN --mount), so it builds wherever `docker build` runs.
+# `npm run docker:smoke` (scripts/docker-smoke.sh, run by npm test) replays these stages without Docker: it parses
+# this file, so every instruction here must stay one that script understands (it fails on any other).
 
+# Not pinned by digest: no registry was reachable where this file was written, and a digest copied from elsewhere
+# could not be checked (nor told apart from a single-platform one). To pin, take the multi-platform index digest
+#   docker buildx imagetools inspect node:24-slim        (the "Digest:" line)
+# and build with --build-arg NODE_IMAGE=node:24-slim@sha256:<digest>, or write it here; the smoke test accepts both.
 ARG NODE_IMAGE=node:24-slim
 
 # --- build: all dependencies (incl. TypeScript), compile to dist/ --------------------------------------
@@ -44,6 +50,11 @@ EXPOSE 8080 9464
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.GATEHOUSE_PORT || 8080) + '/healthz', { signal: AbortSignal.timeout(4000) }).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 
-# Exec form: node is PID 1 and receives SIGTERM itself (main.ts drains and exits). As PID 1 it gets no
-# default signal handlers, so a signal main.ts does not handle is ignored; `docker run --init` adds a reaper.
+# Exec form, no npm or shell in between: node is PID 1 and receives SIGTERM itself (main.ts turns /readyz 503,
+# drains for up to GATEHOUSE_SHUTDOWN_SECONDS and exits 0). As PID 1 it has no default signal handlers, so a
+# signal main.ts does not handle (it handles SIGTERM and SIGINT) is ignored; it starts no child processes, so
+# there are no zombies to reap and no tini is needed (`docker run --init` adds one if wanted).
+# `docker stop` sends SIGKILL after 10 s unless told otherwise: give it more than GATEHOUSE_SHUTDOWN_SECONDS
+# (`docker stop -t` / `docker run --stop-timeout`; Kubernetes: terminationGracePeriodSeconds, default 30).
+STOPSIGNAL SIGTERM
 CMD ["node", "dist/src/main.js"]
