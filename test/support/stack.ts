@@ -137,20 +137,23 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
 export async function dumpRedis(stack: Stack): Promise<Array<{ key: string; value: string; ttl: number }>> {
   const r = stack.redis!;
   const keys = await r.keys(`${stack.prefix}*`);
-  return Promise.all(
+  const entries = await Promise.all(
     keys.map(async (key) => {
       // Strings (sessions, token records, locks, transactions), hashes (the sub/sid indexes, the expiry
-      // ledger's entries) and the expiry ledger's sorted set.
+      // ledger's entries) and the expiry ledger's sorted set. A key listed a moment ago may be gone now.
       const type = await r.type(key);
+      if (type === 'none') return undefined;
       const value =
         type === 'hash'
           ? JSON.stringify(await r.hgetall(key))
           : type === 'zset'
             ? JSON.stringify(await r.zrangebyscore(key, '-inf', '+inf', 'WITHSCORES'))
             : ((await r.get(key)) ?? '');
-      return { key, value, ttl: await r.pttl(key) };
+      const ttl = await r.pttl(key);
+      return ttl === -2 ? undefined : { key, value, ttl };
     }),
   );
+  return entries.filter((e) => e !== undefined);
 }
 
 /** The headers an SPA sends on every same-origin call. */
