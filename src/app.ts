@@ -9,9 +9,10 @@ import type { Kv } from './store/kv';
 import { cookieGuard } from './http/cookieGuard';
 import type { CookiePolicy } from './http/cookies';
 import { requireCsrf } from './http/csrf';
+import { requestLog } from './http/requestLog';
 import { errorHandler, sendError } from './http/errors';
 import { noStore, requireOriginForm } from './http/requestShape';
-import type { Lifecycle } from './session/lifecycle';
+import { sessionKeys, type Lifecycle } from './session/lifecycle';
 import { requireSession } from './session/requireSession';
 import type { Idp } from './oidc/idp';
 import type { LoginTransactions } from './oidc/loginTx';
@@ -50,6 +51,7 @@ export function createApp(d: AppDeps): Express {
   app.set('trust proxy', cfg.trustProxy > 0 ? cfg.trustProxy : false); // R64: X-Forwarded-* only from configured hops
   app.set('etag', false);
 
+  app.use(requestLog(d.log, (req) => sessionKeys(req, lc).hash));
   app.use(requireOriginForm());
   // HSTS and upgrade-insecure-requests only make sense on https; on http://localhost they break the page.
   app.use(
@@ -61,7 +63,7 @@ export function createApp(d: AppDeps): Express {
   app.get('/healthz', healthz());
   app.get('/readyz', readyz({ kv: d.kv, idp: d.idp, draining: d.draining }));
 
-  const csrf = requireCsrf(cfg.publicOrigin);
+  const csrf = requireCsrf(cfg.publicOrigin, d.log);
   const cookies = cookieGuard(d.cookies);
   app.use('/auth', noStore());
   app.get(

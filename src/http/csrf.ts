@@ -3,23 +3,27 @@
  * cannot send, required on EVERY cookie-authenticated request (GET too), plus OWASP CSRF Fetch Metadata
  * and Origin checks: anything but same-origin is refused. SameSite alone does not stop same-site
  * siblings (§6.1.3.3.1), so `Sec-Fetch-Site: same-site` is refused as well.
+ * R69: every refusal is an audit event, with the reason (never a header's full value).
  */
 import type { RequestHandler } from 'express';
 import { sendError } from './errors';
+import type { Logger } from '../log/logger';
 
-export function requireCsrf(publicOrigin: string): RequestHandler {
+export function requireCsrf(publicOrigin: string, log: Logger): RequestHandler {
   return (req, res, next) => {
     const site = req.headers['sec-fetch-site'];
     const origin = req.headers.origin;
-    if (
-      req.headers['x-csrf'] !== '1' ||
-      (site !== undefined && site !== 'same-origin') ||
-      (origin !== undefined && origin !== publicOrigin)
-    ) {
-      res.set('Cache-Control', 'no-store');
-      sendError(res, 403, 'csrf');
-      return;
-    }
-    next();
+    const reason =
+      req.headers['x-csrf'] !== '1'
+        ? 'missing X-CSRF: 1'
+        : site !== undefined && site !== 'same-origin'
+          ? 'cross-site Sec-Fetch-Site'
+          : origin !== undefined && origin !== publicOrigin
+            ? 'foreign Origin'
+            : undefined;
+    if (reason === undefined) return next();
+    log.warn({ event: 'csrf_rejected', reason, method: req.method, path: req.path }, 'request refused: CSRF');
+    res.set('Cache-Control', 'no-store');
+    sendError(res, 403, 'csrf');
   };
 }
