@@ -120,7 +120,9 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
       onLockWait: () => metrics.lockWaited(),
       onLockTimeout: () => metrics.lockTimedOut(),
       onIdpError: (kind) => metrics.idpError('refresh', kind),
+      onAnomaly: () => metrics.securityEvent('refresh_rate'),
     },
+    anomaly: { perHour: cfg.anomalyRefreshesPerHour, endSession: cfg.anomalyEndSession },
     revokeLater,
   });
   const proxy = createApiProxy(cfg.upstream, cfg.publicOrigin, log);

@@ -213,6 +213,10 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
       fail('adminToken', 'is set but GATEHOUSE_METRICS_PORT is 0 — the admin API is served on the admin port; set a port');
   }
 
+  const anomalyRefreshesPerHour = int('anomalyRefreshesPerHour', 0, 100_000, 'a count');
+  const endRaw = raw('anomalyEndSession')!.toLowerCase();
+  if (endRaw !== 'true' && endRaw !== 'false') fail('anomalyEndSession', `"${endRaw}" is not a boolean — use true or false`);
+
   if (problems.length) throw new ConfigError(problems);
   return Object.freeze({
     issuer: issuer!,
@@ -241,6 +245,8 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
     idpTimeoutSeconds,
     staticDir,
     adminToken,
+    anomalyRefreshesPerHour,
+    anomalyEndSession: endRaw === 'true',
     shutdownSeconds,
     allowInsecureIdp,
     warnings: Object.freeze(warnings),

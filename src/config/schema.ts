@@ -35,6 +35,8 @@ export interface GatehouseOptions {
   staticDir?: string;
   adminToken?: string;
   shutdownSeconds?: number | string;
+  anomalyRefreshesPerHour?: number | string;
+  anomalyEndSession?: boolean | string;
 }
 
 export interface Setting {
@@ -86,6 +88,18 @@ export const SETTINGS: readonly Setting[] = [
   { option: 'trustProxy', env: 'GATEHOUSE_TRUST_PROXY', default: '0', why: 'number of proxy hops whose X-Forwarded-* headers are trusted' },
   { option: 'idpTimeoutSeconds', env: 'GATEHOUSE_IDP_TIMEOUT_SECONDS', default: '10', why: 'timeout of every call to the IdP' },
   { option: 'staticDir', env: 'GATEHOUSE_STATIC_DIR', why: 'folder of SPA files served for paths outside /auth and /api' },
+  {
+    option: 'anomalyRefreshesPerHour',
+    env: 'GATEHOUSE_ANOMALY_REFRESHES_PER_HOUR',
+    default: '360',
+    why: 'more refreshes than this by one session in an hour is a security event (0 = off)',
+  },
+  {
+    option: 'anomalyEndSession',
+    env: 'GATEHOUSE_ANOMALY_END_SESSION',
+    default: 'false',
+    why: 'also end a session whose refresh rate is anomalous (true or false)',
+  },
   { option: 'adminToken', env: 'GATEHOUSE_ADMIN_TOKEN', why: 'bearer token of the admin session API on the admin port (unset = API off)' },
   {
     option: 'shutdownSeconds',
@@ -127,6 +141,8 @@ export interface Config {
   readonly adminToken: string | undefined;
   /** Bound of the drain on SIGTERM/SIGINT: the process exits within it. */
   readonly shutdownSeconds: number;
+  readonly anomalyRefreshesPerHour: number;
+  readonly anomalyEndSession: boolean;
   /** http:// issuer on a loopback host (demo and tests only). */
   readonly allowInsecureIdp: boolean;
   /** Start-up warnings (insecure development settings). */

@@ -17,6 +17,7 @@ export interface Metrics {
   sessionEnded(reason: SessionEndReason): void;
   redisCommand(seconds: number, failed: boolean): void;
   idpError(operation: 'discovery' | 'login' | 'refresh' | 'revocation' | 'userinfo', kind: string): void;
+  securityEvent(kind: 'refresh_rate'): void;
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -83,6 +84,13 @@ export function createMetrics(): Metrics {
     labelNames: ['operation', 'kind'] as const,
     registers: [registry],
   });
+  const security = new Counter({
+    name: 'gatehouse_security_events_total',
+    help: 'Security events, by kind (refresh_rate: a session refreshing more often than the anomaly bound).',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+  });
+  security.labels('refresh_rate').inc(0);
   // Labelled series appear at zero from the start, so dashboards and alerts see them before the first event.
   for (const outcome of ['ok', 'invalid_grant', 'transient', 'race_recovered']) refreshTotal.labels(outcome).inc(0);
   for (const reason of ['logout', 'invalid_grant', 'idle', 'absolute', 'backchannel', 'admin']) ended.labels(reason).inc(0);
@@ -106,5 +114,6 @@ export function createMetrics(): Metrics {
       if (failed) redisErrors.inc();
     },
     idpError: (operation, kind) => idpErrors.labels(operation, kind).inc(),
+    securityEvent: (kind) => security.labels(kind).inc(),
   };
 }

@@ -17,6 +17,8 @@ export interface SessionKeys {
   readonly sessionKey: string;
   readonly tokensKey: string;
   readonly lockKey: string;
+  /** Refreshes of this session in the current hour (anomaly signal). */
+  readonly rateKey: string;
   readonly sealKey: Key;
 }
 
@@ -73,7 +75,14 @@ export class Keyring {
    */
   keysOf(hash: string, sealKey: Key): SessionKeys {
     const tag = `{${hash}}`;
-    return { hash, sessionKey: `${this.prefix}s:${tag}`, tokensKey: `${this.prefix}t:${tag}`, lockKey: `${this.prefix}l:${tag}`, sealKey };
+    return {
+      hash,
+      sessionKey: `${this.prefix}s:${tag}`,
+      tokensKey: `${this.prefix}t:${tag}`,
+      lockKey: `${this.prefix}l:${tag}`,
+      rateKey: `${this.prefix}r:${tag}`,
+      sealKey,
+    };
   }
 
   /**

@@ -46,6 +46,8 @@ export interface Kv {
   due(key: string, nowMs: number, limit: number): Promise<string[]>;
   /** Removes `member`; true for exactly one of several concurrent callers (the one that handles it). */
   claim(key: string, member: string): Promise<boolean>;
+  /** Adds one to a counter that lives `windowMs` from its first increment; resolves to the new count. */
+  countInWindow(key: string, windowMs: number): Promise<number>;
   ping(): Promise<void>;
 }
 

@@ -135,6 +135,13 @@ export class MemoryKv implements Kv {
   async claim(key: string, member: string) {
     return this.schedules.get(key)?.delete(member) ?? false;
   }
+  async countInWindow(key: string, windowMs: number) {
+    const e = this.map.get(key);
+    const live = e !== undefined && e.expiresAt > this.now();
+    const n = (live ? Number(e.value) : 0) + 1;
+    this.map.set(key, { value: String(n), expiresAt: live ? e.expiresAt : this.now() + windowMs });
+    return n;
+  }
   async ping() {}
   /** Test and CLI helper: number of live keys. */
   size(): number {

@@ -22,6 +22,10 @@ const SCHEDULE = `
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1`;
+const COUNT = `
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n`;
 const HASH_TAKE = `
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
@@ -44,6 +48,7 @@ type Scripted = Redis & {
   gatehouseRelease(key: string, owner: string): Promise<number>;
   gatehouseReplacePair(key: string, companion: string, value: string, ttlMs: number, companionTtlMs: number): Promise<number>;
   gatehouseHashTake(key: string, field: string): Promise<string | null>;
+  gatehouseCount(key: string, windowMs: number): Promise<number>;
   gatehouseSchedule(key: string, member: string, atMs: number, keyTtlMs: number): Promise<number>;
   gatehouseRenew(key: string, owner: string, ttlMs: number): Promise<number>;
 };
@@ -78,6 +83,7 @@ export class RedisKv implements Kv {
     redis.defineCommand('gatehouseHashPut', { numberOfKeys: 1, lua: HASH_PUT });
     redis.defineCommand('gatehouseReplacePair', { numberOfKeys: 2, lua: REPLACE_WITH_COMPANION });
     redis.defineCommand('gatehouseHashTake', { numberOfKeys: 1, lua: HASH_TAKE });
+    redis.defineCommand('gatehouseCount', { numberOfKeys: 1, lua: COUNT });
     redis.defineCommand('gatehouseSchedule', { numberOfKeys: 1, lua: SCHEDULE });
     redis.defineCommand('gatehouseRenew', { numberOfKeys: 1, lua: RENEW });
     this.r = redis as Scripted;
@@ -148,6 +154,9 @@ export class RedisKv implements Kv {
   }
   async claim(key: string, member: string) {
     return (await this.guard(() => this.r.zrem(key, member))) === 1;
+  }
+  countInWindow(key: string, windowMs: number) {
+    return this.guard(() => this.r.gatehouseCount(key, Math.max(1, Math.ceil(windowMs))));
   }
   async ping() {
     await this.guard(() => this.r.ping());

@@ -41,6 +41,8 @@ export interface RefreshEvents {
   onLockTimeout?(): void;
   /** A refresh grant failed for another reason than invalid_grant (the kind from classifyRefreshError). */
   onIdpError?(kind: string): void;
+  /** A session refreshed more often than the anomaly bound allows (a sign of a stolen refresh token). */
+  onAnomaly?(): void;
 }
 
 export interface TokenServiceOptions {
@@ -60,6 +62,8 @@ export interface TokenServiceOptions {
    * grant was under way (logout racing a refresh, or a refresh whose answer ended the session).
    */
   revokeLater?: (refreshToken: string) => void;
+  /** More refreshes than `perHour` by one session in an hour is a security event; `endSession` also ends it. */
+  anomaly?: { perHour: number; endSession: boolean };
 }
 
 const RETRY_AFTER_SECONDS = 1;
@@ -225,7 +229,25 @@ export class TokenService {
     }
     const tokens = tokensFrom(response, sentAt, this.o.refreshSkewSeconds, entry.tokens);
     this.o.events?.onRefresh?.('ok', (now() - sentAt) / 1000);
-    return this.store(keys, entry.version, tokens);
+    const stored = await this.store(keys, entry.version, tokens);
+    return stored.kind === 'bearer' ? this.checkRate(keys, entry.version + 1, stored) : stored;
+  }
+
+  /**
+   * Issue 4 anomaly signal: refreshes far more frequent than token lifetimes explain mean someone else holds
+   * the session or its refresh token. Logged as a security event and counted; optionally the session ends.
+   */
+  private async checkRate(keys: SessionKeys, version: number, result: AccessResult): Promise<AccessResult> {
+    const bound = this.o.anomaly?.perHour ?? 0;
+    if (bound <= 0) return result;
+    const count = await this.o.kv.countInWindow(keys.rateKey, 3_600_000).catch(() => 0);
+    if (count <= bound) return result;
+    this.o.log.warn(
+      { event: 'refresh_anomaly', session: keys.hash, refreshesThisHour: count, bound },
+      'security event: anomalous refresh rate',
+    );
+    this.o.events?.onAnomaly?.();
+    return this.o.anomaly?.endSession ? this.kill(keys, version) : result;
   }
 
   /**

@@ -81,6 +81,8 @@ describe('loadConfig', () => {
       { GATEHOUSE_ADMIN_TOKEN: 'a'.repeat(40), GATEHOUSE_METRICS_PORT: '0' },
       'GATEHOUSE_ADMIN_TOKEN: is set but GATEHOUSE_METRICS_PORT is 0',
     ],
+    [{ GATEHOUSE_ANOMALY_END_SESSION: 'yes' }, 'GATEHOUSE_ANOMALY_END_SESSION: "yes" is not a boolean'],
+    [{ GATEHOUSE_ANOMALY_REFRESHES_PER_HOUR: '-1' }, 'GATEHOUSE_ANOMALY_REFRESHES_PER_HOUR'],
     [{ GATEHOUSE_CONFIG: '/nonexistent/gatehouse.json' }, 'GATEHOUSE_CONFIG: file /nonexistent/gatehouse.json does not exist'],
   ])('refuses %o', (override, expected) => {
     const p = problems({ ...good, ...override });

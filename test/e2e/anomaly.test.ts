@@ -1,0 +1,46 @@
+import request from 'supertest';
+import { loginAs, sleep } from '../support/login';
+import { startStack, SPA, type Stack } from '../support/stack';
+
+/** Access tokens live 1 s here: each call 0.6 s apart refreshes once. */
+async function refreshThrice(s: Stack, sub: string): Promise<number[]> {
+  const browser = s.gw.agent();
+  await loginAs(browser, s.idp, sub);
+  const statuses: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    await sleep(600);
+    statuses.push((await browser.get('/api/x').set(SPA)).status);
+  }
+  return statuses;
+}
+
+describe('anomalous refresh rate (issue 4 anomaly signals)', () => {
+  describe('logged and counted', () => {
+    let s: Stack;
+    beforeAll(async () => {
+      s = await startStack({ idp: { accessTokenTtl: 1 }, gateway: { anomalyRefreshesPerHour: 2 } });
+    });
+    afterAll(() => s.close());
+
+    it('reports a session refreshing more often than the bound as a security event and in a metric, and keeps it by default', async () => {
+      expect(await refreshThrice(s, 'pia')).toEqual([200, 200, 200]);
+      expect(s.idp.grants.refresh_token).toBe(3);
+      const events = s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === 'refresh_anomaly');
+      expect(events).toEqual([expect.objectContaining({ refreshesThisHour: 3, bound: 2 })]);
+      const text = (await request(s.gw.gatehouse.adminApp).get('/metrics').expect(200)).text;
+      expect(text).toMatch(/^gatehouse_security_events_total\{kind="refresh_rate"\} 1$/m);
+    });
+  });
+
+  describe('with GATEHOUSE_ANOMALY_END_SESSION=true', () => {
+    let s: Stack;
+    beforeAll(async () => {
+      s = await startStack({ idp: { accessTokenTtl: 1 }, gateway: { anomalyRefreshesPerHour: 2, anomalyEndSession: 'true' } });
+    });
+    afterAll(() => s.close());
+
+    it('ends the session at the refresh that crosses the bound: 401 session_expired', async () => {
+      expect(await refreshThrice(s, 'quin')).toEqual([200, 200, 401]);
+    });
+  });
+});
