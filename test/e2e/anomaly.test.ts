@@ -25,7 +25,10 @@ describe('anomalous refresh rate (issue 4 anomaly signals)', () => {
     it('reports a session refreshing more often than the bound as a security event and in a metric, and keeps it by default', async () => {
       expect(await refreshThrice(s, 'pia')).toEqual([200, 200, 200]);
       expect(s.idp.grants.refresh_token).toBe(3);
-      const events = s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === 'refresh_anomaly');
+      // The report runs beside the request (it never delays it): wait for it.
+      const anomalies = () => s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === 'refresh_anomaly');
+      for (let i = 0; i < 100 && anomalies().length === 0; i++) await sleep(20);
+      const events = anomalies();
       expect(events).toEqual([expect.objectContaining({ refreshesThisHour: 3, bound: 2 })]);
       const text = (await request(s.gw.gatehouse.adminApp).get('/metrics').expect(200)).text;
       expect(text).toMatch(/^gatehouse_security_events_total\{kind="refresh_rate"\} 1$/m);
