@@ -45,12 +45,6 @@ export function clearSessionCookie(res: Response, p: CookiePolicy): void {
   res.append('Set-Cookie', serialize(p.sessionName, '', attrs));
 }
 
-export function clearTxCookie(res: Response, p: CookiePolicy): void {
-  const attrs = ['Max-Age=0', 'Expires=Thu, 01 Jan 1970 00:00:00 GMT', 'SameSite=Lax'];
-  if (p.secure) attrs.push('Secure');
-  res.append('Set-Cookie', serialize(p.txName, '', attrs));
-}
-
 /** Every value sent under exactly `name` (case-sensitive, R24), raw. */
 export function cookieValues(req: Request, name: string): string[] {
   const header = req.headers.cookie;

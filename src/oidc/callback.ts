@@ -4,7 +4,7 @@
  */
 import type { Request, RequestHandler } from 'express';
 import { cookieValues, type CookiePolicy } from '../http/cookies';
-import { GatewayError } from '../http/errors';
+import { GatewayError, sendError } from '../http/errors';
 import { StoreUnavailableError } from '../store/kv';
 import type { Logger } from '../log/logger';
 import type { Keyring } from '../session/keyring';
@@ -130,7 +130,7 @@ export function callback(d: CallbackDeps): RequestHandler {
     } catch (err) {
       if (!(err instanceof LoginFailed)) throw err;
       d.log.warn({ reason: err.message, err: err.cause }, 'login failed');
-      res.status(400).json({ error: 'login_failed', message: 'The login could not be completed. Start again at /auth/login.' });
+      sendError(res, 400, 'login_failed');
     }
   };
 }

@@ -1,5 +1,4 @@
 /** What the express-session blob holds: identity and lifetimes. Tokens live in the vault, never here. */
-import type { Session } from 'express-session';
 
 export interface GatehouseSession {
   /** IdP issuer and subject, and the IdP session id (for back-channel logout). */
@@ -25,5 +24,3 @@ declare module 'express-session' {
     gh?: GatehouseSession;
   }
 }
-
-export type LiveSession = Session & { gh: GatehouseSession };
