@@ -229,11 +229,8 @@ export class TokenService {
     }
     const tokens = tokensFrom(response, sentAt, this.o.refreshSkewSeconds, entry.tokens);
     this.o.events?.onRefresh?.('ok', (now() - sentAt) / 1000);
-    const storeStarted = now();
     const stored = await this.store(keys, entry.version, tokens);
-    // The anomaly count is one more Redis command: skipped when storing already met a stalled store.
-    const storeWasQuick = now() - storeStarted < STORE_RETRY_MS / 2;
-    return stored.kind === 'bearer' && storeWasQuick ? this.checkRate(keys, entry.version + 1, stored) : stored;
+    return stored.kind === 'bearer' ? this.checkRate(keys, entry.version + 1, stored) : stored;
   }
 
   /**
@@ -253,7 +250,7 @@ export class TokenService {
       this.o.events?.onAnomaly?.();
       return true;
     };
-    // Only ending the session needs the answer before replying; a report alone never delays the request.
+    // Only ending the session (opt-in) waits for the count; a report alone never delays the request.
     if (!this.o.anomaly?.endSession) {
       void report();
       return result;
