@@ -1,8 +1,8 @@
 /**
- * A small structured logger with pino's call shape (`log.info({ ...fields }, 'message')`): one JSON line
- * per event on stderr. Secrets never reach it: fields named like tokens, cookies, secrets or authorization
+ * Structured logs through pino (`log.info({ ...fields }, 'message')`): one JSON line per event on stderr. Secrets never reach it: fields named like tokens, cookies, secrets or authorization
  * are replaced before serialisation (STYLE §14), and errors are reduced to name, code and message.
  */
+import { pino } from 'pino';
 import type { LogLevel } from '../config/schema';
 
 export type LogFn = (fields: Record<string, unknown>, msg: string) => void;
@@ -16,7 +16,6 @@ export interface Logger {
   isLevelEnabled(level: LogLevel): boolean;
 }
 
-const RANK: Record<LogLevel, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
 const SECRET_FIELD = /token|cookie|secret|authorization|password|code_?verifier|^code$/i;
 
 function scrub(value: unknown, depth = 0): unknown {
@@ -54,21 +53,25 @@ function scrubCause(cause: unknown, depth: number): unknown {
   return out;
 }
 
-export function createLogger(level: LogLevel, write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
-  const min = RANK[level];
-  const make =
-    (lvl: Exclude<LogLevel, 'silent'>): LogFn =>
-    (fields, msg) => {
-      if (RANK[lvl] < min) return;
-      write(`${JSON.stringify({ level: lvl, time: new Date().toISOString(), msg, ...(scrub(fields) as object) })}\n`);
-    };
-  return {
-    trace: make('trace'),
-    debug: make('debug'),
-    info: make('info'),
-    warn: make('warn'),
-    error: make('error'),
-    fatal: make('fatal'),
-    isLevelEnabled: (l) => RANK[l] >= min,
-  };
+/**
+ * pino, with Gatehouse's line shape (`level` as its name, ISO `time`) and the scrubber above run on every
+ * event's fields before serialisation, so redaction does not depend on listing paths (pino's `redact`).
+ * `write` receives each JSON line (tests capture them); by default lines go to stderr synchronously, so the
+ * last lines before an exit are never lost.
+ */
+export function createLogger(level: LogLevel, write?: (line: string) => void): Logger {
+  const dest = write ? { write } : pino.destination({ dest: 2, sync: true });
+  return pino(
+    {
+      level,
+      base: undefined,
+      timestamp: pino.stdTimeFunctions.isoTime,
+      serializers: {},
+      formatters: {
+        level: (label) => ({ level: label }),
+        log: (fields) => scrub(fields) as Record<string, unknown>,
+      },
+    },
+    dest,
+  );
 }
