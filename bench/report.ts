@@ -1,0 +1,277 @@
+/**
+ * What the bench measured, checked against issue 6's targets, as JSON (bench/results/latest.json) and as
+ * the markdown table printed at the end and copied into the README.
+ */
+import type { LoadResult, WaveResult } from './load';
+import type { KeyShape, MonitorCount } from './redis';
+import type { ProfileSummary } from './profile';
+import { median } from './stats';
+
+export type TargetKey = 'direct' | 'bare' | 'gateway';
+
+export interface RoundRecord {
+  target: TargetKey;
+  /** steady: 1 session in Redis; sessions: BENCH_SESSIONS more; long: BENCH_LONG's 60 s run. */
+  phase: 'steady' | 'sessions' | 'long';
+  round: number;
+  load: LoadResult;
+  cpuUsPerRequest: number;
+  /** CPU of the process under test over the round (100 = one core). */
+  cpuPercent: number;
+  loadgenCpuPercent: number;
+  /** CPU used on the machine by processes that are not the bench's (other work disturbing the numbers). */
+  foreignCpuPercent: number;
+  rssBytes: number;
+  peakRssBytes: number;
+  /** INFO commandstats over the round (scripts' inner commands included). */
+  redisCalls: Record<string, number>;
+  redisCommandsPerRequest: number;
+  redisCpuUsPerRequest: number;
+}
+
+export interface WaveRecord {
+  wave: number;
+  sessions: number;
+  callsPerSession: number;
+  result: WaveResult;
+  refreshGrants: number;
+  refreshSucceeded: number;
+  reuseDetected: number;
+  /** CPU the test IdP (in the bench's own process) spent during the wave: the grants are answered one by one. */
+  idpCpuMs: number;
+  redisCalls: Record<string, number>;
+}
+
+export interface BenchResults {
+  date: string;
+  machine: {
+    cpus: number;
+    cpuModel: string;
+    memoryGB: number;
+    kernel: string;
+    node: string;
+    redis: string;
+    loadGenerator: string;
+    /** 1-minute load average when the bench started and ended (other work on the machine). */
+    loadAverage: { before: number; after: number };
+  };
+  settings: Record<string, unknown> & { connections: number; roundSeconds: number; rounds: number; sessions: number };
+  rounds: RoundRecord[];
+  accounting: { requests: number; writeCommands: string[] } & MonitorCount;
+  sessions: { seeded: number; shapes: KeyShape[]; redisUsedMemoryMB: { before: number; after: number } };
+  rss: { warmBytes: number; samples: Array<[number, number]> };
+  waves: WaveRecord[];
+  profile?: ProfileSummary & { rpsUnderProfiler: number };
+  seconds: number;
+}
+
+export interface Check {
+  name: string;
+  target: string;
+  measured: string;
+  ok: boolean;
+}
+
+interface Row {
+  label: string;
+  rounds: RoundRecord[];
+}
+
+const pick = (rs: RoundRecord[], target: TargetKey, phase: RoundRecord['phase']) =>
+  rs.filter((r) => r.target === target && r.phase === phase);
+const med = (rs: RoundRecord[], f: (r: RoundRecord) => number) => median(rs.map(f));
+const sum = (o: Record<string, number>) => Object.values(o).reduce((a, b) => a + b, 0);
+const fmt = (v: number, digits = 2) => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
+const pct = (v: number) => `${v >= 0 ? '+' : ''}${(100 * v).toFixed(1)}%`;
+
+/** Per steady round r: f(gateway round r, bare round r), so both saw the same state of the machine. */
+function paired(rs: RoundRecord[], f: (g: RoundRecord, b: RoundRecord) => number): number {
+  const g = pick(rs, 'gateway', 'steady');
+  const b = pick(rs, 'bare', 'steady');
+  return median(
+    g.map((gr) =>
+      f(
+        gr,
+        b.find((br) => br.round === gr.round)!,
+      ),
+    ),
+  );
+}
+
+function rows(r: BenchResults): Row[] {
+  const out: Row[] = [
+    { label: 'direct upstream', rounds: pick(r.rounds, 'direct', 'steady') },
+    { label: 'bare Node proxy', rounds: pick(r.rounds, 'bare', 'steady') },
+    { label: 'Gatehouse, 1 session', rounds: pick(r.rounds, 'gateway', 'steady') },
+    { label: `Gatehouse, ${r.sessions.seeded.toLocaleString('en-US')} sessions`, rounds: pick(r.rounds, 'gateway', 'sessions') },
+  ];
+  const long = pick(r.rounds, 'gateway', 'long');
+  if (long.length) out.push({ label: 'Gatehouse, 60 s run', rounds: long });
+  return out;
+}
+
+export function evaluate(r: BenchResults): Check[] {
+  const checks: Check[] = [];
+  const acc = r.accounting;
+  const trips = sum(acc.fromClients) / acc.requests;
+  const writes = acc.writeCommands.reduce((n, c) => n + (acc.fromClients[c] ?? 0) + (acc.fromScripts[c] ?? 0), 0) / acc.requests;
+  checks.push({ name: 'Redis round trips per proxied request', target: '≤ 1', measured: fmt(trips), ok: trips <= 1.005 });
+  checks.push({ name: 'Redis writes per proxied request', target: '0', measured: fmt(writes, 3), ok: writes === 0 });
+
+  const ratio = paired(r.rounds, (g, b) => g.load.rps / b.load.rps);
+  checks.push({
+    name: 'throughput, gateway / bare proxy',
+    target: '≥ 0.60',
+    measured: ratio >= 0.6 ? fmt(ratio) : `${fmt(ratio)} (${fmt((0.6 - ratio) * 100, 0)} points short)`,
+    ok: ratio >= 0.6,
+  });
+  const delta = paired(r.rounds, (g, b) => g.load.latencyMs.p99 - b.load.latencyMs.p99);
+  checks.push({
+    name: `p99 above the bare proxy at ${r.settings.connections} connections`,
+    target: '≤ 2 ms',
+    measured: delta <= 2 ? `${fmt(delta)} ms` : `${fmt(delta)} ms (${fmt(delta - 2)} ms over)`,
+    ok: delta <= 2,
+  });
+
+  const samples = r.rss.samples;
+  const last = samples[samples.length - 1]?.[1] ?? NaN;
+  const growth = (last - r.rss.warmBytes) / r.rss.warmBytes;
+  const loadSeconds = r.rounds.filter((x) => x.target === 'gateway').reduce((s, x) => s + x.load.seconds, 0);
+  checks.push({
+    name: `RSS growth after warm-up (over ${loadSeconds.toFixed(0)} s of gateway load)`,
+    target: '< 10%',
+    measured: `${pct(growth)} (${fmt(r.rss.warmBytes / 2 ** 20, 1)} → ${fmt(last / 2 ** 20, 1)} MB)`,
+    ok: growth < 0.1,
+  });
+
+  // Drift-corrected: each phase's gateway throughput relative to the bare proxy measured in the same phase.
+  const g1 = pick(r.rounds, 'gateway', 'steady');
+  const gN = pick(r.rounds, 'gateway', 'sessions');
+  const rel = med(gN, (x) => x.load.rps) / med(pick(r.rounds, 'bare', 'sessions'), (x) => x.load.rps);
+  const rel1 = med(g1, (x) => x.load.rps) / med(pick(r.rounds, 'bare', 'steady'), (x) => x.load.rps);
+  const cpuRatio = med(gN, (x) => x.cpuUsPerRequest) / med(g1, (x) => x.cpuUsPerRequest);
+  const sameRedis = Math.abs(med(gN, (x) => x.redisCommandsPerRequest) - med(g1, (x) => x.redisCommandsPerRequest)) < 0.05;
+  checks.push({
+    name: `cost per request at ${r.sessions.seeded.toLocaleString('en-US')} vs 1 session`,
+    target: 'within 10%',
+    measured: `throughput ${pct(rel / rel1 - 1)} (vs bare), CPU/req ${pct(cpuRatio - 1)}, Redis cmds/req ${sameRedis ? 'same' : 'differ'}`,
+    ok: rel / rel1 >= 0.9 && cpuRatio <= 1.1 && sameRedis,
+  });
+
+  for (const w of r.waves) {
+    const ok200 = w.result.byStatus['200'] === w.result.requests;
+    checks.push({
+      name: `refresh wave ${w.wave}: ${w.sessions} sessions × ${w.callsPerSession} calls`,
+      target: `${w.sessions} grants, all 200`,
+      measured: `${w.refreshGrants} grants, ${ok200 ? 'all 200' : JSON.stringify(w.result.byStatus)}, p99 ${fmt(w.result.latencyMs.p99, 1)} ms`,
+      ok: w.refreshGrants === w.sessions && ok200,
+    });
+  }
+  return checks;
+}
+
+export function renderMarkdown(r: BenchResults, checks: Check[]): string {
+  const m = r.machine;
+  const s = r.settings;
+  const lines: string[] = [];
+  lines.push(
+    `Measured ${r.date.slice(0, 16).replace('T', ' ')} UTC on ${m.cpus} × ${m.cpuModel}, ${m.memoryGB} GB, Linux ${m.kernel}, ` +
+      `Node ${m.node}, Redis ${m.redis}; load: ${m.loadGenerator}, ${s.connections} connections, ` +
+      `${s.rounds} interleaved rounds of ${s.roundSeconds} s per target (median shown); whole run ${r.seconds} s.`,
+    '',
+    '| target | req/s | p50 ms | p99 ms | CPU µs/req | CPU % | peak RSS MB | Redis cmds/req |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|',
+  );
+  for (const row of rows(r)) {
+    const x = row.rounds;
+    if (!x.length) continue;
+    lines.push(
+      `| ${row.label} | ${fmt(
+        med(x, (v) => v.load.rps),
+        0,
+      )} | ${fmt(med(x, (v) => v.load.latencyMs.p50))} | ` +
+        `${fmt(med(x, (v) => v.load.latencyMs.p99))} | ${fmt(
+          med(x, (v) => v.cpuUsPerRequest),
+          0,
+        )} | ${fmt(
+          med(x, (v) => v.cpuPercent),
+          0,
+        )} | ` +
+        `${fmt(Math.max(...x.map((v) => v.peakRssBytes)) / 2 ** 20, 1)} | ${fmt(med(x, (v) => v.redisCommandsPerRequest))} |`,
+    );
+  }
+  const gw = pick(r.rounds, 'gateway', 'steady');
+  const ratioDirect = paired(r.rounds, (g) => g.load.rps) / median(pick(r.rounds, 'direct', 'steady').map((d) => d.load.rps));
+  lines.push(
+    '',
+    `Gateway / direct upstream throughput: ${fmt(ratioDirect)}. Load generator CPU: ` +
+      `${fmt(median(r.rounds.filter((x) => x.phase === 'steady').map((x) => x.loadgenCpuPercent)), 0)}% of a core (median). ` +
+      `Other processes on the machine used ${fmt(median(r.rounds.map((x) => x.foreignCpuPercent)), 0)}% of a core during rounds ` +
+      `(median; max ${fmt(Math.max(...r.rounds.map((x) => x.foreignCpuPercent)), 0)}%; load average ${fmt(m.loadAverage.before, 1)} → ${fmt(m.loadAverage.after, 1)}).`,
+    '',
+    '| target (issue 6) | goal | measured | |',
+    '|---|---|---|---|',
+    ...checks.map((c) => `| ${c.name} | ${c.target} | ${c.measured} | ${c.ok ? 'met' : '**missed**'} |`),
+  );
+
+  // Which commands: commandstats over the steady gateway rounds; round trips from the MONITOR window.
+  const responses = gw.reduce((n, x) => n + x.load.responses, 0);
+  const calls: Record<string, number> = {};
+  for (const x of gw) for (const [k, v] of Object.entries(x.redisCalls)) calls[k] = (calls[k] ?? 0) + v;
+  const acc = r.accounting;
+  const names = [...new Set([...Object.keys(calls), ...Object.keys(acc.fromClients), ...Object.keys(acc.fromScripts)])].sort();
+  lines.push(
+    '',
+    `Redis commands per proxied request (steady state, 1 session): INFO commandstats over the gateway rounds, and a ` +
+      `MONITOR window of ${acc.requests} requests telling round trips from commands run inside scripts.`,
+    '',
+    '| command | per request (commandstats) | round trips / request | inside scripts / request | writes |',
+    '|---|--:|--:|--:|---|',
+    ...names.map(
+      (n) =>
+        `| ${n} | ${fmt((calls[n] ?? 0) / responses, 3)} | ${fmt((acc.fromClients[n] ?? 0) / acc.requests, 3)} | ` +
+        `${fmt((acc.fromScripts[n] ?? 0) / acc.requests, 3)} | ${acc.writeCommands.includes(n) ? 'yes' : ''} |`,
+    ),
+  );
+
+  if (r.waves.length) {
+    lines.push(
+      '',
+      '| refresh wave | requests | refresh grants | statuses | p50 ms | p99 ms | max ms | wave s | IdP CPU ms | Redis cmds |',
+      '|---|--:|--:|---|--:|--:|--:|--:|--:|--:|',
+    );
+    for (const w of r.waves) {
+      const l = w.result.latencyMs;
+      lines.push(
+        `| ${w.wave}: ${w.sessions} sessions × ${w.callsPerSession} | ${w.result.requests} | ${w.refreshGrants} | ${JSON.stringify(w.result.byStatus)} | ` +
+          `${fmt(l.p50, 1)} | ${fmt(l.p99, 1)} | ${fmt(l.max, 1)} | ${fmt(w.result.seconds)} | ${fmt(w.idpCpuMs, 0)} | ${sum(w.redisCalls)} |`,
+      );
+    }
+  }
+
+  if (r.profile) {
+    const p = r.profile;
+    lines.push(
+      '',
+      `CPU profile of the gateway under the same load (\`node --cpu-prof\`, ${p.rpsUnderProfiler.toFixed(0)} req/s under the profiler; ` +
+        `busy ${p.busyMs} ms, idle ${p.idleMs} ms; ${p.file}). Top self time:`,
+      '',
+      '| function | where | self ms | % of busy |',
+      '|---|---|--:|--:|',
+      ...p.functions.map((f) => `| ${f.name} | ${f.location || f.where} | ${f.ms} | ${f.percent} |`),
+      '',
+      'Self time by package or src/ file (Node internals and native code charged to their caller):',
+      '',
+      '| place | self ms | % of busy |',
+      '|---|--:|--:|',
+      ...p.places.map((x) => `| ${x.where} | ${x.ms} | ${x.percent} |`),
+      '',
+      "Gatehouse's own functions by total time (callees included):",
+      '',
+      '| function | where | total ms | % of busy |',
+      '|---|---|--:|--:|',
+      ...p.ownInclusive.map((f) => `| ${f.name} | ${f.location} | ${f.ms} | ${f.percent} |`),
+    );
+  }
+  return `${lines.join('\n')}\n`;
+}

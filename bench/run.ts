@@ -1,0 +1,352 @@
+/**
+ * `npm run bench`: Gatehouse against two baselines, in one run on one machine (issue 6).
+ *
+ * Longer than 250 lines because it is the schedule itself, read top to bottom: start everything, warm up,
+ * measure in interleaved rounds, count Redis commands, grow Redis to 100,000 sessions and measure again,
+ * run the refresh wave, profile when asked (or when a target is missed), write the results.
+ *
+ * Processes (each server in its own, so CPU time and peak RSS are per process):
+ *   upstream      a fast HTTP server answering a small JSON body          (bench/upstream.ts)
+ *   bare proxy    node:http piping to the upstream with one header added   (bench/bareProxy.ts)
+ *   gateway       Gatehouse's own entry point, dist/src/main.js, with Redis and a live session
+ *   load          autocannon at a fixed connection count                   (bench/load.ts)
+ *   redis-server  private, no persistence (or REDIS_URL)
+ *   this process  the test IdP (oidc-provider) and the orchestration; idle while load runs
+ *
+ * Settings (environment): BENCH_CONNECTIONS (32), BENCH_ROUND_SECONDS (6), BENCH_ROUNDS (3),
+ * BENCH_WARMUP_SECONDS (3), BENCH_SESSIONS (100000), BENCH_WAVE_SESSIONS (50), BENCH_WAVE_CALLS (10),
+ * BENCH_WAVES (2), BENCH_LONG=1 (a 60 s gateway run for the RSS check), BENCH_PROFILE (auto: profile the
+ * gateway when a target is missed; 1: always; 0: never), REDIS_URL (use that Redis instead of a private one).
+ */
+import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startTestIdp, type TestIdp } from '../src/testing/testIdp';
+import { cpuSeconds, forkHelper, machineBusySeconds, memory, stop, type Child } from './procs';
+import { startLoader, type Loader } from './loader';
+import { startGateway, type Gateway } from './gateway';
+import { login } from './login';
+import {
+  commandStats,
+  monitorWhile,
+  redisCpuSeconds,
+  resetStats,
+  seedSessions,
+  sessionKeyShapes,
+  startRedis,
+  writeCommands,
+  type BenchRedis,
+} from './redis';
+import { summarizeProfile } from './profile';
+import { evaluate, renderMarkdown, type BenchResults, type RoundRecord, type TargetKey, type WaveRecord } from './report';
+
+const ROOT = resolve(__dirname, '..', '..');
+const RESULTS = join(ROOT, 'bench', 'results');
+const PROFILE_DIR = join(RESULTS, 'profile');
+
+function setting(name: string, fallback: number): number {
+  const v = Number(process.env[name]);
+  return process.env[name] && Number.isFinite(v) && v > 0 ? v : fallback;
+}
+const S = {
+  connections: setting('BENCH_CONNECTIONS', 32),
+  roundSeconds: setting('BENCH_ROUND_SECONDS', 6),
+  rounds: setting('BENCH_ROUNDS', 3),
+  warmupSeconds: setting('BENCH_WARMUP_SECONDS', 3),
+  sessions: setting('BENCH_SESSIONS', 100_000),
+  waveSessions: setting('BENCH_WAVE_SESSIONS', 50),
+  waveCalls: setting('BENCH_WAVE_CALLS', 10),
+  waves: setting('BENCH_WAVES', 2),
+  long: process.env.BENCH_LONG === '1',
+  longSeconds: 60,
+  profile: (process.env.BENCH_PROFILE ?? 'auto') as '0' | '1' | 'auto',
+  accountingRequests: 2000,
+};
+
+const started = Date.now();
+const say = (msg: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s] ${msg}\n`);
+
+interface Target {
+  key: TargetKey;
+  url: string;
+  pid: number;
+}
+
+/** Everything a round needs to know. */
+interface Rig {
+  redis: BenchRedis;
+  loader: Loader;
+  headers: Record<string, string>;
+  /** Gateway RSS, sampled every second while it is under load: [seconds since start, bytes]. */
+  rss: Array<[number, number]>;
+  /** Every process of the bench (children, and redis-server when private), to tell other load on the machine. */
+  pids: number[];
+}
+
+/** CPU seconds used by the bench's own processes (this one included). */
+function benchCpuSeconds(rig: Rig): number {
+  const self = process.cpuUsage();
+  return rig.pids.reduce((sum, pid) => sum + cpuSeconds(pid), (self.user + self.system) / 1e6);
+}
+
+/** One round of load against one target, with its CPU, memory and Redis costs. */
+async function measure(rig: Rig, t: Target, seconds: number, phase: RoundRecord['phase'], round: number): Promise<RoundRecord> {
+  const { redis, loader } = rig;
+  await resetStats(redis.client);
+  const redisCpu0 = await redisCpuSeconds(redis.client);
+  const cpu0 = cpuSeconds(t.pid);
+  const loadCpu0 = cpuSeconds(loader.child.pid);
+  const ours0 = benchCpuSeconds(rig);
+  const machine0 = machineBusySeconds();
+  const sampler =
+    t.key === 'gateway' ? setInterval(() => rig.rss.push([(Date.now() - started) / 1000, memory(t.pid).rss]), 1000) : undefined;
+  const load = await loader.load({ url: t.url, connections: S.connections, seconds, headers: rig.headers });
+  clearInterval(sampler);
+  const cpu = cpuSeconds(t.pid) - cpu0;
+  const loadCpu = cpuSeconds(loader.child.pid) - loadCpu0;
+  const foreignCpu = machineBusySeconds() - machine0 - (benchCpuSeconds(rig) - ours0);
+  const calls = await commandStats(redis.client);
+  const redisCpu = (await redisCpuSeconds(redis.client)) - redisCpu0;
+  const mem = memory(t.pid);
+  if (t.key === 'gateway') rig.rss.push([(Date.now() - started) / 1000, mem.rss]);
+  const n = Math.max(1, load.responses);
+  const record: RoundRecord = {
+    target: t.key,
+    phase,
+    round,
+    load,
+    cpuUsPerRequest: (cpu * 1e6) / n,
+    cpuPercent: (100 * cpu) / load.seconds,
+    loadgenCpuPercent: (100 * loadCpu) / load.seconds,
+    foreignCpuPercent: Math.max(0, (100 * foreignCpu) / load.seconds),
+    rssBytes: mem.rss,
+    peakRssBytes: mem.peak,
+    redisCalls: calls,
+    redisCommandsPerRequest: Object.values(calls).reduce((a, b) => a + b, 0) / n,
+    redisCpuUsPerRequest: (redisCpu * 1e6) / n,
+  };
+  const bad = load.responses - load.ok + load.errors + load.timeouts;
+  say(
+    `${phase} round ${round} ${t.key.padEnd(7)} ${load.rps.toFixed(0).padStart(6)} req/s  p50 ${load.latencyMs.p50.toFixed(2)} ms  ` +
+      `p99 ${load.latencyMs.p99.toFixed(2)} ms  cpu ${record.cpuUsPerRequest.toFixed(0)} µs/req  redis ${record.redisCommandsPerRequest.toFixed(2)} cmd/req` +
+      `  other load ${record.foreignCpuPercent.toFixed(0)}%` +
+      (bad ? `  !! ${bad} non-2xx/errors` : ''),
+  );
+  return record;
+}
+
+/** Every target answers 200 to the bench's request, and the proxies deliver a Bearer token upstream. */
+async function sanityCheck(targets: Target[], headers: Record<string, string>): Promise<void> {
+  for (const t of targets) {
+    const r = await fetch(t.url, { headers });
+    await r.arrayBuffer();
+    const bearer = r.headers.get('x-saw-bearer');
+    if (r.status !== 200 || (t.key !== 'direct' && bearer !== '1')) {
+      throw new Error(`sanity check: ${t.key} answered ${r.status} (upstream saw a bearer: ${bearer})`);
+    }
+  }
+}
+
+/** Logs in `count` users, a few at a time (the IdP runs in this process). */
+async function loginMany(gateway: Gateway, idp: TestIdp, count: number): Promise<string[]> {
+  const cookies: string[] = [];
+  for (let i = 0; i < count; i += 10) {
+    const batch = Array.from({ length: Math.min(10, count - i) }, (_, j) => login(gateway.url, idp.issuer, `wave-user-${i + j}`));
+    cookies.push(...(await Promise.all(batch)));
+  }
+  return cookies;
+}
+
+/**
+ * The refresh wave: N sessions whose access tokens are all due, M concurrent calls each. Exactly-once
+ * refresh means N refresh grants at the IdP, however the M calls of a session interleave.
+ */
+async function refreshWave(rig: Rig, upstreamPort: number, prefix: string): Promise<WaveRecord[]> {
+  const ttl = 4; // refresh due after half of it (skew 30 s > lifetime/2, see tokensFrom)
+  const idp = await startTestIdp({ accessTokenTtl: ttl, refreshTokenTtl: 3600 });
+  const gateway = await startGateway({ name: 'wave-gateway', idp, upstreamPort, redisUrl: rig.redis.url, keyPrefix: `${prefix}wave:` });
+  try {
+    const cookies = await loginMany(gateway, idp, S.waveSessions);
+    const waves: WaveRecord[] = [];
+    for (let w = 1; w <= S.waves; w++) {
+      await sleep((ttl / 2) * 1000 + 300); // every session's token (from its login or the last wave) is due
+      idp.resetCounters();
+      await resetStats(rig.redis.client);
+      const idpCpu0 = process.cpuUsage();
+      const result = await rig.loader.wave({ url: `${gateway.url}/api/items`, cookies, callsPerSession: S.waveCalls });
+      const idpCpu = process.cpuUsage(idpCpu0); // this process only runs the IdP meanwhile
+      await sleep(100); // lock releases are sent after the answers
+      const calls = await commandStats(rig.redis.client);
+      waves.push({
+        wave: w,
+        sessions: S.waveSessions,
+        callsPerSession: S.waveCalls,
+        result,
+        refreshGrants: idp.grants.refresh_token,
+        refreshSucceeded: idp.refreshSucceeded,
+        reuseDetected: idp.reuseDetected,
+        idpCpuMs: (idpCpu.user + idpCpu.system) / 1000,
+        redisCalls: calls,
+      });
+      say(
+        `refresh wave ${w}: ${S.waveSessions}×${S.waveCalls} calls, ${idp.grants.refresh_token} grants, ` +
+          `p99 ${result.latencyMs.p99.toFixed(1)} ms, IdP CPU ${((idpCpu.user + idpCpu.system) / 1000).toFixed(0)} ms, statuses ${JSON.stringify(result.byStatus)}`,
+      );
+    }
+    return waves;
+  } finally {
+    await gateway.stop();
+    await idp.close();
+  }
+}
+
+/** A gateway started with --cpu-prof under one round of load; the profile is written when it exits. */
+async function profileGateway(rig: Rig, idp: TestIdp, upstreamPort: number, prefix: string) {
+  rmSync(PROFILE_DIR, { recursive: true, force: true });
+  mkdirSync(PROFILE_DIR, { recursive: true });
+  const gateway = await startGateway({
+    name: 'profiled-gateway',
+    idp,
+    upstreamPort,
+    redisUrl: rig.redis.url,
+    keyPrefix: `${prefix}profile:`,
+    execArgv: ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR],
+  });
+  let load;
+  try {
+    const cookie = await login(gateway.url, idp.issuer, 'bench-profile-user');
+    const headers = { cookie, 'x-csrf': '1' };
+    const url = `${gateway.url}/api/items`;
+    await rig.loader.load({ url, connections: S.connections, seconds: 2, headers });
+    load = await rig.loader.load({ url, connections: S.connections, seconds: S.roundSeconds, headers });
+  } finally {
+    await gateway.stop();
+  }
+  const file = readdirSync(PROFILE_DIR)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .map((f) => join(PROFILE_DIR, f))
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
+  if (!file) throw new Error('the profiled gateway wrote no .cpuprofile');
+  return { rpsUnderProfiler: load.rps, ...summarizeProfile(file, 15), file: file.slice(ROOT.length + 1) };
+}
+
+async function main(): Promise<void> {
+  if (Number(process.versions.node.split('.')[0]) < 22) {
+    process.stderr.write(`bench: Node ${process.version} is too old; run it with \`npm run bench\` (Node 24 from devDependencies)\n`);
+    process.exit(1);
+  }
+  const cleanup: Array<() => Promise<unknown>> = [];
+  const children: Child[] = [];
+  try {
+    const redis = await startRedis();
+    cleanup.push(() => redis.close());
+    const prefix = process.env.REDIS_URL ? `gatehouse-bench-${randomBytes(4).toString('hex')}:` : 'gatehouse:';
+    const upstream = await forkHelper<number>('upstream', resolve(__dirname, 'upstream.js'));
+    const bare = await forkHelper<number>('bare proxy', resolve(__dirname, 'bareProxy.js'), [String(upstream.ready)]);
+    const loader = await startLoader();
+    children.push(upstream.child, bare.child, loader.child);
+    const idp = await startTestIdp({ accessTokenTtl: 3600, refreshTokenTtl: 3600 });
+    cleanup.push(() => idp.close());
+    const gateway = await startGateway({ name: 'gateway', idp, upstreamPort: upstream.ready, redisUrl: redis.url, keyPrefix: prefix });
+    cleanup.push(() => gateway.stop());
+    const cookie = await login(gateway.url, idp.issuer, 'bench-user');
+    const rig: Rig = { redis, loader, headers: { cookie, 'x-csrf': '1' }, rss: [], pids: [] };
+    const targets: Target[] = [
+      { key: 'direct', url: `http://127.0.0.1:${upstream.ready}/api/items`, pid: upstream.child.pid },
+      { key: 'bare', url: `http://127.0.0.1:${bare.ready}/api/items`, pid: bare.child.pid },
+      { key: 'gateway', url: `${gateway.url}/api/items`, pid: gateway.child.pid },
+    ];
+    const gw = targets[2]!;
+    rig.pids = [upstream.child.pid, bare.child.pid, loader.child.pid, gateway.child.pid, ...(redis.pid ? [redis.pid] : [])];
+    const loadBefore = loadavg()[0]!;
+    await sanityCheck(targets, rig.headers);
+    say(`started: redis ${redis.version} at ${redis.url}, gateway pid ${gateway.child.pid}, ${S.connections} connections`);
+
+    for (const t of targets)
+      await rig.loader.load({ url: t.url, connections: S.connections, seconds: S.warmupSeconds, headers: rig.headers });
+    const warmRss = memory(gw.pid).rss;
+    rig.rss.push([(Date.now() - started) / 1000, warmRss]);
+    say(`warmed up (${S.warmupSeconds} s each); gateway RSS ${(warmRss / 2 ** 20).toFixed(1)} MB`);
+
+    // Exact round trips: MONITOR tells a client's command from one run inside a Lua script.
+    const accounting = await monitorWhile(redis.url, () =>
+      loader.load({ url: gw.url, connections: 8, amount: S.accountingRequests, headers: rig.headers }),
+    );
+    const writes = await writeCommands(redis.client, [...Object.keys(accounting.fromClients), ...Object.keys(accounting.fromScripts)]);
+
+    // Interleaved rounds, the order rotating each round, so drift of the machine hits every target alike.
+    const rounds: RoundRecord[] = [];
+    for (let r = 1; r <= S.rounds; r++) {
+      for (let i = 0; i < targets.length; i++) {
+        rounds.push(await measure(rig, targets[(i + r - 1) % targets.length]!, S.roundSeconds, 'steady', r));
+      }
+    }
+
+    // Cost per request must not depend on how many sessions Redis holds.
+    const shapes = await sessionKeyShapes(redis.client, prefix);
+    const usedBefore = Number(/used_memory:(\d+)/.exec(await redis.client.info('memory'))?.[1]);
+    const seedStart = Date.now();
+    await seedSessions(redis.client, shapes, S.sessions);
+    const usedAfter = Number(/used_memory:(\d+)/.exec(await redis.client.info('memory'))?.[1]);
+    say(
+      `seeded ${S.sessions} sessions (${shapes.map((s) => `${s.kind}${s.shared ? '' : '*'} ${s.type}`).join(', ')}) in ${Date.now() - seedStart} ms`,
+    );
+    rounds.push(await measure(rig, gw, S.roundSeconds, 'sessions', 1));
+    rounds.push(await measure(rig, targets[1]!, S.roundSeconds, 'sessions', 1));
+    rounds.push(await measure(rig, gw, S.roundSeconds, 'sessions', 2));
+
+    if (S.long) rounds.push(await measure(rig, gw, S.longSeconds, 'long', 1));
+
+    const waves = await refreshWave(rig, upstream.ready, prefix);
+
+    const results: BenchResults = {
+      date: new Date().toISOString(),
+      machine: {
+        cpus: cpus().length,
+        cpuModel: cpus()[0]?.model ?? 'unknown',
+        memoryGB: Math.round(totalmem() / 2 ** 30),
+        kernel: release(),
+        node: process.version,
+        redis: redis.version,
+        loadGenerator: 'autocannon 9.0.0 (child process)',
+        loadAverage: { before: loadBefore, after: loadavg()[0]! },
+      },
+      settings: { ...S, profile: S.profile },
+      rounds,
+      accounting: { requests: S.accountingRequests, ...accounting, writeCommands: [...writes] },
+      sessions: {
+        seeded: S.sessions,
+        shapes,
+        redisUsedMemoryMB: { before: usedBefore / 2 ** 20, after: usedAfter / 2 ** 20 },
+      },
+      rss: { warmBytes: warmRss, samples: rig.rss },
+      waves,
+      seconds: 0,
+    };
+    const checks = evaluate(results);
+    if (S.profile === '1' || (S.profile === 'auto' && checks.some((c) => !c.ok))) {
+      say('profiling the gateway under load (node --cpu-prof)');
+      results.profile = await profileGateway(rig, idp, upstream.ready, prefix);
+    }
+    results.seconds = Math.round((Date.now() - started) / 1000);
+    const md = renderMarkdown(results, evaluate(results));
+    mkdirSync(RESULTS, { recursive: true });
+    writeFileSync(join(RESULTS, 'latest.md'), md);
+    writeFileSync(join(RESULTS, 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
+    process.stdout.write(`\n${md}\n`);
+    say(`wrote bench/results/latest.md and latest.json`);
+  } finally {
+    for (const c of cleanup.reverse()) await c().catch(() => undefined);
+    for (const c of children) await stop(c).catch(() => undefined);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,33 @@
+/**
+ * The fast upstream (a child process of the bench): answers every request at once with a small JSON body,
+ * like a cached API read. `x-saw-bearer` tells the bench's sanity check whether a Bearer token arrived.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+const BODY = JSON.stringify({
+  items: [
+    { id: 1, name: 'first' },
+    { id: 2, name: 'second' },
+  ],
+  total: 2,
+});
+
+const server = http.createServer((req, res) => {
+  // The body streams through every proxy: drain it before answering.
+  req.resume();
+  req.on('end', () => {
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(BODY),
+      'cache-control': 'no-store',
+      'x-saw-bearer': /^Bearer \S+$/.test(req.headers.authorization ?? '') ? '1' : '0',
+    });
+    res.end(BODY);
+  });
+});
+// Longer than any pause between rounds: a proxy's pooled connection is never closed under it (no
+// keep-alive race turning into a 502 that would be counted against the proxy).
+server.keepAliveTimeout = 120_000;
+server.listen(0, '127.0.0.1', () => process.send?.({ ready: (server.address() as AddressInfo).port }));
+process.on('disconnect', () => process.exit(0));
