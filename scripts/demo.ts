@@ -1,29 +1,60 @@
 /**
  * `npm run demo`: the whole thing on one machine with nothing else installed.
  *
- *   http://localhost:8080  Gatehouse, serving the demo SPA (demo/public) and proxying /api
+ *   http://localhost:8080  Gatehouse, serving the demo SPA (demo/) and proxying /api
  *   http://localhost:8081  a demo OpenID provider (oidc-provider; any user name and password log in)
  *   http://127.0.0.1:8082  a demo API that answers with the subject of the bearer token it receives
  *
  * Access tokens live 20 seconds and refresh tokens rotate (a reused one revokes the grant), so the
  * transparent refresh is visible within a minute of use. The store is in memory unless
  * GATEHOUSE_REDIS_URL is set. Ports: DEMO_PORT (gateway), DEMO_IDP_PORT, DEMO_API_PORT.
+ *
+ * startDemo() is also what the real-browser tests (test/browser) run, on ephemeral ports.
  */
 import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { createGatehouse } from '../src';
+import express from 'express';
+import { createGatehouse, type Gatehouse } from '../src';
 import { ConfigError } from '../src/config/loadConfig';
-import { startTestIdp } from '../src/testing/testIdp';
+import { startTestIdp, type TestIdp } from '../src/testing/testIdp';
 import { guardServer } from '../src/http/serverGuards';
 
-const port = Number(process.env.DEMO_PORT ?? 8080);
-const idpPort = Number(process.env.DEMO_IDP_PORT ?? 8081);
-const apiPort = Number(process.env.DEMO_API_PORT ?? 8082);
-const publicUrl = `http://localhost:${port}`;
+/** The repository root, from scripts/ (run by jest) or dist/scripts/ (npm run demo). */
+const root = existsSync(resolve(__dirname, '../package.json')) ? resolve(__dirname, '..') : resolve(__dirname, '../..');
+
+export interface DemoOptions {
+  /** Gateway port (0 = ephemeral; default 8080). The public URL is http://localhost:<port>. */
+  port?: number;
+  /** IdP port (0 = ephemeral; default 8081). */
+  idpPort?: number;
+  /** Demo API port (0 = ephemeral; default 8082). */
+  apiPort?: number;
+  /** Access-token lifetime at the IdP in seconds (default 20). */
+  accessTokenTtl?: number;
+  /** Gatehouse refreshes when the access token has less than this left (default 5). */
+  refreshSkewSeconds?: number;
+  /** Redis for sessions (default: in memory). */
+  redisUrl?: string;
+  /** Redis key prefix (default Gatehouse's). */
+  keyPrefix?: string;
+  sessionSecret?: string;
+  logLevel?: string;
+}
+
+export interface Demo {
+  /** The gateway's public URL, `http://localhost:<port>`. */
+  url: string;
+  idp: TestIdp;
+  gatehouse: Gatehouse;
+  apiUrl: string;
+  close(): Promise<void>;
+}
 
 /** The demo API: a resource server that learns who the bearer is from the IdP's userinfo endpoint. */
-function startDemoApi(userinfoUrl: string): Promise<http.Server> {
+function startDemoApi(userinfoUrl: string, port: number): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
       res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
@@ -46,13 +77,33 @@ function startDemoApi(userinfoUrl: string): Promise<http.Server> {
       })
       .catch(() => send(502, { error: 'idp_unreachable' }));
   });
-  return new Promise((r) => server.listen(apiPort, '127.0.0.1', () => r(server)));
+  return listen(server, port);
 }
 
-async function main(): Promise<void> {
+function listen<T extends http.Server>(server: T, port: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve(server);
+    });
+  });
+}
+
+function closeServer(server: http.Server): Promise<void> {
+  server.closeAllConnections();
+  return new Promise((r) => server.close(() => r()));
+}
+
+/** Starts the IdP, the demo API and Gatehouse serving the demo SPA; resolves once all listen. */
+export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
+  // The gateway listens first, so its URL (an ephemeral port included) is known to the IdP's client registration.
+  const web = express().disable('x-powered-by');
+  const server = guardServer(await listen(http.createServer(web), opts.port ?? 8080));
+  const publicUrl = `http://localhost:${(server.address() as AddressInfo).port}`;
   const clientSecret = randomBytes(24).toString('base64url');
   const idp = await startTestIdp({
-    port: idpPort,
+    port: opts.idpPort ?? 8081,
     hostname: 'localhost',
     interactions: 'dev',
     clientId: 'gatehouse-demo',
@@ -60,66 +111,86 @@ async function main(): Promise<void> {
     redirectUri: `${publicUrl}/auth/callback`,
     postLogoutRedirectUri: `${publicUrl}/`,
     backchannelLogoutUri: `${publicUrl}/auth/backchannel-logout`,
-    accessTokenTtl: 20,
+    accessTokenTtl: opts.accessTokenTtl ?? 20,
     refreshTokenTtl: 8 * 3600,
   });
-  const api = await startDemoApi(`${idp.issuer}/me`);
+  const api = await startDemoApi(`${idp.issuer}/me`, opts.apiPort ?? 8082);
+  const apiUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
   const gatehouse = await createGatehouse({
     issuer: idp.issuer,
     clientId: 'gatehouse-demo',
     clientSecret,
     publicUrl,
-    upstream: `http://127.0.0.1:${apiPort}`,
-    sessionSecret: process.env.GATEHOUSE_SESSION_SECRET ?? randomBytes(36).toString('base64url'),
-    redisUrl: process.env.GATEHOUSE_REDIS_URL,
-    refreshSkewSeconds: 5,
+    upstream: apiUrl,
+    sessionSecret: opts.sessionSecret ?? randomBytes(36).toString('base64url'),
+    redisUrl: opts.redisUrl,
+    ...(opts.keyPrefix !== undefined && { keyPrefix: opts.keyPrefix }),
+    refreshSkewSeconds: opts.refreshSkewSeconds ?? 5,
     metricsPort: 0,
-    logLevel: process.env.GATEHOUSE_LOG_LEVEL ?? 'warn',
-    staticDir: resolve(__dirname, '../../demo/public'),
+    logLevel: opts.logLevel ?? 'warn',
+    staticDir: resolve(root, 'demo/public'),
   });
-  const server = guardServer(http.createServer(gatehouse.app));
-  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  // The SPA's script and gatehouse/client, as `npm run build` compiled them (tsconfig.client.json); the rest,
+  // index.html included, is Gatehouse's (GATEHOUSE_STATIC_DIR=demo/public).
+  // Called as a handler rather than mounted, so Gatehouse inherits none of this app's settings.
+  web.use('/demo', express.static(resolve(root, 'dist/demo'), { index: false }));
+  web.use('/client', express.static(resolve(root, 'dist/client'), { index: false }));
+  web.use((req, res) => gatehouse.app(req, res));
 
-  const store = process.env.GATEHOUSE_REDIS_URL
-    ? `Redis at ${process.env.GATEHOUSE_REDIS_URL}`
-    : 'in memory (set GATEHOUSE_REDIS_URL to use Redis)';
+  return {
+    url: publicUrl,
+    idp,
+    gatehouse,
+    apiUrl,
+    async close() {
+      await Promise.all([closeServer(server), closeServer(api)]);
+      await gatehouse.close();
+      await idp.close();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const redisUrl = process.env.GATEHOUSE_REDIS_URL;
+  if (!existsSync(resolve(root, 'dist/demo/app.js'))) throw new Error('the SPA is not built: run `npm run build` first');
+  const demo = await startDemo({
+    port: Number(process.env.DEMO_PORT ?? 8080),
+    idpPort: Number(process.env.DEMO_IDP_PORT ?? 8081),
+    apiPort: Number(process.env.DEMO_API_PORT ?? 8082),
+    redisUrl,
+    sessionSecret: process.env.GATEHOUSE_SESSION_SECRET,
+    logLevel: process.env.GATEHOUSE_LOG_LEVEL,
+  });
+  const store = redisUrl ? `Redis at ${redisUrl}` : 'in memory (set GATEHOUSE_REDIS_URL to use Redis)';
   process.stdout.write(
     [
       '',
       'Gatehouse demo is running.',
       '',
-      `  Open ${publicUrl} and log in with any user name and password.`,
+      `  Open ${demo.url} and log in with any user name and password.`,
       '',
-      `  gateway   ${publicUrl}   demo SPA, /auth/*, /api/* -> demo API`,
-      `  IdP       ${idp.issuer}   oidc-provider: access tokens live 20 s, refresh tokens rotate`,
-      `  demo API  http://127.0.0.1:${apiPort}   answers with the bearer's subject`,
+      `  gateway   ${demo.url}   demo SPA, /auth/*, /api/* -> demo API`,
+      `  IdP       ${demo.idp.issuer}   oidc-provider: access tokens live 20 s, refresh tokens rotate`,
+      `  demo API  ${demo.apiUrl}   answers with the bearer's subject`,
       `  sessions  ${store}`,
       '',
       'Press Ctrl+C to stop.',
       '',
     ].join('\n'),
   );
-
-  const stop = () => {
-    server.closeAllConnections();
-    server.close();
-    api.closeAllConnections();
-    api.close();
-    void gatehouse
-      .close()
-      .then(() => idp.close())
-      .finally(() => process.exit(0));
-  };
+  const stop = () => void demo.close().finally(() => process.exit(0));
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
 }
 
-main().catch((err: unknown) => {
-  if (err instanceof ConfigError) for (const p of err.problems) process.stderr.write(`demo: ${p}\n`);
-  else if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-    process.stderr.write(
-      `demo: port ${(err as { port?: number }).port ?? ''} is in use — stop what uses it, or set DEMO_PORT, DEMO_IDP_PORT, DEMO_API_PORT\n`,
-    );
-  } else process.stderr.write(`demo: ${(err as Error).stack ?? String(err)}\n`);
-  process.exit(1);
-});
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    if (err instanceof ConfigError) for (const p of err.problems) process.stderr.write(`demo: ${p}\n`);
+    else if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      process.stderr.write(
+        `demo: port ${(err as { port?: number }).port ?? ''} is in use — stop what uses it, or set DEMO_PORT, DEMO_IDP_PORT, DEMO_API_PORT\n`,
+      );
+    } else process.stderr.write(`demo: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,264 @@
+/**
+ * gatehouse/client: the SPA side of the Gatehouse contract (DESIGN.md "The SPA contract"), in one small,
+ * dependency-free ES module.
+ *
+ *   - every call carries `X-CSRF: 1` and `credentials: 'same-origin'`;
+ *   - 401 `unauthenticated` / `session_expired` → the unauthenticated handler (default: navigate to
+ *     `/auth/login?returnTo=<current path + search + hash>`);
+ *   - 502 / 503 → retry with exponential backoff, never sooner than `Retry-After` (seconds or HTTP date),
+ *     within `maxAttempts` and `maxDelayMs`.
+ *
+ * Which requests are retried: a retry sends the request again, so it must be safe to send twice and its
+ * body must be sendable twice. The body must be replayable (none, a string, URLSearchParams, FormData, a
+ * Blob, an ArrayBuffer or a view of one, or a Request, which is cloned before each attempt); a
+ * ReadableStream body is never retried. Idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE) are then
+ * retried on any 502/503. Others (POST, PATCH, ...) only when the answer is Gatehouse's own
+ * `token_refresh_unavailable` or `session_store_unavailable`, which it sends before the request reaches
+ * the upstream API; a 502/503 from the API (or a 502 `bad_gateway`, which may come after the API saw the
+ * request) is returned as-is.
+ *
+ * The code reads browser globals (`fetch`, `location`) when called, never at import, and types them
+ * structurally, so it also compiles and runs without the DOM library (server rendering, Node tests).
+ */
+
+/** The identity claims from the ID token (`sub`, `name`, `email`, ...). */
+export interface GatehouseUser {
+  sub: string;
+  name?: string;
+  email?: string;
+  [claim: string]: unknown;
+}
+
+/** `GET /auth/session` of a live session. */
+export interface GatehouseSession {
+  authenticated: true;
+  user: GatehouseUser;
+  /** Unix seconds: the session's absolute end. */
+  expiresAt: number;
+  /** Unix seconds: when the session ends if idle. */
+  idleExpiresAt: number;
+  /** Unix seconds: the current access token's end (the next API call after it refreshes the token). */
+  accessTokenExpiresAt?: number;
+  /** How often the access token was refreshed since login. */
+  refreshCount?: number;
+}
+
+/** What `fetch` takes as its first argument (the DOM's RequestInfo | URL). */
+export type FetchInput = string | URL | Request;
+
+/** Why the session is missing: no (or an expired) session, or the IdP ended the grant. */
+export type UnauthenticatedReason = 'unauthenticated' | 'session_expired';
+
+export interface RetryOptions {
+  /** Attempts in all, the first included (default 4; 1 = never retry). */
+  maxAttempts?: number;
+  /** First backoff step in ms, doubled at each retry (default 500). */
+  baseDelayMs?: number;
+  /**
+   * Longest wait before a retry in ms (default 8000). Backoff steps are capped at it; when the server's
+   * `Retry-After` asks for longer, the response is returned instead (never retried early).
+   */
+  maxDelayMs?: number;
+}
+
+export interface GatehouseClientOptions {
+  /** Prefix of Gatehouse's `/auth/*` routes when it is reached under a path, e.g. `/bff` (default ''). */
+  basePath?: string;
+  /**
+   * Called when a call answers 401 `unauthenticated` or `session_expired` (the response is still returned to
+   * the caller). Default: navigate to the login, coming back to the current page.
+   */
+  onUnauthenticated?: (reason: UnauthenticatedReason, response: Response) => void;
+  retry?: RetryOptions;
+  /** Where `logout()` goes when the IdP has no end-session URL (default '/'). */
+  loggedOutPath?: string;
+  /** The fetch to use (default: the global `fetch`, looked up at each call). */
+  fetch?: (input: FetchInput, init?: RequestInit) => Promise<Response>;
+  /** How to navigate (default: `location.assign`). */
+  navigate?: (url: string) => void;
+  /** Path + search + hash to come back to after login (default: from `location`). */
+  currentPath?: () => string;
+  /** Waits before a retry (default: setTimeout, cut short by the request's AbortSignal). For tests. */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  /** Clock in epoch ms, for `Retry-After` dates (default: Date.now). For tests. */
+  now?: () => number;
+}
+
+export interface GatehouseClient {
+  /** `fetch` with the SPA contract applied (see the module comment). */
+  fetch(input: FetchInput, init?: RequestInit): Promise<Response>;
+  /** The session, or null without one (401). Does not call the unauthenticated handler. Throws on other errors. */
+  getSession(): Promise<GatehouseSession | null>;
+  /** Ends the session, then navigates to the IdP's end-session URL or, without one, to `loggedOutPath`. */
+  logout(): Promise<void>;
+  /** The login URL that comes back to `returnTo` (default: the current page). */
+  loginUrl(returnTo?: string): string;
+}
+
+/** A Gatehouse answer the client could not turn into a result (getSession, logout). */
+export class GatehouseError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string | undefined,
+  ) {
+    super(`Gatehouse answered ${status}${code ? ` ${code}` : ''}`);
+    this.name = 'GatehouseError';
+  }
+}
+
+interface BrowserLocation {
+  pathname: string;
+  search: string;
+  hash: string;
+  assign(url: string): void;
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+/** Gatehouse's own 503s, answered before the request is forwarded (DESIGN.md /api table). */
+const NOT_FORWARDED = new Set(['token_refresh_unavailable', 'session_store_unavailable']);
+
+function browserLocation(): BrowserLocation {
+  const loc = (globalThis as { location?: BrowserLocation }).location;
+  if (!loc) throw new Error('gatehouse/client: no `location` here; pass `navigate` and `currentPath`');
+  return loc;
+}
+
+function isRequest(input: unknown): input is Request {
+  return typeof Request !== 'undefined' && input instanceof Request;
+}
+
+function replayable(body: RequestInit['body']): boolean {
+  return (
+    body === undefined ||
+    body === null ||
+    typeof body === 'string' ||
+    body instanceof URLSearchParams ||
+    (typeof FormData !== 'undefined' && body instanceof FormData) ||
+    (typeof Blob !== 'undefined' && body instanceof Blob) ||
+    body instanceof ArrayBuffer ||
+    ArrayBuffer.isView(body)
+  );
+}
+
+/** RFC 9110 §10.2.3: delay-seconds or an HTTP-date; undefined when absent or unreadable. */
+export function parseRetryAfter(value: string | null, now: number): number | undefined {
+  if (value === null) return undefined;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  // HTTP dates start with a day name (IMF-fixdate, RFC 850, asctime); Date.parse alone takes "-1" for a year.
+  const date = /^[A-Za-z]{3}/.test(v) ? Date.parse(v) : NaN;
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+/** The `error` code of a JSON error body, without consuming the caller's response. */
+async function errorCode(res: Response): Promise<string | undefined> {
+  try {
+    const body = (await res.clone().json()) as { error?: unknown } | null;
+    return typeof body?.error === 'string' ? body.error : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function defaultSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason as Error);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason as Error);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export function createGatehouseClient(options: GatehouseClientOptions = {}): GatehouseClient {
+  const base = (options.basePath ?? '').replace(/\/+$/, '');
+  const maxAttempts = Math.max(1, options.retry?.maxAttempts ?? 4);
+  const baseDelayMs = options.retry?.baseDelayMs ?? 500;
+  const maxDelayMs = options.retry?.maxDelayMs ?? 8000;
+  const doFetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+  const navigate = options.navigate ?? ((url: string) => browserLocation().assign(url));
+  const currentPath =
+    options.currentPath ??
+    (() => {
+      const loc = browserLocation();
+      return loc.pathname + loc.search + loc.hash;
+    });
+  const sleep = options.sleep ?? defaultSleep;
+  const now = options.now ?? Date.now;
+
+  const loginUrl = (returnTo = currentPath()) => `${base}/auth/login?returnTo=${encodeURIComponent(returnTo)}`;
+  const onUnauthenticated = options.onUnauthenticated ?? (() => navigate(loginUrl()));
+
+  /** The contract without the 401 handler; `idempotent` marks calls Gatehouse defines as such (logout). */
+  async function send(input: FetchInput, init: RequestInit = {}, idempotent = false): Promise<Response> {
+    const headers = new Headers(isRequest(input) ? input.headers : undefined);
+    new Headers(init.headers).forEach((value, name) => headers.set(name, value));
+    headers.set('X-CSRF', '1');
+    const request: RequestInit = { ...init, headers, credentials: 'same-origin' };
+    const method = (init.method ?? (isRequest(input) ? input.method : 'GET')).toUpperCase();
+    const canReplay = isRequest(input) || replayable(init.body);
+
+    for (let attempt = 1; ; attempt++) {
+      // A Request's body can be read once: each attempt sends a copy.
+      const res = await doFetch(isRequest(input) ? input.clone() : input, request);
+      if ((res.status !== 502 && res.status !== 503) || attempt >= maxAttempts || !canReplay) return res;
+      if (!idempotent && !IDEMPOTENT.has(method) && !NOT_FORWARDED.has((await errorCode(res)) ?? '')) return res;
+      const asked = parseRetryAfter(res.headers.get('Retry-After'), now());
+      if (asked !== undefined && asked > maxDelayMs) return res;
+      const delay = Math.max(asked ?? 0, Math.min(baseDelayMs * 2 ** (attempt - 1), maxDelayMs));
+      await res.body?.cancel().catch(() => undefined);
+      await sleep(delay, init.signal ?? undefined);
+    }
+  }
+
+  return {
+    loginUrl,
+
+    async fetch(input, init) {
+      const res = await send(input, init);
+      if (res.status === 401) {
+        const code = await errorCode(res);
+        if (code === 'unauthenticated' || code === 'session_expired') onUnauthenticated(code, res);
+      }
+      return res;
+    },
+
+    async getSession() {
+      const res = await send(`${base}/auth/session`);
+      if (res.status === 401) return null;
+      if (!res.ok) throw new GatehouseError(res.status, await errorCode(res));
+      return (await res.json()) as GatehouseSession;
+    },
+
+    async logout() {
+      // DESIGN.md: POST /auth/logout is idempotent, so it is retried like a GET.
+      const res = await send(`${base}/auth/logout`, { method: 'POST' }, true);
+      if (!res.ok) throw new GatehouseError(res.status, await errorCode(res));
+      const { logoutUrl } = (await res.json()) as { logoutUrl: string | null };
+      navigate(logoutUrl ?? options.loggedOutPath ?? '/');
+    },
+  };
+}
+
+let defaultClient: GatehouseClient | undefined;
+const client = () => (defaultClient ??= createGatehouseClient());
+
+/** `fetch` for same-origin `/api/*` calls, with the default client (see createGatehouseClient). */
+export function gatehouseFetch(input: FetchInput, init?: RequestInit): Promise<Response> {
+  return client().fetch(input, init);
+}
+
+/** The session, or null when there is none. */
+export function getSession(): Promise<GatehouseSession | null> {
+  return client().getSession();
+}
+
+/** Ends the session here and at the IdP, then leaves the page. */
+export function logout(): Promise<void> {
+  return client().logout();
+}
