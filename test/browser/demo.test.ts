@@ -9,6 +9,8 @@
  *
  * Screenshots of the key states go to a temp folder; with UPDATE_SCREENSHOTS=1 they replace
  * docs/screenshots/*.png (the README shows one), so a normal run never dirties the work tree.
+ *
+ * One file over 250 lines: the tests share one Chromium and one demo stack, whose start is much of the time.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
