@@ -51,7 +51,9 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     GATEHOUSE_SHUTDOWN_SECONDS: '3',
     ...o.env,
   };
-  const child = spawnNode(o.name, resolve(__dirname, '../src/main.js'), env, o.execArgv ?? [], fd);
+  // Diagnostics for the gateway alone, e.g. BENCH_GATEWAY_NODE_ARGS=--trace-gc BENCH_KEEP_LOGS=1.
+  const extra = (process.env.BENCH_GATEWAY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawnNode(o.name, resolve(__dirname, '../src/main.js'), env, [...extra, ...(o.execArgv ?? [])], fd);
   closeSync(fd);
   const tail = () => readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n');
   try {
@@ -66,7 +68,8 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     tail,
     async stop() {
       const code = await stop(child, 8000);
-      rmSync(logFile, { force: true });
+      if (process.env.BENCH_KEEP_LOGS === '1') process.stderr.write(`${o.name} log: ${logFile}\n`);
+      else rmSync(logFile, { force: true });
       return code;
     },
   };

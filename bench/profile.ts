@@ -3,7 +3,8 @@
  *  - self time per function (what the CPU was literally running);
  *  - self time charged to the nearest package or src/ file on the stack (Node internals and native code
  *    count for whoever called them: a `writev` under pino is pino's, under http-proxy it is the proxy's);
- *  - total (inclusive) time of Gatehouse's own functions, to see which step of the pipeline costs most.
+ *  - time under each of Gatehouse's own functions (the innermost one on the stack: libraries and Node
+ *    internals it calls included), to see which step of the pipeline costs most.
  * No dependency: the format is a tree of call frames plus samples with the time between them.
  */
 import { readFileSync } from 'node:fs';
@@ -45,7 +46,7 @@ export interface ProfileSummary {
   functions: HotSpot[];
   /** Self time per package or src/ file, internals charged to their caller. */
   places: Array<{ where: string; ms: number; percent: number }>;
-  /** Gatehouse's own functions by total time (callees included). */
+  /** Time under each of Gatehouse's own functions, callees included but not deeper Gatehouse functions. */
   ownInclusive: HotSpot[];
 }
 
@@ -115,26 +116,21 @@ export function summarizeProfile(file: string, top = 15): ProfileSummary {
     fns.set(key, f);
     const o = ownerOf(id);
     places.set(o, (places.get(o) ?? 0) + us);
-    // Total time of each of Gatehouse's own functions on this stack (counted once per stack).
-    const seen = new Set<string>();
+    // The innermost of Gatehouse's own functions on this stack gets the sample (a partition of the busy time:
+    // a middleware that calls next() does not also count the middlewares after it).
+    let k = '(no Gatehouse function on the stack)';
+    let spot: HotSpot = { name: k, location: '', where: '', ms: 0, percent: 0 };
     for (let n: number | undefined = id; n !== undefined; n = parent.get(n)) {
       const cf = byId.get(n)!.callFrame;
       const pn = place(cf);
       if (!pn.where.startsWith('src/')) continue;
-      const k = `${cf.functionName || '(anonymous)'}@${pn.location}`;
-      if (seen.has(k)) continue;
-      seen.add(k);
-      const e = inclusive.get(k) ?? {
-        name: cf.functionName || '(anonymous)',
-        location: pn.location,
-        where: pn.where,
-        ms: 0,
-        percent: 0,
-        us: 0,
-      };
-      e.us += us;
-      inclusive.set(k, e);
+      k = `${cf.functionName || '(anonymous)'}@${pn.location}`;
+      spot = { name: cf.functionName || '(anonymous)', location: pn.location, where: pn.where, ms: 0, percent: 0 };
+      break;
     }
+    const e = inclusive.get(k) ?? { ...spot, us: 0 };
+    e.us += us;
+    inclusive.set(k, e);
   }
   const finish = (list: Iterable<HotSpot & { us: number }>): HotSpot[] =>
     [...list]

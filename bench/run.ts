@@ -271,9 +271,10 @@ async function main(): Promise<void> {
     say(`warmed up (${S.warmupSeconds} s each); gateway RSS ${(warmRss / 2 ** 20).toFixed(1)} MB`);
 
     // Exact round trips: MONITOR tells a client's command from one run inside a Lua script.
-    const accounting = await monitorWhile(redis.url, () =>
-      loader.load({ url: gw.url, connections: 8, amount: S.accountingRequests, headers: rig.headers }),
-    );
+    let accounted = 0;
+    const accounting = await monitorWhile(redis.url, async () => {
+      accounted = (await loader.load({ url: gw.url, connections: 8, amount: S.accountingRequests, headers: rig.headers })).responses;
+    });
     const writes = await writeCommands(redis.client, [...Object.keys(accounting.fromClients), ...Object.keys(accounting.fromScripts)]);
 
     // Interleaved rounds, the order rotating each round, so drift of the machine hits every target alike.
@@ -315,7 +316,7 @@ async function main(): Promise<void> {
       },
       settings: { ...S, profile: S.profile },
       rounds,
-      accounting: { requests: S.accountingRequests, ...accounting, writeCommands: [...writes] },
+      accounting: { requests: accounted, ...accounting, writeCommands: [...writes] },
       sessions: {
         seeded: S.sessions,
         shapes,
