@@ -45,6 +45,8 @@ export interface WaveRecord {
 
 export interface BenchResults {
   date: string;
+  /** The commit measured (`abc1234`, plus a note when src/ had uncommitted changes). */
+  source: string;
   machine: {
     cpus: number;
     cpuModel: string;
@@ -195,7 +197,7 @@ export function renderMarkdown(r: BenchResults, checks: Check[]): string {
   lines.push(
     `Measured ${r.date.slice(0, 16).replace('T', ' ')} UTC on ${m.cpus} × ${m.cpuModel}, ${m.memoryGB} GB, Linux ${m.kernel}, ` +
       `Node ${m.node}, Redis ${m.redis}; load: ${m.loadGenerator}, ${s.connections} connections, ` +
-      `${s.rounds} interleaved rounds of ${s.roundSeconds} s per target (median shown); whole run ${r.seconds} s.`,
+      `${s.rounds} interleaved rounds of ${s.roundSeconds} s per target (median shown); whole run ${r.seconds} s; source ${r.source}.`,
     '',
     '| target | req/s | p50 ms | p99 ms | CPU µs/req | CPU % | peak RSS MB | Redis cmds/req |',
     '|---|--:|--:|--:|--:|--:|--:|--:|',

@@ -18,6 +18,7 @@
  * BENCH_WAVES (2), BENCH_LONG=1 (a 60 s gateway run for the RSS check), BENCH_PROFILE (auto: profile the
  * gateway when a target is missed; 1: always; 0: never), REDIS_URL (use that Redis instead of a private one).
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -232,6 +233,16 @@ async function profileGateway(rig: Rig, idp: TestIdp, upstreamPort: number, pref
   return { rpsUnderProfiler: load.rps, ...summarizeProfile(file, 15), file: file.slice(ROOT.length + 1) };
 }
 
+/** The commit measured, and whether src/ had uncommitted changes (the build is of the working tree). */
+function sourceVersion(): string {
+  try {
+    const git = (...args: string[]) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim();
+    return `${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--', 'src') ? ' + uncommitted changes in src/' : ''}`;
+  } catch {
+    return 'unknown (not a git checkout)';
+  }
+}
+
 async function main(): Promise<void> {
   if (Number(process.versions.node.split('.')[0]) < 22) {
     process.stderr.write(`bench: Node ${process.version} is too old; run it with \`npm run bench\` (Node 24 from devDependencies)\n`);
@@ -314,6 +325,7 @@ async function main(): Promise<void> {
         loadGenerator: 'autocannon 9.0.0 (child process)',
         loadAverage: { before: loadBefore, after: loadavg()[0]! },
       },
+      source: sourceVersion(),
       settings: { ...S, profile: S.profile },
       rounds,
       accounting: { requests: accounted, ...accounting, writeCommands: [...writes] },
