@@ -132,6 +132,13 @@ export interface TestIdp {
   readonly clientSecret: string;
   /** token endpoint path and URL */
   readonly tokenEndpoint: string;
+  /** access token lifetime in seconds (TestIdpOptions.accessTokenTtl) */
+  readonly accessTokenTtl: number;
+  /**
+   * Resolves once every access token issued so far has expired (accessTokenTtl plus half a second), so the
+   * gateway's next /api request must refresh: a real wait, the IdP's clock is the real one.
+   */
+  waitForAccessTokenExpiry(): Promise<void>;
   /**
    * the account the next programmatic ('auto') login signs in as (sticky). A request to /interaction/:uid carrying
    * an `X-Test-Account: <sub>` header (loginAs sends it) overrides it for that login.
@@ -257,10 +264,11 @@ function toArray(v: string | string[] | undefined): string[] {
   return Array.isArray(v) ? v : [v];
 }
 
-export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
+export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> {
   if (opts.quiet !== false) filterOidcProviderConsole();
 
   const clientId = opts.clientId ?? DEFAULT_CLIENT_ID;
+  const accessTokenTtl = opts.accessTokenTtl ?? 2;
   const clientSecret = opts.clientSecret ?? DEFAULT_CLIENT_SECRET;
   const claimsOf = opts.claims ?? ((sub: string) => ({ sub, email: `${sub}@example.test`, email_verified: true, name: `Test ${sub}` }));
 
@@ -324,7 +332,7 @@ export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
     },
     rotateRefreshToken: true,
     ttl: {
-      AccessToken: opts.accessTokenTtl ?? 2,
+      AccessToken: accessTokenTtl,
       AuthorizationCode: 60,
       IdToken: 3600,
       RefreshToken: opts.refreshTokenTtl ?? 3600,
@@ -525,6 +533,9 @@ export async function startTestIdp(opts: TestIdpOptions): Promise<TestIdp> {
     clientId,
     clientSecret,
     tokenEndpoint: `${issuer}${TOKEN_PATH}`,
+    accessTokenTtl,
+    // the gateway counts a token's life from when it received it, never longer than the IdP's TTL
+    waitForAccessTokenExpiry: () => sleep(accessTokenTtl * 1000 + 500),
     setNextAccount: (sub) => {
       nextAccount = sub;
     },
