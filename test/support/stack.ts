@@ -1,15 +1,16 @@
 /**
- * A whole Gatehouse deployment for end-to-end tests: the real in-process IdP, a recording upstream,
- * real Redis (REDIS_URL from globalSetup, under a key prefix of its own) and one or more gateway
- * instances on real ports sharing it.
+ * A whole Gatehouse deployment for end-to-end tests, built from the test kit (src/testing, `gatehouse/testing`):
+ * the real in-process IdP, a recording upstream, real Redis (REDIS_URL from globalSetup, under a key prefix
+ * of its own) and one or more gateway instances on real ports sharing it.
  */
 import request from 'supertest';
 import { Redis } from 'ioredis';
-import { createGatehouse, guardServer, type Gatehouse, type GatehouseOptions } from '../../src';
+import type { Gatehouse, GatehouseOptions } from '../../src';
 import { createLogger, type Logger } from '../../src/log/logger';
-import { startTestIdp, type TestIdp, type TestIdpOptions } from './idp';
+import { createTestGatehouse, type TestGatehouse } from '../../src/testing/createTestGatehouse';
+import type { TestIdp, TestIdpOptions } from './idp';
 import { startUpstream, type TestUpstream } from './upstream';
-import { closeServer, reserveServer, uniquePrefix, type Agent, type ReservedServer } from './login';
+import { uniquePrefix, type Agent, type ReservedServer } from './login';
 
 export const SESSION_SECRET = 'e2e-session-secret-0123456789abcdef0123456789';
 
@@ -57,78 +58,55 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const prefix = uniquePrefix();
   const logs: string[] = [];
   const logger: Logger = createLogger('debug', (line) => logs.push(line));
-  const servers: ReservedServer[] = [await reserveServer()];
-  for (let i = 1; i < (opts.instances ?? 1); i++) servers.push(await reserveServer());
-  const idp = await startTestIdp({
-    redirectUri: [],
-    postLogoutRedirectUri: [],
-    ...(opts.backchannel && { backchannelLogoutUri: `${servers[0]!.url}/auth/backchannel-logout` }),
-    ...opts.idp,
-  });
-  const upstream = await startUpstream();
   const useRedis = (opts.store ?? 'redis') === 'redis';
+  const upstream = await startUpstream();
   const redis = useRedis ? new Redis(redisUrl()) : null;
+  const kits: TestGatehouse[] = [];
   const instances: Instance[] = [];
 
-  const registered = new Set<string>();
-  // Every instance has its own public URL here (ephemeral ports): register each one's redirect URIs.
-  const register = async (server: ReservedServer) => {
-    registered.add(server.url);
-    await idp.allowGateway(server.url);
-  };
-
-  const addInstance = async (server?: ReservedServer, overrides: GatehouseOptions = {}): Promise<Instance> => {
-    const s = server ?? (await reserveServer());
-    if (!registered.has(s.url)) await register(s);
-    const gatehouse = await createGatehouse(
-      {
-        issuer: idp.issuer,
-        clientId: idp.clientId,
-        clientSecret: idp.clientSecret,
-        publicUrl: s.url,
-        upstream: upstream.url,
-        sessionSecret: SESSION_SECRET,
-        ...(useRedis && { redisUrl: redisUrl() }),
-        keyPrefix: prefix,
-        refreshSkewSeconds: 1,
-        metricsPort: 0,
-        logLevel: 'debug',
-        ...opts.gateway,
-        ...overrides,
-      },
-      { logger },
-    );
-    s.on('request', gatehouse.app);
-    if (s.listenerCount('connect') === 0) guardServer(s);
-    const inst: Instance = { server: s, gatehouse, url: s.url, agent: () => request.agent(s) };
+  // Every instance is a kit gateway on its own port, sharing the first one's IdP, the upstream and the prefix.
+  const addInstance = async (overrides: GatehouseOptions = {}): Promise<Instance> => {
+    const kit = await createTestGatehouse({
+      idp: kits[0]?.idp ?? opts.idp ?? {},
+      backchannel: kits.length === 0 && opts.backchannel === true,
+      upstream: upstream.url,
+      ...(useRedis && { redisUrl: redisUrl() }),
+      gateway: { sessionSecret: SESSION_SECRET, keyPrefix: prefix, logLevel: 'debug', ...opts.gateway, ...overrides },
+      deps: { logger },
+    });
+    kits.push(kit);
+    const inst: Instance = { server: kit.app, gatehouse: kit.gatehouse, url: kit.url, agent: () => request.agent(kit.app) };
     instances.push(inst);
     return inst;
   };
 
-  for (const s of servers) await register(s);
-  for (const s of servers) await addInstance(s);
+  try {
+    for (let i = 0; i < (opts.instances ?? 1); i++) await addInstance();
+  } catch (err) {
+    for (const k of kits.reverse()) await k.close();
+    await upstream.close();
+    await redis?.quit();
+    throw err;
+  }
 
   return {
-    idp,
+    idp: kits[0]!.idp,
     upstream,
     gw: instances[0]!,
     instances,
     redis,
     prefix,
     logs,
-    addInstance: (overrides) => addInstance(undefined, overrides),
+    addInstance,
     async close() {
-      for (const i of instances) {
-        await closeServer(i.server);
-        await i.gatehouse.close();
-      }
+      // the first kit owns the IdP: it closes last
+      for (const k of [...kits].reverse()) await k.close();
       if (redis) {
         const keys = await redis.keys(`${prefix}*`);
         if (keys.length) await redis.del(...keys);
         await redis.quit();
       }
       await upstream.close();
-      await idp.close();
     },
   };
 }
