@@ -20,6 +20,11 @@ module.exports = {
   testEnvironment: 'node',
   testMatch: ['<rootDir>/test/**/*.test.ts'],
   transform: { '^.+\\.ts$': swc },
+  // The package's own names, as users import them (README's testing example runs as is), from the sources.
+  moduleNameMapper: {
+    '^gatehouse$': '<rootDir>/src/index.ts',
+    '^gatehouse/testing$': '<rootDir>/src/testing/index.ts',
+  },
   globalSetup: '<rootDir>/test/support/globalSetup.ts',
   globalTeardown: '<rootDir>/test/support/globalTeardown.ts',
   maxWorkers: 2,
