@@ -4,13 +4,12 @@
  */
 import type { Express } from 'express';
 import session from 'express-session';
-import type { Redis } from 'ioredis';
 import type { Config, GatehouseOptions } from './config/schema';
 import { validate } from './config/loadConfig';
 import { createLogger, type Logger } from './log/logger';
 import { MemoryKv } from './store/memoryKv';
 import { RedisKv } from './store/redisKv';
-import { createRedis, waitForRedis } from './store/redisClient';
+import { createRedis, waitForRedis, type RedisClient } from './store/redisClient';
 import { randomId } from './crypto/seal';
 import { cookiePolicy } from './http/cookies';
 import { Keyring } from './session/keyring';
@@ -34,8 +33,8 @@ import { createAdminApp } from './admin/adminApp';
 import { sessionAdmin, type SessionAdmin } from './admin/sessionAdmin';
 
 export interface GatehouseDeps {
-  /** An ioredis client to use instead of connecting to `redisUrl` (Gatehouse does not close it). */
-  redis?: Redis;
+  /** An ioredis client (Redis or Cluster) to use instead of connecting to the configured Redis (Gatehouse does not close it). */
+  redis?: RedisClient;
   logger?: Logger;
   /** Clock (epoch ms), for tests that move time. */
   now?: () => number;
@@ -70,13 +69,18 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const now = deps.now ?? Date.now;
 
   let redis = deps.redis;
-  const ownsRedis = !redis && cfg.redisUrl !== undefined;
-  if (!redis && cfg.redisUrl) {
-    redis = createRedis(cfg.redisUrl, log);
+  const ownsRedis = !redis && cfg.redis !== undefined;
+  if (!redis && cfg.redis) {
+    redis = createRedis(cfg.redis, log);
     if (!(await waitForRedis(redis, 3000))) log.warn({}, 'redis is not reachable yet; requests answer 503 until it is');
   }
   const metrics = createMetrics();
-  const kv = redis ? new RedisKv(redis, (seconds, failed) => metrics.redisCommand(seconds, failed)) : new MemoryKv(now);
+  const kv = redis
+    ? new RedisKv(redis, {
+        observer: (seconds, failed) => metrics.redisCommand(seconds, failed),
+        waitForReplicas: cfg.redis?.mode === 'sentinel' ? cfg.redis.waitForReplicas : 0,
+      })
+    : new MemoryKv(now);
   const keyring = new Keyring(cfg.sessionSecrets, cfg.keyPrefix);
   const idleMs = cfg.sessionIdleSeconds * 1000;
   const backingPrefix = `${cfg.keyPrefix}s:`;

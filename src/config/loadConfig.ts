@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import type { ClientAuth, Config, GatehouseOptions, LogLevel } from './schema';
 import { SETTINGS } from './schema';
+import { parseRedisTopology, REDIS_URL_PATTERN, type RedisTopology } from './redisTopology';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -16,6 +17,8 @@ export class ConfigError extends Error {
 
 const ENV_OF = new Map(SETTINGS.map((s) => [s.option, s.env]));
 const DEFAULTS = new Map(SETTINGS.filter((s) => s.default !== undefined).map((s) => [s.option, s.default!]));
+/** Settings only a config file (or an embedder) can give: they do not fit in one variable. */
+const FILE_ONLY = new Set(['redis']);
 const CLIENT_AUTHS: readonly ClientAuth[] = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'];
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
@@ -36,7 +39,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       problems.push(`GATEHOUSE_CONFIG: ${(e as Error).message}`);
     }
   }
-  return validate({ ...fromFile, ...fromEnv }, problems);
+  return validate({ ...fromFile, ...fromEnv }, problems, env);
 }
 
 function readConfigFile(path: string): GatehouseOptions {
@@ -50,26 +53,30 @@ function readConfigFile(path: string): GatehouseOptions {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new Error(`${path} must hold a JSON object of settings (e.g. {"upstream": "https://api.internal"})`);
   }
-  const unknown = Object.keys(json).filter((k) => !ENV_OF.has(k as keyof GatehouseOptions));
-  if (unknown.length) throw new Error(`${path} has unknown settings ${unknown.join(', ')} — known: ${[...ENV_OF.keys()].join(', ')}`);
+  const unknown = Object.keys(json).filter((k) => !FILE_ONLY.has(k) && !ENV_OF.has(k as keyof GatehouseOptions));
+  if (unknown.length)
+    throw new Error(`${path} has unknown settings ${unknown.join(', ')} — known: ${[...ENV_OF.keys(), ...FILE_ONLY].join(', ')}`);
   return json;
 }
 
 /** Validates options (from loadConfig or an embedder) into a frozen Config; throws ConfigError listing every problem. */
-export function validate(options: GatehouseOptions, problems: string[] = []): Config {
+/** Options given as one value (a variable); `redis` is an object of its own (redisTopology.ts). */
+type Setting = Exclude<keyof GatehouseOptions, 'redis'>;
+
+export function validate(options: GatehouseOptions, problems: string[] = [], env: NodeJS.ProcessEnv = process.env): Config {
   const warnings: string[] = [];
-  const raw = (k: keyof GatehouseOptions): string | undefined => {
+  const raw = (k: Setting): string | undefined => {
     const v = options[k] ?? DEFAULTS.get(k);
     if (v === undefined || v === '') return undefined;
     return Array.isArray(v) ? v.join(',') : String(v).trim();
   };
-  const fail = (k: keyof GatehouseOptions, msg: string) => problems.push(`${ENV_OF.get(k)}: ${msg}`);
-  const required = (k: keyof GatehouseOptions, example: string): string | undefined => {
+  const fail = (k: Setting, msg: string) => problems.push(`${ENV_OF.get(k)}: ${msg}`);
+  const required = (k: Setting, example: string): string | undefined => {
     const v = raw(k);
     if (v === undefined) fail(k, `is required — set it, e.g. ${ENV_OF.get(k)}=${example}`);
     return v;
   };
-  const url = (k: keyof GatehouseOptions, v: string | undefined, example: string): URL | undefined => {
+  const url = (k: Setting, v: string | undefined, example: string): URL | undefined => {
     if (v === undefined) return undefined;
     let u: URL;
     try {
@@ -84,7 +91,7 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
     else return u;
     return undefined;
   };
-  const int = (k: keyof GatehouseOptions, min: number, max: number, what: string): number => {
+  const int = (k: Setting, min: number, max: number, what: string): number => {
     const v = raw(k) ?? '0';
     const n = Number(v);
     if (!/^\d+$/.test(v) || n < min || n > max) {
@@ -157,12 +164,19 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
     });
   }
 
-  const redisUrl = raw('redisUrl');
-  if (redisUrl !== undefined && !/^rediss?:\/\/[^\s]+$/.test(redisUrl)) {
-    fail('redisUrl', 'must be a redis:// or rediss:// URL — e.g. redis://127.0.0.1:6379/0, or unset it for the in-memory store');
-  }
-  if (redisUrl === undefined)
+  // GATEHOUSE_REDIS_URL wins over the file's `redis` object, as every variable wins over the file.
+  let redisUrl = raw('redisUrl');
+  let redis: RedisTopology | undefined;
+  if (redisUrl !== undefined) {
+    if (!REDIS_URL_PATTERN.test(redisUrl))
+      fail('redisUrl', 'must be a redis:// or rediss:// URL — e.g. redis://127.0.0.1:6379/0, or unset it for the in-memory store');
+    else redis = { mode: 'standalone', url: redisUrl };
+  } else if (options.redis !== undefined) {
+    redis = parseRedisTopology(options.redis, env, problems);
+    if (redis?.mode === 'standalone') redisUrl = redis.url;
+  } else {
     warnings.push('GATEHOUSE_REDIS_URL is not set: sessions live in memory, are lost on restart and cannot be shared by replicas');
+  }
 
   const port = int('port', 0, 65535, 'a port');
   const metricsPort = int('metricsPort', 0, 65535, 'a port');
@@ -232,6 +246,7 @@ export function validate(options: GatehouseOptions, problems: string[] = []): Co
     upstream: upstream!,
     sessionSecrets: Object.freeze(sessionSecrets),
     redisUrl,
+    redis,
     port,
     scopes,
     refreshSkewSeconds,

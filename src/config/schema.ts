@@ -3,6 +3,8 @@
  * loadConfig() turns the environment (and an optional JSON file) into these options;
  * validate() turns options into a frozen Config or a list of every problem at once.
  */
+import type { RedisSettings, RedisTopology } from './redisTopology';
+
 export type ClientAuth = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 
@@ -20,6 +22,8 @@ export interface GatehouseOptions {
   /** One secret or several (comma-separated string or array): the first signs, all verify. */
   sessionSecret?: string | string[];
   redisUrl?: string;
+  /** Sentinel, Cluster or a standalone URL with TLS options (config file or embedder; GATEHOUSE_REDIS_URL wins). */
+  redis?: RedisSettings;
   port?: number | string;
   scopes?: string;
   refreshSkewSeconds?: number | string;
@@ -125,7 +129,10 @@ export interface Config {
   readonly secureCookies: boolean;
   readonly upstream: URL;
   readonly sessionSecrets: readonly string[];
+  /** The standalone URL when Redis is one server (GATEHOUSE_REDIS_URL or redis.url). */
   readonly redisUrl: string | undefined;
+  /** Where sessions live: undefined = the in-memory store. */
+  readonly redis: RedisTopology | undefined;
   readonly port: number;
   readonly scopes: string;
   readonly refreshSkewSeconds: number;

@@ -10,7 +10,7 @@
  */
 import { Store, type SessionData } from 'express-session';
 import { RedisStore } from 'connect-redis';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../store/redisClient';
 import type { Kv } from '../store/kv';
 import { StoreUnavailableError } from '../store/kv';
 import { open, seal } from '../crypto/seal';
@@ -155,7 +155,7 @@ export class KvBackingStore implements BackingStore {
 }
 
 /** The Redis backing store: connect-redis over ioredis, with the same key layout and envelope. */
-export function redisBackingStore(redis: Redis, prefix: string, now: () => number): BackingStore {
+export function redisBackingStore(redis: RedisClient, prefix: string, now: () => number): BackingStore {
   return new RedisStore({
     client: redis,
     prefix,

@@ -48,6 +48,12 @@ export interface Kv {
   claim(key: string, member: string): Promise<boolean>;
   /** Adds one to a counter that lives `windowMs` from its first increment; resolves to the new count. */
   countInWindow(key: string, windowMs: number): Promise<number>;
+  /**
+   * Resolves once this connection's writes so far are held by the configured number of replicas (Sentinel:
+   * RedisKv.durable); rejects with StoreUnavailableError otherwise. Locks and compare-and-set writes
+   * already check it; a caller that finds its own earlier write in place calls it before relying on it.
+   */
+  durable(): Promise<void>;
   ping(): Promise<void>;
 }
 

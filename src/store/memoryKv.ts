@@ -142,6 +142,8 @@ export class MemoryKv implements Kv {
     this.map.set(key, { value: String(n), expiresAt: live ? e.expiresAt : this.now() + windowMs });
     return n;
   }
+  /** One process holds everything: nothing to replicate. */
+  async durable(): Promise<void> {}
   async ping() {}
   /** Test and CLI helper: number of live keys. */
   size(): number {

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redisClient';
 import type { Kv } from './kv';
 import { StoreUnavailableError } from './kv';
 
@@ -41,7 +41,7 @@ const RENEW = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`;
 
-type Scripted = Redis & {
+type Scripted = RedisClient & {
   gatehouseCas(key: string, expected: number, value: string, ttlMs: number | 'keep'): Promise<number>;
   gatehouseSwap(key: string, owner: string, value: string, ttlMs: number): Promise<number>;
   gatehouseHashPut(key: string, field: string, value: string, ttlMs: number): Promise<number>;
@@ -70,13 +70,26 @@ async function guard<T>(op: () => Promise<T>, report: CommandObserver = ignore):
   }
 }
 
+export interface RedisKvOptions {
+  observer?: CommandObserver;
+  /**
+   * Sentinel: replicas that must hold a lock or a token write before it counts (Redis WAIT, bounded by
+   * REPLICA_WAIT_MS); see durable(). 0 = do not wait.
+   */
+  waitForReplicas?: number;
+}
+
+/** The most a lock or token write waits for replicas before it fails as a store fault. */
+export const REPLICA_WAIT_MS = 250;
+
 export class RedisKv implements Kv {
   private readonly r: Scripted;
-
   private readonly guard: <T>(op: () => Promise<T>) => Promise<T>;
+  private readonly replicas: number;
 
-  constructor(redis: Redis, observer?: CommandObserver) {
-    this.guard = (op) => guard(op, observer);
+  constructor(redis: RedisClient, options: RedisKvOptions = {}) {
+    this.guard = (op) => guard(op, options.observer);
+    this.replicas = options.waitForReplicas ?? 0;
     redis.defineCommand('gatehouseCas', { numberOfKeys: 1, lua: CAS });
     redis.defineCommand('gatehouseRelease', { numberOfKeys: 1, lua: RELEASE });
     redis.defineCommand('gatehouseSwap', { numberOfKeys: 1, lua: SWAP });
@@ -103,7 +116,9 @@ export class RedisKv implements Kv {
     return (await this.guard(() => this.r.gatehouseReplacePair(key, companion, value, ms(ttlMs), ms(companionTtlMs)))) === 1;
   }
   async setIfAbsent(key: string, value: string, ttlMs: number) {
-    return (await this.guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'))) === 'OK';
+    const taken = (await this.guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'))) === 'OK';
+    if (taken) await this.durable();
+    return taken;
   }
   getDel(key: string) {
     return this.guard(() => this.r.getdel(key));
@@ -117,7 +132,9 @@ export class RedisKv implements Kv {
   }
   async compareAndSet(key: string, expected: number, value: string, ttlMs: number | 'keep') {
     const ttl = ttlMs === 'keep' ? 'keep' : Math.max(1, Math.ceil(ttlMs));
-    return (await this.guard(() => this.r.gatehouseCas(key, expected, value, ttl))) === 1;
+    const written = (await this.guard(() => this.r.gatehouseCas(key, expected, value, ttl))) === 1;
+    if (written) await this.durable();
+    return written;
   }
   async swapLock(key: string, owner: string, value: string, ttlMs: number) {
     return (await this.guard(() => this.r.gatehouseSwap(key, owner, value, Math.max(1, Math.ceil(ttlMs))))) === 1;
@@ -157,6 +174,20 @@ export class RedisKv implements Kv {
   }
   countInWindow(key: string, windowMs: number) {
     return this.guard(() => this.r.gatehouseCount(key, Math.max(1, Math.ceil(windowMs))));
+  }
+  /**
+   * Sentinel failover safety. Redis replicates asynchronously, and during a failover two servers can both act
+   * as master for a moment: the old one (until Sentinel demotes it, which discards what it took meanwhile) and
+   * the promoted replica. A refresh lock taken on the old one would let two replicas refresh at once, and a
+   * token write made there would vanish, bringing back the refresh token the IdP rotated away; either way the
+   * next grant is a reuse and the IdP revokes the grant (RFC 9700 §4.14.2). So a lock or token write counts
+   * only once `waitForReplicas` replicas hold it (the client-side form of min-replicas-to-write); otherwise
+   * it fails as a store fault, which keeps the session and is retried.
+   */
+  async durable() {
+    if (this.replicas === 0) return;
+    const acks = await this.guard(() => this.r.call('WAIT', this.replicas, REPLICA_WAIT_MS) as Promise<number>);
+    if (acks < this.replicas) throw new StoreUnavailableError(new Error(`write reached ${acks} of ${this.replicas} replicas`));
   }
   async ping() {
     await this.guard(() => this.r.ping());

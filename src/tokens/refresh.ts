@@ -14,7 +14,7 @@
  *
  * Expected outcomes are values (STYLE §6): callers switch on AccessResult.kind.
  */
-import type { Kv } from '../store/kv';
+import { StoreUnavailableError, type Kv } from '../store/kv';
 import type { Logger } from '../log/logger';
 import type { Idp, TokenSet } from '../oidc/idp';
 import { classifyRefreshError } from '../oidc/classify';
@@ -94,7 +94,14 @@ export class TokenService {
     if (this.o.now() < entry.tokens.refreshAt) return bearer(entry.tokens);
     let flight = this.inflight.get(keys.tokensKey);
     if (!flight) {
-      flight = this.refreshAcrossReplicas(keys, gh, entry.version).finally(() => this.inflight.delete(keys.tokensKey));
+      flight = this.refreshAcrossReplicas(keys, gh, entry.version)
+        .catch((err: unknown) => {
+          // R42: a store that cannot coordinate a refresh (a Sentinel failover, Redis away) keeps the session,
+          // and the current access token is used while it is still valid.
+          if (err instanceof StoreUnavailableError && this.o.now() < entry.tokens.expiresAt) return bearer(entry.tokens);
+          throw err;
+        })
+        .finally(() => this.inflight.delete(keys.tokensKey));
       this.inflight.set(keys.tokensKey, flight);
     }
     return flight;
@@ -286,7 +293,11 @@ export class TokenService {
     const { vault } = this.o;
     if (await vault.write(keys, version, tokens, 'keep')) return undefined;
     const cur = await vault.read(keys);
-    if (cur && !cur.dead && cur.tokens.refreshToken === tokens.refreshToken) return undefined;
+    if (cur && !cur.dead && cur.tokens.refreshToken === tokens.refreshToken) {
+      // An earlier attempt landed, but may not have reached the replicas (Sentinel): it must, or retry.
+      await this.o.kv.durable();
+      return undefined;
+    }
     if (!cur || cur.dead) {
       // The session ended while the grant was under way (logout, kill): the refresh token just issued must
       // not outlive it at the IdP.

@@ -2,19 +2,20 @@
  * The Kv contract (src/store/kv.ts), one suite run against both implementations:
  * - MemoryKv with an injected clock (expiry is tested by moving time, never by sleeping);
  * - RedisKv on the real Redis at REDIS_URL, built the way Gatehouse builds it (createRedis: no offline
- *   queue, bounded command timeout), every key under a prefix of its own, removed afterwards.
+ *   queue, bounded command timeout), every key under a prefix of its own, removed afterwards;
+ * - RedisKv on a private 3-master Redis Cluster (every script must be cluster-safe).
  *
  * What the rest of Gatehouse relies on: `replace` never resurrects (the idle slide after a logout),
  * `setIfAbsent` is a lock (exactly one winner), `getDel` is one-time (login transactions), `compareAndSet`
  * never lets an older token set overwrite a newer one, and a lock is released or renewed only by its owner.
  */
-import { Redis } from 'ioredis';
 import { MemoryKv } from '../../src/store/memoryKv';
 import { RedisKv } from '../../src/store/redisKv';
-import { createRedis, waitForRedis } from '../../src/store/redisClient';
+import { createRedis, waitForRedis, type RedisClient } from '../../src/store/redisClient';
 import { StoreUnavailableError, versionOf, type Kv } from '../../src/store/kv';
 import { createLogger } from '../../src/log/logger';
 import { findFreePort } from '../support/redisServer';
+import { startRedisCluster } from '../support/redisTopologies';
 import { redisUrl } from '../support/stack';
 import { sleep, uniquePrefix } from '../support/login';
 
@@ -66,15 +67,37 @@ const redis: BackendFactory = async () => {
   };
 };
 
+/** RedisKv on a real 3-master Redis Cluster: keys spread over the nodes (MOVED handled by ioredis). */
+const cluster: BackendFactory = async () => {
+  const prefix = uniquePrefix();
+  const topology = await startRedisCluster(3);
+  const client = createRedis(
+    { mode: 'cluster', nodes: topology.masters.map((m) => ({ host: '127.0.0.1', port: m.port })), auth: {}, tls: undefined },
+    silent,
+  );
+  if (!(await waitForRedis(client, 10_000))) throw new Error('the test Redis Cluster did not answer');
+  return {
+    kv: new RedisKv(client),
+    key: (name) => `${prefix}${name}`,
+    elapse: (ms) => sleep(ms),
+    pttl: (key) => client.pttl(key),
+    async close() {
+      await client.quit();
+      await topology.stop();
+    },
+  };
+};
+
 describe.each([
   ['MemoryKv', memory],
   ['RedisKv', redis],
+  ['RedisKv on Redis Cluster', cluster],
 ] as const)('Kv contract: %s', (name, factory) => {
   let b: Backend;
   let n = 0;
   /** A fresh key for each use, so tests never see each other's records. */
   const fresh = () => b.key(`k${++n}`);
-  const isRedis = name === 'RedisKv';
+  const isRedis = name !== 'MemoryKv';
 
   beforeAll(async () => {
     b = await factory();
@@ -170,6 +193,25 @@ describe.each([
       await b.kv.set(k, 'v', 100);
       await b.elapse(200);
       expect(await b.kv.replace(k, 'again', 60_000)).toBe(false);
+      expect(await b.kv.get(k)).toBeNull();
+    });
+  });
+
+  describe("replaceWithCompanion: one session's two records (one hash tag, one cluster slot)", () => {
+    it('rewrites an existing record and gives its companion the new TTL in the same step', async () => {
+      const tag = `{t${++n}}`;
+      const [k, companion] = [b.key(`${tag}session`), b.key(`${tag}tokens`)];
+      await b.kv.set(k, 'old', 60_000);
+      await b.kv.set(companion, 'tokens', 60_000);
+      expect(await b.kv.replaceWithCompanion(k, 'new', 120_000, companion, 180_000)).toBe(true);
+      expect(await b.kv.get(k)).toBe('new');
+      if (isRedis) expect(await b.pttl(companion)).toBeGreaterThan(120_000);
+    });
+
+    it('never resurrects a deleted record', async () => {
+      const tag = `{t${++n}}`;
+      const [k, companion] = [b.key(`${tag}session`), b.key(`${tag}tokens`)];
+      expect(await b.kv.replaceWithCompanion(k, 'new', 60_000, companion, 60_000)).toBe(false);
       expect(await b.kv.get(k)).toBeNull();
     });
   });
@@ -382,7 +424,7 @@ describe.each([
 });
 
 describe('RedisKv when Redis does not answer', () => {
-  let client: Redis;
+  let client: RedisClient;
   let kv: RedisKv;
 
   beforeAll(async () => {

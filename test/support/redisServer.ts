@@ -34,6 +34,8 @@ export interface StartRedisOptions {
   extraArgs?: string[];
   /** how long to wait for PING to answer (default 10 s) */
   startTimeoutMs?: number;
+  /** a config file given as the first argument (Sentinel needs one it can rewrite) */
+  configFile?: string;
 }
 
 /** Absolute path of redis-server: `$REDIS_SERVER_BIN` if set, else the first executable `redis-server` on PATH. */
@@ -123,8 +125,16 @@ function waitForExit(child: ChildProcess): Promise<void> {
   return new Promise<void>((resolve) => child.once('exit', () => resolve()));
 }
 
+/**
+ * Each server works in a folder of its own: a replica's full sync writes an RDB file there, and a server
+ * sharing a folder would load it at start (a cluster node even claims the slots of the keys it finds).
+ */
 async function spawnOnce(bin: string, port: number, opts: StartRedisOptions): Promise<{ child: ChildProcess; output: () => string }> {
+  const dir = path.join(os.tmpdir(), `gatehouse-redis-${port}`);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
   const args = [
+    ...(opts.configFile ? [opts.configFile] : []),
     '--port',
     String(port),
     '--bind',
@@ -136,7 +146,7 @@ async function spawnOnce(bin: string, port: number, opts: StartRedisOptions): Pr
     '--daemonize',
     'no',
     '--dir',
-    os.tmpdir(),
+    dir,
     '--loglevel',
     'warning',
     ...(opts.extraArgs ?? []),
@@ -210,6 +220,7 @@ export async function startRedisServer(port?: number, opts: StartRedisOptions = 
     }
     c.stdout?.destroy();
     c.stderr?.destroy();
+    fs.rmSync(path.join(os.tmpdir(), `gatehouse-redis-${chosenPort}`), { recursive: true, force: true });
   };
 
   const handle: RedisServerHandle = {

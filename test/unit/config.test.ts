@@ -113,3 +113,78 @@ describe('loadConfig', () => {
     expect(problems({ ...good, GATEHOUSE_CONFIG: file })[0]).toMatch(/^GATEHOUSE_CONFIG: .* has unknown settings upstreem/);
   });
 });
+
+describe('config file: the redis topology', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gh-redis-'));
+  const { GATEHOUSE_REDIS_URL: _r, ...noRedis } = good;
+  const withFile = (json: unknown, env: NodeJS.ProcessEnv = noRedis) => {
+    const file = join(dir, `c${Math.random()}.json`);
+    writeFileSync(file, JSON.stringify(json));
+    return { ...env, GATEHOUSE_CONFIG: file };
+  };
+
+  it('loads the complete example in config/ (secrets from the environment it names)', () => {
+    const { GATEHOUSE_UPSTREAM: _u, GATEHOUSE_ISSUER: _i, GATEHOUSE_PUBLIC_URL: _p, ...env } = noRedis;
+    const c = loadConfig({
+      ...env,
+      GATEHOUSE_CONFIG: join(__dirname, '../../config/gatehouse.example.json'),
+      GATEHOUSE_REDIS_PASSWORD: 'redis-password',
+      GATEHOUSE_REDIS_SENTINEL_PASSWORD: 'sentinel-password',
+    });
+    expect(c.redis).toMatchObject({
+      mode: 'sentinel',
+      name: 'gatehouse',
+      auth: { username: 'gatehouse', password: 'redis-password' },
+      sentinelAuth: { password: 'sentinel-password' },
+      tls: {},
+      waitForReplicas: 1,
+    });
+    expect(c.redis?.mode === 'sentinel' && c.redis.sentinels[0]).toEqual({ host: 'redis-sentinel-0.redis', port: 26379 });
+    expect(c.warnings).toEqual([]);
+  });
+
+  it('reads a cluster and a standalone URL', () => {
+    const cluster = loadConfig(withFile({ redis: { mode: 'cluster', nodes: ['10.0.0.1:6379', { host: '10.0.0.2', port: 6380 }] } }));
+    expect(cluster.redis).toEqual({
+      mode: 'cluster',
+      nodes: [
+        { host: '10.0.0.1', port: 6379 },
+        { host: '10.0.0.2', port: 6380 },
+      ],
+      auth: {},
+      tls: undefined,
+    });
+    const one = loadConfig(withFile({ redis: { url: 'rediss://redis.internal:6380/0' } }));
+    expect(one.redis).toEqual({ mode: 'standalone', url: 'rediss://redis.internal:6380/0' });
+    expect(one.redisUrl).toBe('rediss://redis.internal:6380/0');
+  });
+
+  it('lets GATEHOUSE_REDIS_URL win over the file', () => {
+    const c = loadConfig(withFile({ redis: { mode: 'cluster', nodes: ['10.0.0.1:6379'] } }, good));
+    expect(c.redis).toEqual({ mode: 'standalone', url: good.GATEHOUSE_REDIS_URL });
+  });
+
+  it('reports every problem of the redis object at once, naming the field and the fix', () => {
+    const env = withFile({
+      redis: { mode: 'sentinel', sentinels: ['10.0.0.1', 'host:99999'], name: 'my master', passwordEnv: 'NOPE', db: 99, colour: 'red' },
+    });
+    const p = problems(env);
+    expect(p).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^GATEHOUSE_CONFIG: redis\.colour is not a sentinel setting/),
+        expect.stringMatching(/^GATEHOUSE_CONFIG: redis\.sentinels\[0\] "10\.0\.0\.1" is not "host:port"/),
+        expect.stringMatching(/^GATEHOUSE_CONFIG: redis\.sentinels\[1\] "host:99999" is not "host:port"/),
+        expect.stringMatching(/^GATEHOUSE_CONFIG: redis\.name must be the master group name/),
+        expect.stringMatching(/^GATEHOUSE_CONFIG: redis\.passwordEnv names NOPE, which is not set/),
+        expect.stringMatching(/^GATEHOUSE_CONFIG: redis\.db 99 is not a whole number from 0 to 15/),
+      ]),
+    );
+    expect(problems(withFile({ redis: { mode: 'replicated' } }))).toEqual([
+      'GATEHOUSE_CONFIG: redis.mode "replicated" is not a Redis topology — use standalone, sentinel or cluster',
+    ]);
+    expect(problems(withFile({ redis: { mode: 'cluster', nodes: [] } }))[0]).toMatch(/redis\.nodes must be a non-empty list/);
+    expect(problems(withFile({ redis: { mode: 'cluster', nodes: ['a:1'], tls: { ca: '/nonexistent/ca.pem' } } }))[0]).toMatch(
+      /redis\.tls\.ca "\/nonexistent\/ca\.pem" is not a readable file/,
+    );
+  });
+});
