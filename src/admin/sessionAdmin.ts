@@ -1,8 +1,9 @@
 /**
  * The operators' view of sessions: list a user's sessions, end them (all, or one by its storage hash as
- * logs and this list show it). Ending is effective on every replica at once and revokes the refresh tokens.
+ * logs and this list show it), and find or end the sessions an IdP reported compromised (refresh-token
+ * reuse). Ending is effective on every replica at once and revokes the refresh tokens.
  */
-import type { SessionIndex } from '../session/sessionIndex';
+import type { IndexEntry, SessionIndex } from '../session/sessionIndex';
 import type { Terminator } from '../session/terminator';
 
 export interface SessionSummary {
@@ -16,6 +17,12 @@ export interface SessionAdmin {
   list(sub: string): Promise<SessionSummary[]>;
   /** Ends every session of `sub`, or only the one named `session`; resolves to how many were live. */
   revoke(target: { sub: string; session?: string }): Promise<number>;
+  /**
+   * The sessions of `sub` that an IdP report names: those of the IdP session `sid` when given, else all of
+   * the user's. With `end`, they are ended (reason `anomaly`). Resolves to their storage hashes and how
+   * many of them were live and ended.
+   */
+  compromised(target: { sub: string; sid?: string }, opts: { end: boolean }): Promise<{ sessions: string[]; ended: number }>;
 }
 
 export function sessionAdmin(deps: { index: SessionIndex; terminator: Terminator; issuer: () => string }): SessionAdmin {
@@ -27,6 +34,18 @@ export function sessionAdmin(deps: { index: SessionIndex; terminator: Terminator
     async revoke({ sub, session }) {
       const chosen = (await entries(sub)).filter(({ hash }) => session === undefined || hash === session).map(({ e }) => e);
       return deps.terminator.end(chosen, 'admin', { revoke: true });
+    },
+    async compromised({ sub, sid }, { end }) {
+      // A sid names one IdP session; only that user's sessions in it are taken (a report never reaches
+      // another user's sessions, whatever sid it carries).
+      const chosen: IndexEntry[] =
+        sid === undefined
+          ? await deps.index.list('sub', deps.issuer(), sub)
+          : (await deps.index.list('sid', deps.issuer(), sid)).filter((e) => e.sub === sub);
+      // The IdP revoked the reused grant already; revoking every chosen session's refresh token also covers
+      // the user's other grants when no sid narrowed the report.
+      const ended = end ? await deps.terminator.end(chosen, 'anomaly', { revoke: true }) : 0;
+      return { sessions: chosen.map((e) => e.h), ended };
     },
   };
 }

@@ -4,7 +4,8 @@
  */
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-export type SessionEndReason = 'logout' | 'invalid_grant' | 'idle' | 'absolute' | 'backchannel' | 'admin';
+export type SessionEndReason = 'logout' | 'invalid_grant' | 'idle' | 'absolute' | 'backchannel' | 'admin' | 'anomaly';
+export type SecurityEventKind = 'refresh_rate' | 'refresh_token_reuse';
 export type RefreshOutcome = 'ok' | 'invalid_grant' | 'transient' | 'race_recovered';
 
 export interface Metrics {
@@ -17,7 +18,7 @@ export interface Metrics {
   sessionEnded(reason: SessionEndReason): void;
   redisCommand(seconds: number, failed: boolean): void;
   idpError(operation: 'discovery' | 'login' | 'refresh' | 'revocation' | 'userinfo', kind: string): void;
-  securityEvent(kind: 'refresh_rate'): void;
+  securityEvent(kind: SecurityEventKind): void;
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -86,14 +87,16 @@ export function createMetrics(): Metrics {
   });
   const security = new Counter({
     name: 'gatehouse_security_events_total',
-    help: 'Security events, by kind (refresh_rate: a session refreshing more often than the anomaly bound).',
+    help:
+      'Security events, by kind (refresh_rate: a session refreshing more often than the anomaly bound; ' +
+      'refresh_token_reuse: the IdP reported a refresh token presented again after rotation).',
     labelNames: ['kind'] as const,
     registers: [registry],
   });
-  security.labels('refresh_rate').inc(0);
+  for (const kind of ['refresh_rate', 'refresh_token_reuse']) security.labels(kind).inc(0);
   // Labelled series appear at zero from the start, so dashboards and alerts see them before the first event.
   for (const outcome of ['ok', 'invalid_grant', 'transient', 'race_recovered']) refreshTotal.labels(outcome).inc(0);
-  for (const reason of ['logout', 'invalid_grant', 'idle', 'absolute', 'backchannel', 'admin']) ended.labels(reason).inc(0);
+  for (const reason of ['logout', 'invalid_grant', 'idle', 'absolute', 'backchannel', 'admin', 'anomaly']) ended.labels(reason).inc(0);
 
   return {
     registry,

@@ -12,7 +12,8 @@ import type { Keyring } from './keyring';
 import { keysOfEntry, type IndexEntry, type SessionIndex } from './sessionIndex';
 import type { ExpiryLedger } from './expiryLedger';
 
-export type EndReason = 'backchannel' | 'admin' | 'expired';
+/** `anomaly`: an IdP reported the refresh token reused (admin/adminApp.ts) and GATEHOUSE_ANOMALY_END_SESSION is on. */
+export type EndReason = 'backchannel' | 'admin' | 'anomaly' | 'expired';
 
 export class Terminator {
   constructor(
