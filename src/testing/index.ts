@@ -13,6 +13,8 @@ export {
   type RevocationRecord,
   type BackchannelLogoutRecord,
   type ClientAuthUsed,
+  type ReuseWebhook,
+  type ReuseReportRecord,
 } from './testIdp';
 export { createTestGatehouse, type TestGatehouse, type TestGatehouseOptions } from './createTestGatehouse';
 export { loginAs, type LoginOptions, type LoginResponse, type IdpFlowTrace } from './loginAs';

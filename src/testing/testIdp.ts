@@ -18,6 +18,9 @@
  * - Back-channel logout tokens can be forged on demand (signLogoutToken), signed with the IdP's real key, so tests
  *   can POST validly signed but otherwise bad tokens to a relying party themselves.
  * - The revocation endpoint (RFC 7009) records every POST (revocationRequests) and can be failed (failRevocation).
+ * - Refresh-token reuse is reported out of band like a real IdP's event hook (Auth0 log streams, Okta event hooks,
+ *   Keycloak admin events): with `reuseWebhook` (or reportReuseTo()), each reuse oidc-provider itself detects is
+ *   POSTed to the gateway's admin endpoint as `{"sub", "sid"?, "iss"}` with the admin bearer token (reuseReports).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -71,6 +74,30 @@ export interface TestIdpOptions {
   hostname?: '127.0.0.1' | 'localhost';
   /** drop oidc-provider's harmless "oidc-provider WARNING/NOTICE" console lines (default true) */
   quiet?: boolean;
+  /**
+   * Report each refresh-token reuse oidc-provider detects, as an IdP's event hook would: a JSON POST
+   * `{"sub": <account>, "sid"?: <IdP session>, "iss": <issuer>}` with `Authorization: Bearer <token>`, e.g. to
+   * a gateway's `http://<admin port>/admin/security/refresh-token-reuse` with its GATEHOUSE_ADMIN_TOKEN.
+   * Also settable later with reportReuseTo() (when the admin port is only known once the gateway runs).
+   */
+  reuseWebhook?: ReuseWebhook;
+}
+
+/** Where the test IdP reports refresh-token reuse (TestIdpOptions.reuseWebhook). */
+export interface ReuseWebhook {
+  url: string;
+  /** sent as `Authorization: Bearer <token>` */
+  token: string;
+}
+
+/** one reuse report sent to the webhook, recorded when sent; `status` or `error` is filled in once answered */
+export interface ReuseReportRecord {
+  /** the JSON body sent */
+  body: { sub: string; sid?: string; iss: string };
+  /** HTTP status answered (undefined while in flight or when the POST failed) */
+  status?: number;
+  /** why the POST failed (network error) */
+  error?: string;
 }
 
 export interface RefreshFault {
@@ -158,7 +185,7 @@ export interface TestIdp {
   readonly revocations: number;
   /** every revocation-endpoint POST in arrival order (token presented, hint, client auth, status, injected) */
   readonly revocationRequests: ReadonlyArray<RevocationRecord>;
-  /** times oidc-provider saw an already-rotated refresh token (it then revoked the whole grant) */
+  /** times oidc-provider saw an already-rotated refresh token (it then revoked the whole grant; see reuseWebhook) */
   readonly reuseDetected: number;
   /** every error oidc-provider answered at the token endpoint, e.g. {grantType:'refresh_token', error:'invalid_grant', detail:'refresh token already used'} */
   readonly grantErrors: ReadonlyArray<{ grantType: string; error: string; detail?: string }>;
@@ -166,7 +193,16 @@ export interface TestIdp {
   readonly tokenRequests: ReadonlyArray<TokenRequestRecord>;
   /** back-channel logout deliveries attempted by the IdP */
   readonly backchannelLogouts: ReadonlyArray<BackchannelLogoutRecord>;
-  /** zero every counter and forget grantErrors/tokenRequests/revocationRequests/backchannelLogouts (tokensIssued is kept) */
+  /** refresh-token reuse reports sent to the reuse webhook, in order (see reuseWebhook) */
+  readonly reuseReports: ReadonlyArray<ReuseReportRecord>;
+  /**
+   * Report refresh-token reuse to this webhook from now on (null: stop reporting). Replaces
+   * TestIdpOptions.reuseWebhook.
+   */
+  reportReuseTo(hook: ReuseWebhook | null): void;
+  /** Resolves once every reuse report sent so far has been answered (or failed), to reuseReports. */
+  reuseReportsDelivered(): Promise<ReadonlyArray<ReuseReportRecord>>;
+  /** zero every counter and forget grantErrors/tokenRequests/revocationRequests/backchannelLogouts/reuseReports (tokensIssued is kept) */
   resetCounters(): void;
 
   // ---- fault switches ----
@@ -352,6 +388,9 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
   let reuseDetected = 0;
   let grantErrors: Array<{ grantType: string; error: string; detail?: string }> = [];
   let backchannelLogouts: BackchannelLogoutRecord[] = [];
+  let reuseReports: ReuseReportRecord[] = [];
+  let reuseWebhook = opts.reuseWebhook;
+  const deliveries = new Set<Promise<void>>();
   let tokenRequests: TokenRequestRecord[] = [];
   let revocationRequests: RevocationRecord[] = [];
   let revocationFault: { status: number; body: object; remaining: number } | undefined;
@@ -367,6 +406,28 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
     if (!set) grantsByAccount.set(accountId, (set = new Set()));
     set.add(grantId);
   };
+  // Out of band, like an IdP's event hook: the token endpoint's answer never waits for the delivery.
+  const reportReuse = (hook: ReuseWebhook, body: ReuseReportRecord['body']) => {
+    const record: ReuseReportRecord = { body };
+    reuseReports.push(record);
+    const delivery = globalThis
+      .fetch(hook.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${hook.token}` },
+        body: JSON.stringify(body),
+      })
+      .then(
+        async (res) => {
+          record.status = res.status;
+          await res.body?.cancel();
+        },
+        (err: unknown) => {
+          record.error = err instanceof Error ? err.message : String(err);
+        },
+      )
+      .finally(() => deliveries.delete(delivery));
+    deliveries.add(delivery);
+  };
   provider.on('grant.saved', (grant) => trackGrant(grant.accountId, grant.jti));
   provider.on('authorization_code.saved', (code) => trackGrant(code.accountId, code.grantId));
   provider.on('refresh_token.saved', (rt) => trackGrant(rt.accountId, rt.grantId));
@@ -375,7 +436,15 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
     const grantType = String((ctx.oidc?.params?.grant_type as string | undefined) ?? '');
     const detail = (err as { error_detail?: string }).error_detail;
     grantErrors.push({ grantType, error: err.error ?? err.message, ...(detail !== undefined ? { detail } : {}) });
-    if (grantType === 'refresh_token' && detail === 'refresh token already used') reuseDetected++;
+  });
+  // oidc-provider's reuse detection (lib/actions/grants/refresh_token.js): a consumed refresh token presented
+  // again destroys it and revokes its grant, the only grant revocation a refresh_token grant makes. RFC 9700
+  // §4.14.2: the IdP then tells whoever holds the grant's sessions, here through the reuse webhook.
+  provider.on('grant.revoked', (ctx) => {
+    const rt = ctx.oidc.entities.RefreshToken;
+    if (ctx.oidc.route !== 'token' || ctx.oidc.params?.grant_type !== 'refresh_token' || !rt?.consumed || !rt.accountId) return;
+    reuseDetected++;
+    if (reuseWebhook) reportReuse(reuseWebhook, { sub: rt.accountId, ...(rt.sid ? { sid: rt.sid } : {}), iss: issuer });
   });
   provider.on('backchannel.success', (_ctx, client, accountId, sid) => {
     backchannelLogouts.push({ ok: true, clientId: client.clientId, accountId, sid });
@@ -564,6 +633,16 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
     get backchannelLogouts() {
       return backchannelLogouts;
     },
+    get reuseReports() {
+      return reuseReports;
+    },
+    reportReuseTo: (hook) => {
+      reuseWebhook = hook ?? undefined;
+    },
+    reuseReportsDelivered: async () => {
+      while (deliveries.size > 0) await Promise.all([...deliveries]);
+      return reuseReports;
+    },
     resetCounters: () => {
       for (const k of Object.keys(grants)) grants[k] = 0;
       refreshSucceeded = 0;
@@ -572,6 +651,7 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
       reuseDetected = 0;
       grantErrors = [];
       backchannelLogouts = [];
+      reuseReports = [];
       tokenRequests = [];
       revocationRequests = [];
     },
@@ -626,11 +706,13 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
         .setProtectedHeader(protectedHeader as CompactJWSHeaderParameters)
         .sign(logoutTokenKey);
     },
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await Promise.all([...deliveries]);
+      return new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+    },
   };
   return idp;
 }
