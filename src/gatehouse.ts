@@ -160,7 +160,14 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   });
 
   const sessions = sessionAdmin({ index, terminator, issuer: () => idp.issuerId() });
-  const adminApp = createAdminApp({ adminToken: cfg.adminToken, sessions, metrics, log });
+  const adminApp = createAdminApp({
+    adminToken: cfg.adminToken,
+    sessions,
+    metrics,
+    log,
+    issuer: () => idp.issuerId(),
+    endSessionOnReuse: cfg.anomalyEndSession,
+  });
 
   return {
     app,

@@ -6,6 +6,8 @@
  *   GET  /metrics                                     → Prometheus text format (no token)
  *   GET  /admin/sessions?sub=<sub>                    → 200 {"sessions":[{session, createdAt, absoluteExpiresAt}]}
  *   POST /admin/sessions/revoke {"sub": "...", "session"?: "..."} → 200 {"revoked": <n>}
+ *   POST /admin/security/refresh-token-reuse {"sub": "...", "sid"?: "...", "iss"?: "..."} → 200 {"reported": true, "ended": <n>}
+ *        (the IdP's event hook reporting refresh-token reuse: reuseReport.ts)
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import express, { type Express, type RequestHandler } from 'express';
@@ -13,6 +15,7 @@ import { errorHandler, sendError } from '../http/errors';
 import type { Logger } from '../log/logger';
 import type { SessionAdmin } from './sessionAdmin';
 import type { Metrics } from '../health/metrics';
+import { reuseReport } from './reuseReport';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -30,7 +33,18 @@ function requireAdminToken(token: string): RequestHandler {
 
 const SUB = /^[\x21-\x7e]{1,255}$/;
 
-export function createAdminApp(deps: { adminToken: string | undefined; sessions: SessionAdmin; metrics: Metrics; log: Logger }): Express {
+export interface AdminDeps {
+  adminToken: string | undefined;
+  sessions: SessionAdmin;
+  metrics: Metrics;
+  log: Logger;
+  /** The IdP's issuer identifier (from discovery): a reuse report naming another issuer is refused. */
+  issuer: () => string;
+  /** GATEHOUSE_ANOMALY_END_SESSION: end the sessions a reuse report names. */
+  endSessionOnReuse: boolean;
+}
+
+export function createAdminApp(deps: AdminDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -64,6 +78,12 @@ export function createAdminApp(deps: { adminToken: string | undefined; sessions:
       deps.log.info({ event: 'admin_kill', sub, session, revoked }, 'sessions ended by an operator');
       res.json({ revoked });
     });
+    app.post(
+      '/admin/security/refresh-token-reuse',
+      auth,
+      express.json({ limit: '4kb' }),
+      reuseReport({ ...deps, endSession: deps.endSessionOnReuse }),
+    );
   }
   app.use((_req, res) => sendError(res, 404, 'not_found'));
   app.use(errorHandler(deps.log));

@@ -102,7 +102,7 @@ export const SETTINGS: readonly Setting[] = [
     option: 'anomalyEndSession',
     env: 'GATEHOUSE_ANOMALY_END_SESSION',
     default: 'false',
-    why: 'also end a session whose refresh rate is anomalous (true or false)',
+    why: 'also end a session whose refresh rate is anomalous, and the sessions an IdP refresh-token reuse report names (true or false)',
   },
   { option: 'adminToken', env: 'GATEHOUSE_ADMIN_TOKEN', why: 'bearer token of the admin session API on the admin port (unset = API off)' },
   {
