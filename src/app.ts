@@ -38,6 +38,8 @@ export interface AppDeps {
   tokens: TokenService;
   proxy: ApiProxy;
   session: RequestHandler;
+  /** The read-only session loader of /api (session/apiSession.ts). */
+  apiSession: RequestHandler;
   metrics: Metrics;
   backchannel: BackchannelDeps;
   draining: () => boolean;
@@ -102,7 +104,7 @@ export function createApp(d: AppDeps): Express {
     d.proxy.guard,
     csrf,
     cookies,
-    d.session,
+    d.apiSession,
     requireSession(lc),
     attachAccessToken(lc, d.tokens),
     d.proxy.forward,

@@ -13,6 +13,7 @@ import { createRedis, waitForRedis, type RedisClient } from './store/redisClient
 import { randomId } from './crypto/seal';
 import { cookiePolicy } from './http/cookies';
 import { Keyring } from './session/keyring';
+import { apiSession } from './session/apiSession';
 import { KvBackingStore, SealedSessionStore, redisBackingStore, type BackingStore } from './session/sealedStore';
 import type { Lifecycle } from './session/lifecycle';
 import { SessionIndex } from './session/sessionIndex';
@@ -85,9 +86,9 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const idleMs = cfg.sessionIdleSeconds * 1000;
   const backingPrefix = `${cfg.keyPrefix}s:`;
   const backing: BackingStore = redis ? redisBackingStore(redis, backingPrefix, now) : new KvBackingStore(kv, backingPrefix, now);
-  const store = new SealedSessionStore(backing, kv, keyring, idleMs, now);
-  const cookies = cookiePolicy(cfg);
   const vault = new Vault(kv);
+  const store = new SealedSessionStore(backing, kv, keyring, vault, idleMs, now);
+  const cookies = cookiePolicy(cfg);
   const index = new SessionIndex(kv, keyring, now);
   const ledger = new ExpiryLedger(kv, keyring, cfg.keyPrefix, now);
   const idp = new Idp(cfg, log);
@@ -153,6 +154,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     tokens,
     proxy,
     session: sessionMiddleware,
+    apiSession: apiSession(store, cfg.sessionSecrets, cookies.sessionName),
     metrics,
     backchannel: { idp, kv, keyring, index, terminator, clientId: cfg.clientId, log, now },
     draining: () => draining,

@@ -9,7 +9,7 @@
  * With several secrets (rotation) the first one keys new sessions; lookups fall back to older secrets, and
  * a session found under an older one carries that index with it (GatehouseSession.k).
  */
-import { deriveKey, keyedHash, open, seal, type Key } from '../crypto/seal';
+import { deriveKey, deriveRecordKey, keyedHash, open, seal, type Key } from '../crypto/seal';
 
 export interface SessionKeys {
   /** Base64url keyed hash of the id: the only form of the id that storage sees. */
@@ -29,8 +29,13 @@ interface SecretKeys {
   indexSeal: Key;
 }
 
+/** Sessions whose derived keys are kept (a request derives them several times; a user sends many requests). */
+const CACHED_SESSIONS = 10_000;
+
 export class Keyring {
   private readonly secrets: SecretKeys[];
+  /** Derived keys by "<secret index>|<sid>", oldest first (a small LRU: two HMACs saved per lookup). */
+  private readonly cache = new Map<string, SessionKeys>();
 
   constructor(
     secrets: readonly string[],
@@ -49,8 +54,17 @@ export class Keyring {
 
   /** The keys of `sid` under secret `i` (0 = the current one). */
   forSession(sid: string, i = 0): SessionKeys {
-    const s = this.secrets[i] ?? this.secrets[0]!;
-    return this.keysOf(keyedHash(s.index, sid).toString('base64url').slice(0, 32), keyedHash(s.seal, sid));
+    const id = `${i}|${sid}`;
+    let keys = this.cache.get(id);
+    if (keys) {
+      this.cache.delete(id);
+    } else {
+      const s = this.secrets[i] ?? this.secrets[0]!;
+      keys = this.keysOf(keyedHash(s.index, sid).toString('base64url').slice(0, 32), deriveRecordKey(s.seal, sid));
+      if (this.cache.size >= CACHED_SESSIONS) this.cache.delete(this.cache.keys().next().value!);
+    }
+    this.cache.set(id, keys);
+    return keys;
   }
 
   /** Keys for one-time records named by a random value (login transactions). */
@@ -58,7 +72,7 @@ export class Keyring {
     const s = this.secrets[i] ?? this.secrets[0]!;
     return {
       key: `${this.prefix}${kind}:${keyedHash(s.index, `${kind}:${value}`).toString('base64url').slice(0, 32)}`,
-      sealKey: keyedHash(s.seal, `${kind}:${value}`),
+      sealKey: deriveRecordKey(s.seal, `${kind}:${value}`),
     };
   }
 

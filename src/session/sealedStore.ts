@@ -1,9 +1,10 @@
 /**
  * express-session store that seals every session before it reaches the backing store.
  *
- * The backing store is connect-redis (Redis) or KvSessionStore (memory); either way it only ever sees
+ * The backing store is connect-redis (Redis) or KvBackingStore (memory); either way it only ever sees
  * `{h}` (a keyed hash of the session id, see keyring.ts) and an envelope `{ v: <sealed JSON>, exp }`.
  *
+ * Reads: one MGET of the session record and its token record (find()), whichever the backing store.
  * Writes: express-session writes a session only when it is created (login): resave and
  * saveUninitialized are off and Gatehouse never edits a loaded session. The idle window slides through
  * slide(), a SET ... XX that can never resurrect a session another request destroyed meanwhile.
@@ -16,6 +17,7 @@ import { StoreUnavailableError } from '../store/kv';
 import { open, seal } from '../crypto/seal';
 import type { Keyring, SessionKeys } from './keyring';
 import { TOKEN_GRACE_MS } from './expiryLedger';
+import type { Vault } from '../tokens/vault';
 
 export interface Envelope {
   v: string;
@@ -25,9 +27,8 @@ export interface Envelope {
 
 type Cb<T = unknown> = (err?: unknown, value?: T) => void;
 
-/** The part of express-session's Store API the sealed store delegates to. */
+/** The part of express-session's Store API the sealed store delegates writes to (reads are one MGET: find()). */
 export interface BackingStore {
-  get(id: string, cb: Cb<Envelope | null>): void;
   set(id: string, env: Envelope, cb: Cb): void;
   destroy(id: string, cb: Cb): void;
 }
@@ -52,6 +53,7 @@ export class SealedSessionStore extends Store {
     private readonly backing: BackingStore,
     private readonly kv: Kv,
     private readonly keyring: Keyring,
+    private readonly vault: Vault,
     private readonly idleMs: number,
     private readonly now: () => number,
   ) {
@@ -70,10 +72,16 @@ export class SealedSessionStore extends Store {
     );
   }
 
+  /**
+   * One round trip per lookup: the session record and its token record share a hash slot and are read
+   * together (MGET); the token record is handed to the vault for this request (Vault.prime), so proxying
+   * with a valid access token costs one Redis read and no write (issue 6).
+   */
   private async find(sid: string): Promise<SessionData | null> {
     for (let i = 0; i < this.keyring.secretCount; i++) {
       const keys = this.keyring.forSession(sid, i);
-      const env = await call<Envelope | null>((cb) => this.backing.get(SealedSessionStore.backingId(keys), cb));
+      const [raw, tokens] = await this.kv.getPair(keys.sessionKey, keys.tokensKey);
+      const env = raw === null ? null : (JSON.parse(raw) as Partial<Envelope>);
       if (!env || typeof env.v !== 'string') continue;
       const json = open(keys.sealKey, env.v, keys.sessionKey);
       if (json === undefined) return null; // not sealed for this id: never resumes anything
@@ -81,6 +89,7 @@ export class SealedSessionStore extends Store {
       if (sess.gh) {
         if (i > 0) sess.gh.k = i;
         else delete sess.gh.k;
+        this.vault.prime(sess.gh, tokens);
       }
       return sessionExpiry(sess, this.idleMs) > this.now() ? sess : null;
     }
@@ -129,15 +138,6 @@ export class KvBackingStore implements BackingStore {
     private readonly now: () => number,
   ) {}
 
-  get(id: string, cb: Cb<Envelope | null>): void {
-    this.kv
-      .get(this.prefix + id)
-      .then((v) => (v === null ? null : (JSON.parse(v) as Envelope)))
-      .then(
-        (env) => cb(null, env),
-        (e: unknown) => cb(e),
-      );
-  }
   set(id: string, env: Envelope, cb: Cb): void {
     const ttl = env.exp - this.now();
     const op = ttl > 0 ? this.kv.set(this.prefix + id, JSON.stringify(env), ttl) : this.kv.del(this.prefix + id);

@@ -8,6 +8,7 @@
  * id: not even the server secret turns an entry into a cookie. Entries are removed when their session ends
  * and pruned when they outlive it. After a secret rotation, lookups cover the indexes of every secret.
  */
+import { keyFromBytes } from '../crypto/seal';
 import type { Kv } from '../store/kv';
 import type { Keyring, SessionKeys } from './keyring';
 import type { GatehouseSession } from './sessionData';
@@ -26,7 +27,7 @@ export interface IndexEntry {
 export function indexEntry(keys: SessionKeys, gh: GatehouseSession): IndexEntry {
   const e: IndexEntry = {
     h: keys.hash,
-    sk: keys.sealKey.toString('base64url'),
+    sk: keys.sealKey.export().toString('base64url'),
     iss: gh.iss,
     sub: gh.sub,
     createdAt: gh.createdAt,
@@ -37,7 +38,7 @@ export function indexEntry(keys: SessionKeys, gh: GatehouseSession): IndexEntry 
 }
 
 export function keysOfEntry(keyring: Keyring, e: IndexEntry): SessionKeys {
-  return keyring.keysOf(e.h, Buffer.from(e.sk, 'base64url'));
+  return keyring.keysOf(e.h, keyFromBytes(Buffer.from(e.sk, 'base64url')));
 }
 
 type Who = { iss: string; sub: string; sid?: string };

@@ -7,6 +7,8 @@
  */
 export interface Kv {
   get(key: string): Promise<string | null>;
+  /** Two keys of one hash slot in one round trip (MGET): a session and its token record. */
+  getPair(a: string, b: string): Promise<[string | null, string | null]>;
   set(key: string, value: string, ttlMs: number): Promise<void>;
   /** Overwrites only an existing key (SET XX): never resurrects a deleted record. True when written. */
   replace(key: string, value: string, ttlMs: number): Promise<boolean>;

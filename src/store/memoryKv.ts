@@ -37,6 +37,9 @@ export class MemoryKv implements Kv {
   async get(key: string) {
     return this.read(key);
   }
+  async getPair(a: string, b: string): Promise<[string | null, string | null]> {
+    return [this.read(a), this.read(b)];
+  }
   async set(key: string, value: string, ttlMs: number) {
     this.write(key, value, ttlMs);
   }

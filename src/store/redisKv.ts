@@ -105,6 +105,10 @@ export class RedisKv implements Kv {
   get(key: string) {
     return this.guard(() => this.r.get(key));
   }
+  async getPair(a: string, b: string): Promise<[string | null, string | null]> {
+    const [x, y] = await this.guard(() => this.r.mget(a, b));
+    return [x ?? null, y ?? null];
+  }
   async set(key: string, value: string, ttlMs: number) {
     await this.guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs))));
   }

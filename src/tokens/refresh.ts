@@ -88,7 +88,7 @@ export class TokenService {
 
   /** The access token to send upstream, refreshed first when it is within the skew of its end. */
   async accessToken(keys: SessionKeys, gh: GatehouseSession): Promise<AccessResult> {
-    const entry = await this.o.vault.read(keys);
+    const entry = await this.o.vault.readFor(gh, keys);
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
     if (this.o.now() < entry.tokens.refreshAt) return bearer(entry.tokens);

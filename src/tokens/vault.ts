@@ -50,10 +50,29 @@ export function tokensFrom(ts: TokenSet, receivedAt: number, skewSeconds: number
 }
 
 export class Vault {
+  /** Token records read together with their session (SealedSessionStore.find), by the session's data. */
+  private readonly primed = new WeakMap<object, string | null>();
+
   constructor(private readonly kv: Kv) {}
 
   async read(keys: SessionKeys): Promise<VaultEntry | null> {
     return this.parse(keys, await this.kv.get(keys.tokensKey));
+  }
+
+  /** Keeps the token record read in the same round trip as the session `owner` (one request's session data). */
+  prime(owner: object, raw: string | null): void {
+    this.primed.set(owner, raw);
+  }
+
+  /**
+   * The record primed for `owner` when this request loaded its session, once; later reads (after a lock,
+   * while waiting for another replica) go to the store.
+   */
+  async readFor(owner: object, keys: SessionKeys): Promise<VaultEntry | null> {
+    if (!this.primed.has(owner)) return this.read(keys);
+    const raw = this.primed.get(owner)!;
+    this.primed.delete(owner);
+    return this.parse(keys, raw);
   }
 
   /**

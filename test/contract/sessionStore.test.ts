@@ -11,6 +11,7 @@
  * never resurrects a destroyed session), and secret rotation (first secret keys, all secrets find).
  */
 import { TOKEN_GRACE_MS } from '../../src/session/expiryLedger';
+import { Vault } from '../../src/tokens/vault';
 import type { Cookie, SessionData } from 'express-session';
 import { randomId } from '../../src/crypto/seal';
 import { createLogger } from '../../src/log/logger';
@@ -70,7 +71,7 @@ async function memoryBackend(): Promise<Backend> {
     },
     store: (secrets) => {
       const keyring = new Keyring(secrets, prefix);
-      return { store: new SealedSessionStore(backing, kv, keyring, IDLE_MS, now), keyring };
+      return { store: new SealedSessionStore(backing, kv, keyring, new Vault(kv), IDLE_MS, now), keyring };
     },
     keys: async () => undefined,
     async expectExpiresAt(key, exp) {
@@ -100,7 +101,7 @@ async function redisBackend(): Promise<Backend> {
     },
     store: (secrets) => {
       const keyring = new Keyring(secrets, prefix);
-      return { store: new SealedSessionStore(backing, kv, keyring, IDLE_MS, now), keyring };
+      return { store: new SealedSessionStore(backing, kv, keyring, new Vault(kv), IDLE_MS, now), keyring };
     },
     keys: () => client.keys(`${prefix}*`),
     async expectExpiresAt(key, exp) {

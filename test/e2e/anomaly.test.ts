@@ -2,13 +2,17 @@ import request from 'supertest';
 import { loginAs, sleep } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
 
-/** Access tokens live 1 s here: each call 0.6 s apart refreshes once. */
+/**
+ * Access tokens live 2 s here and are refreshed 1 s before their end (GATEHOUSE_REFRESH_SKEW_SECONDS=1): each
+ * call 1.1 s after the last refreshes once. (With 1 s tokens, oidc-provider may answer expires_in 0 when the
+ * second turns over, which reads as "no lifetime given".)
+ */
 async function refreshThrice(s: Stack, sub: string): Promise<number[]> {
   const browser = s.gw.agent();
   await loginAs(browser, s.idp, sub);
   const statuses: number[] = [];
   for (let i = 0; i < 3; i++) {
-    await sleep(600);
+    await sleep(1100);
     statuses.push((await browser.get('/api/x').set(SPA)).status);
   }
   return statuses;
@@ -18,7 +22,7 @@ describe('anomalous refresh rate (issue 4 anomaly signals)', () => {
   describe('logged and counted', () => {
     let s: Stack;
     beforeAll(async () => {
-      s = await startStack({ idp: { accessTokenTtl: 1 }, gateway: { anomalyRefreshesPerHour: 2 } });
+      s = await startStack({ idp: { accessTokenTtl: 2 }, gateway: { anomalyRefreshesPerHour: 2 } });
     });
     afterAll(() => s.close());
 
@@ -38,7 +42,7 @@ describe('anomalous refresh rate (issue 4 anomaly signals)', () => {
   describe('with GATEHOUSE_ANOMALY_END_SESSION=true', () => {
     let s: Stack;
     beforeAll(async () => {
-      s = await startStack({ idp: { accessTokenTtl: 1 }, gateway: { anomalyRefreshesPerHour: 2, anomalyEndSession: 'true' } });
+      s = await startStack({ idp: { accessTokenTtl: 2 }, gateway: { anomalyRefreshesPerHour: 2, anomalyEndSession: 'true' } });
     });
     afterAll(() => s.close());
 

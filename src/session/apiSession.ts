@@ -1,0 +1,46 @@
+/**
+ * The session loader of /api, the hot path: what express-session does for a request that only reads its
+ * session, without the rest of its per-request work (hashing the session twice to detect changes, a
+ * string-keyed HMAC). express-session stays in charge of /auth and of every session it writes (login).
+ *
+ * - The cookie was shape-checked by cookieGuard (R24). Its signature must verify under one of the configured
+ *   secrets, in express-session's format (cookie-signature: `s:<id>.<base64 HMAC-SHA-256(id), unpadded>`),
+ *   compared in constant time; keys are built once.
+ * - The session comes from the same sealed store and becomes an express-session Session
+ *   (Store#createSession), so destroy() and everything after behave exactly as under express-session.
+ *   Nothing here writes: a loaded session is never saved back (the idle slide is its own write).
+ */
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
+import type { RequestHandler } from 'express';
+import { cookieValues } from '../http/cookies';
+import type { SealedSessionStore } from './sealedStore';
+
+export function apiSession(store: SealedSessionStore, secrets: readonly string[], cookieName: string): RequestHandler {
+  const keys: KeyObject[] = secrets.map((s) => createSecretKey(Buffer.from(s, 'utf8')));
+  return (req, _res, next) => {
+    const [raw] = cookieValues(req, cookieName);
+    const sid = raw === undefined ? undefined : verifiedId(decodeURIComponent(raw), keys);
+    if (sid === undefined) return next();
+    store.get(sid, (err, sess) => {
+      if (err) return next(err);
+      // The same store express-session was built with (which gave it `generate`).
+      req.sessionStore = store as unknown as typeof req.sessionStore;
+      req.sessionID = sid;
+      if (sess) store.createSession(req, sess);
+      next();
+    });
+  };
+}
+
+/** The session id of a signed cookie value, or undefined when no configured secret signed it. */
+export function verifiedId(value: string, keys: readonly KeyObject[]): string | undefined {
+  const dot = value.lastIndexOf('.');
+  if (!value.startsWith('s:') || dot < 2) return undefined;
+  const id = value.slice(2, dot);
+  const given = Buffer.from(value.slice(dot + 1));
+  for (const key of keys) {
+    const expected = Buffer.from(createHmac('sha256', key).update(id).digest('base64').replace(/=+$/, ''));
+    if (expected.length === given.length && timingSafeEqual(expected, given)) return id;
+  }
+  return undefined;
+}
