@@ -17,22 +17,10 @@ const nodeCommonJsGlobals = {
   console: 'readonly',
 };
 
-const browserGlobals = {
-  window: 'readonly',
-  document: 'readonly',
-  location: 'readonly',
-  fetch: 'readonly',
-  setTimeout: 'readonly',
-  console: 'readonly',
-};
-
 export default defineConfig(
   globalIgnores(['dist/', 'node_modules/', 'coverage/', 'bench/results/', 'test-results/']),
 
   js.configs.recommended,
-
-  // The demo SPA's plain browser scripts.
-  { files: ['demo/public/**/*.js'], languageOptions: { sourceType: 'script', globals: browserGlobals } },
 
   {
     files: ['**/*.ts', '**/*.mts', '**/*.cts'],
