@@ -83,12 +83,17 @@ async function fetchNotingRotation(url: string, options: oidc.CustomFetchOptions
   return res;
 }
 
-function toTokenSet(r: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers): TokenSet {
+/**
+ * RFC 6749 §5.1: `expires_in` is the token's lifetime as the IdP sent it; the vault counts it from when the
+ * grant was sent. Not openid-client's expiresIn() helper: it answers the remaining WHOLE seconds, so a 1 s
+ * token read one millisecond later has 0 left, which reads as "no lifetime given" (five minutes).
+ */
+export function toTokenSet(r: oidc.TokenEndpointResponse & oidc.TokenEndpointResponseHelpers): TokenSet {
   return {
     accessToken: r.access_token,
     refreshToken: r.refresh_token,
     idToken: r.id_token,
-    expiresIn: r.expiresIn(),
+    expiresIn: typeof r.expires_in === 'number' ? r.expires_in : undefined,
     claims: r.claims(),
   };
 }

@@ -1,4 +1,5 @@
 import { tokensFrom } from '../../src/tokens/vault';
+import { toTokenSet } from '../../src/oidc/idp';
 
 const base = { accessToken: 'at2', refreshToken: undefined, idToken: undefined, claims: undefined };
 
@@ -29,5 +30,21 @@ describe('tokensFrom (RFC 6749 §5.1, §6)', () => {
 
   it('assumes five minutes when the IdP sends no expires_in', () => {
     expect(tokensFrom({ ...base, expiresIn: undefined }, 0, 30).expiresAt).toBe(300_000);
+  });
+});
+
+describe('toTokenSet (RFC 6749 §5.1: the lifetime is expires_in as sent)', () => {
+  it("takes expires_in as the IdP sent it, not openid-client's remaining whole seconds (0 for a 1 s token a millisecond later)", () => {
+    type Response = Parameters<typeof toTokenSet>[0];
+    const response = {
+      access_token: 'at',
+      token_type: 'bearer' as Lowercase<string>,
+      expires_in: 1,
+      expiresIn: () => 0,
+      claims: () => undefined,
+    };
+    expect(toTokenSet(response as unknown as Response).expiresIn).toBe(1);
+    const without = { ...response, expires_in: undefined, expiresIn: () => undefined };
+    expect(toTokenSet(without as unknown as Response).expiresIn).toBeUndefined();
   });
 });
