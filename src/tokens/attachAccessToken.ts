@@ -16,7 +16,7 @@ export function attachAccessToken(lc: Lifecycle, tokens: TokenService): RequestH
       case 'session-expired':
         // R40: invalid_grant ends the session: records gone, cookie cleared, 401 session_expired.
         await endSession(req, lc, { keepTokenRecord: true });
-        lc.metrics.sessionEnded('invalid_grant');
+        lc.metrics.sessionEnded(result.reason ?? 'invalid_grant');
         return rejectSession(res, lc, 'session_expired');
       case 'gone':
         await endSession(req, lc, { keepTokenRecord: false });

@@ -26,8 +26,11 @@ import { tokensFrom, type Tokens, type Vault, type VaultEntry } from './vault';
 
 export type AccessResult =
   | { kind: 'bearer'; accessToken: string }
-  /** The grant is dead (invalid_grant, or a refreshed ID token for someone else): the session is over. */
-  | { kind: 'session-expired' }
+  /**
+   * The grant is dead (invalid_grant, or a refreshed ID token for someone else), or the session was ended as
+   * an anomaly (`reason`): the session is over.
+   */
+  | { kind: 'session-expired'; reason?: 'anomaly' }
   /** No token record: the session ended elsewhere (logout on another tab or replica). */
   | { kind: 'gone' }
   /** The IdP could not refresh an already expired token; the session is kept. */
@@ -262,7 +265,9 @@ export class TokenService {
       void report();
       return result;
     }
-    return (await report()) ? this.kill(keys, version) : result;
+    if (!(await report())) return result;
+    const ended = await this.kill(keys, version);
+    return ended.kind === 'session-expired' ? { kind: 'session-expired', reason: 'anomaly' } : ended;
   }
 
   /**

@@ -111,6 +111,6 @@ export class Vault {
   }
 
   async remove(keys: SessionKeys): Promise<void> {
-    await this.kv.del(keys.tokensKey, keys.lockKey);
+    await this.kv.del(keys.tokensKey, keys.lockKey, keys.rateKey);
   }
 }

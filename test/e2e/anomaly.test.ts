@@ -48,6 +48,9 @@ describe('anomalous refresh rate (issue 4 anomaly signals)', () => {
 
     it('ends the session at the refresh that crosses the bound: 401 session_expired', async () => {
       expect(await refreshThrice(s, 'quin')).toEqual([200, 200, 401]);
+      const text = (await request(s.gw.gatehouse.adminApp).get('/metrics').expect(200)).text;
+      expect(text).toMatch(/^gatehouse_sessions_ended_total\{reason="anomaly"\} 1$/m);
+      expect(text).toMatch(/^gatehouse_sessions_ended_total\{reason="invalid_grant"\} 0$/m);
     });
   });
 });
