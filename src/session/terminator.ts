@@ -36,7 +36,7 @@ export class Terminator {
       if (reason === 'expired' && !tokens)
         this.log.warn({ session: keys.hash }, 'timed-out session has no token record left; nothing to revoke');
       const live = (await this.kv.get(keys.sessionKey)) !== null;
-      await this.kv.del(keys.sessionKey, keys.tokensKey, keys.lockKey);
+      await this.kv.del(keys.sessionKey, keys.tokensKey, keys.lockKey, keys.rateKey);
       await this.index.remove(keys, e);
       await this.ledger.remove(keys);
       if (tokens && !tokens.dead && tokens.tokens.refreshToken) this.revokeLater(tokens.tokens.refreshToken);
