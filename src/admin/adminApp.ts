@@ -15,7 +15,7 @@ import { errorHandler, sendError } from '../http/errors';
 import type { Logger } from '../log/logger';
 import type { SessionAdmin } from './sessionAdmin';
 import type { Metrics } from '../health/metrics';
-import { reuseReport } from './reuseReport';
+import { IDENTIFIER as SUB, reuseReport } from './reuseReport';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
@@ -30,8 +30,6 @@ function requireAdminToken(token: string): RequestHandler {
     next();
   };
 }
-
-const SUB = /^[\x21-\x7e]{1,255}$/;
 
 export interface AdminDeps {
   adminToken: string | undefined;

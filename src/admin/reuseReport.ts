@@ -16,8 +16,8 @@ import type { Logger } from '../log/logger';
 import type { Metrics } from '../health/metrics';
 import type { SessionAdmin } from './sessionAdmin';
 
-/** A subject or IdP session id: printable ASCII, as the revoke route accepts. */
-const IDENTIFIER = /^[\x21-\x7e]{1,255}$/;
+/** A subject or IdP session id: printable ASCII (the admin routes' rule for a `sub`). */
+export const IDENTIFIER = /^[\x21-\x7e]{1,255}$/;
 const MEMBERS = new Set(['sub', 'sid', 'iss']);
 
 type Report = { sub: string; sid?: string };

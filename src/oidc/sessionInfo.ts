@@ -13,7 +13,8 @@ export function sessionInfo(lc: Lifecycle): RequestHandler {
   return async (req, res) => {
     const gh = await liveSession(req, lc);
     if (!gh) return rejectSession(res, lc, 'unauthenticated');
-    const entry = await lc.vault.read(sessionKeys(req, lc));
+    // The token record came with the session in one MGET (SealedSessionStore.find): no second round trip.
+    const entry = await lc.vault.readFor(gh, sessionKeys(req, lc));
     const tokens =
       entry && !entry.dead ? { accessTokenExpiresAt: Math.floor(entry.tokens.expiresAt / 1000), refreshCount: entry.version - 1 } : {};
     res.set('Cache-Control', 'no-store').json({

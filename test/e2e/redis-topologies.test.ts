@@ -5,13 +5,12 @@
  * A Sentinel failover in the middle of traffic (with refreshes rotating refresh tokens) must lose no session.
  */
 import { Redis } from 'ioredis';
-import { startStack, type Stack } from '../support/stack';
+import { SPA, startStack, type Stack } from '../support/stack';
 import { startRedisCluster, startRedisSentinel, type RedisCluster, type RedisSentinel } from '../support/redisTopologies';
 import { api, keysOf, login, outliveAccessToken, refreshCounters, refreshTokenReuse, sleep } from './refresh-support';
 import request from 'supertest';
 
 const AT_TTL = 2; // the test IdP's access-token lifetime (s)
-const SPA = { 'X-CSRF': '1' };
 
 /** Every key under `prefix` on every node, with the cluster slot Redis computes for it. */
 async function keysWithSlots(nodes: Redis[], prefix: string): Promise<Array<{ key: string; slot: number }>> {
