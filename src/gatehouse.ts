@@ -19,6 +19,8 @@ import type { Lifecycle } from './session/lifecycle';
 import { SessionIndex } from './session/sessionIndex';
 import { Terminator } from './session/terminator';
 import { ExpiryLedger } from './session/expiryLedger';
+import { SessionCache } from './session/sessionCache';
+import { localInvalidations, redisInvalidations } from './store/invalidations';
 
 /** How often each replica looks for sessions that timed out. */
 const SWEEP_INTERVAL_MS = 2000;
@@ -86,8 +88,15 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const idleMs = cfg.sessionIdleSeconds * 1000;
   const backingPrefix = `${cfg.keyPrefix}s:`;
   const backing: BackingStore = redis ? redisBackingStore(redis, backingPrefix, now) : new KvBackingStore(kv, backingPrefix, now);
-  const vault = new Vault(kv);
-  const store = new SealedSessionStore(backing, kv, keyring, vault, idleMs, now);
+  // Sessions read a moment ago are reused; every change is announced to every replica (issue 6).
+  const invalidations = redis ? redisInvalidations(redis, `${cfg.keyPrefix}changed`, log) : localInvalidations();
+  const cache = new SessionCache(cfg.sessionCacheMs, (hash) => invalidations.publish(hash));
+  invalidations.listen(
+    (hash) => cache.drop(hash),
+    (listening) => cache.setListening(listening),
+  );
+  const vault = new Vault(kv, cache);
+  const store = new SealedSessionStore(backing, kv, keyring, vault, idleMs, now, cache);
   const cookies = cookiePolicy(cfg);
   const index = new SessionIndex(kv, keyring, now);
   const ledger = new ExpiryLedger(kv, keyring, cfg.keyPrefix, now);
@@ -96,7 +105,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const revoker = new Revoker(idp, log, (kind) => metrics.idpError('revocation', kind));
   const revokeLater = (refreshToken: string) => revoker.revokeLater(refreshToken);
   const lifecycle: Lifecycle = { keyring, store, vault, index, ledger, metrics, revokeLater, cookies, idleMs, now };
-  const terminator = new Terminator(kv, keyring, vault, index, ledger, revokeLater, log, metrics);
+  const terminator = new Terminator(kv, keyring, vault, index, ledger, revokeLater, log, metrics, cache);
   // Sessions that timed out: revoke their refresh tokens and clean their records (expiryLedger.ts).
   let sweeping: Promise<void> | undefined;
   const sweeper =
@@ -196,6 +205,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
       idp.close();
       await revoker.close();
       proxy.close();
+      await invalidations.close();
       if (ownsRedis) await redis!.quit().catch(() => redis!.disconnect());
     },
   };

@@ -200,6 +200,8 @@ export function validate(options: GatehouseOptions, problems: string[] = [], env
       `${sessionIdleSeconds} is longer than GATEHOUSE_SESSION_ABSOLUTE_SECONDS (${sessionAbsoluteSeconds}) — make the idle timeout the shorter one`,
     );
   }
+  // Issue 6: an ended session may be served from a replica's cache for at most a second.
+  const sessionCacheMs = int('sessionCacheMs', 0, 1000, 'a duration in milliseconds (0 turns the cache off)');
   const idpTimeoutSeconds = int('idpTimeoutSeconds', 1, 120, 'a positive duration in seconds');
   const trustProxy = int('trustProxy', 0, 10, 'a hop count');
   const shutdownSeconds = int('shutdownSeconds', 1, 300, 'a positive duration in seconds');
@@ -258,6 +260,7 @@ export function validate(options: GatehouseOptions, problems: string[] = [], env
     cookieSameSite: sameSite as 'strict' | 'lax',
     trustProxy,
     idpTimeoutSeconds,
+    sessionCacheMs,
     staticDir,
     adminToken,
     anomalyRefreshesPerHour,

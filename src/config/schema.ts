@@ -29,6 +29,7 @@ export interface GatehouseOptions {
   refreshSkewSeconds?: number | string;
   sessionIdleSeconds?: number | string;
   sessionAbsoluteSeconds?: number | string;
+  sessionCacheMs?: number | string;
   configFile?: string;
   logLevel?: string;
   metricsPort?: number | string;
@@ -84,6 +85,12 @@ export const SETTINGS: readonly Setting[] = [
     default: '86400',
     why: 'absolute session lifetime from login',
   },
+  {
+    option: 'sessionCacheMs',
+    env: 'GATEHOUSE_SESSION_CACHE_MS',
+    default: '500',
+    why: 'how long a replica reuses a session it read from Redis, 0-1000 (0 = read on every request); ends reach every replica at once by pub/sub',
+  },
   { option: 'configFile', env: 'GATEHOUSE_CONFIG', why: 'path of a JSON file with more settings (the environment wins)' },
   { option: 'logLevel', env: 'GATEHOUSE_LOG_LEVEL', default: 'info', why: 'trace, debug, info, warn, error, fatal or silent' },
   { option: 'metricsPort', env: 'GATEHOUSE_METRICS_PORT', default: '9464', why: 'admin port for /metrics (0 = off)' },
@@ -138,6 +145,8 @@ export interface Config {
   readonly refreshSkewSeconds: number;
   readonly sessionIdleSeconds: number;
   readonly sessionAbsoluteSeconds: number;
+  /** How long a session read from Redis is reused by this replica (session/sessionCache.ts); 0 = never. */
+  readonly sessionCacheMs: number;
   readonly logLevel: LogLevel;
   readonly metricsPort: number;
   readonly keyPrefix: string;

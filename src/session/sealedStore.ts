@@ -4,7 +4,8 @@
  * The backing store is connect-redis (Redis) or KvBackingStore (memory); either way it only ever sees
  * `{h}` (a keyed hash of the session id, see keyring.ts) and an envelope `{ v: <sealed JSON>, exp }`.
  *
- * Reads: one MGET of the session record and its token record (find()), whichever the backing store.
+ * Reads: one MGET of the session record and its token record (find()), whichever the backing store, kept
+ * for a moment in this replica's SessionCache (sessionCache.ts), which every write here tells.
  * Writes: express-session writes a session only when it is created (login): resave and
  * saveUninitialized are off and Gatehouse never edits a loaded session. The idle window slides through
  * slide(), a SET ... XX that can never resurrect a session another request destroyed meanwhile.
@@ -18,6 +19,7 @@ import { open, seal } from '../crypto/seal';
 import type { Keyring, SessionKeys } from './keyring';
 import { TOKEN_GRACE_MS } from './expiryLedger';
 import type { Vault } from '../tokens/vault';
+import { SessionCache } from './sessionCache';
 
 export interface Envelope {
   v: string;
@@ -56,6 +58,7 @@ export class SealedSessionStore extends Store {
     private readonly vault: Vault,
     private readonly idleMs: number,
     private readonly now: () => number,
+    private readonly cache: SessionCache = SessionCache.none(),
   ) {
     super();
   }
@@ -73,23 +76,31 @@ export class SealedSessionStore extends Store {
   }
 
   /**
-   * One round trip per lookup: the session record and its token record share a hash slot and are read
-   * together (MGET); the token record is handed to the vault for this request (Vault.prime), so proxying
-   * with a valid access token costs one Redis read and no write (issue 6).
+   * One round trip per lookup, or none: the session record and its token record share a hash slot and are
+   * read together (MGET), or were so read a moment ago (SessionCache); the token record is handed to the
+   * vault for this request (Vault.prime), so proxying with a valid access token costs at most one Redis read
+   * and no write (issue 6).
    */
   private async find(sid: string): Promise<SessionData | null> {
     for (let i = 0; i < this.keyring.secretCount; i++) {
       const keys = this.keyring.forSession(sid, i);
-      const [raw, tokens] = await this.kv.getPair(keys.sessionKey, keys.tokensKey);
-      const env = raw === null ? null : (JSON.parse(raw) as Partial<Envelope>);
-      if (!env || typeof env.v !== 'string') continue;
-      const json = open(keys.sealKey, env.v, keys.sessionKey);
-      if (json === undefined) return null; // not sealed for this id: never resumes anything
-      const sess = JSON.parse(json) as SessionData;
+      let read = this.cache.get(keys.hash);
+      if (!read) {
+        const mark = this.cache.mark();
+        const [raw, tokens] = await this.kv.getPair(keys.sessionKey, keys.tokensKey);
+        const env = raw === null ? null : (JSON.parse(raw) as Partial<Envelope>);
+        if (!env || typeof env.v !== 'string') continue;
+        const json = open(keys.sealKey, env.v, keys.sessionKey);
+        if (json === undefined) return null; // not sealed for this id: never resumes anything
+        read = { json, tokens: this.vault.parse(keys, tokens) };
+        this.cache.keep(keys.hash, read, mark);
+      }
+      // Each request gets its own copy: express-session builds its Session on it.
+      const sess = JSON.parse(read.json) as SessionData;
       if (sess.gh) {
         if (i > 0) sess.gh.k = i;
         else delete sess.gh.k;
-        this.vault.prime(sess.gh, tokens);
+        this.vault.prime(sess.gh, read.tokens);
       }
       return sessionExpiry(sess, this.idleMs) > this.now() ? sess : null;
     }
@@ -101,7 +112,10 @@ export class SealedSessionStore extends Store {
     const exp = sessionExpiry(sess, this.idleMs);
     const env: Envelope = { v: seal(keys.sealKey, JSON.stringify(sess), keys.sessionKey), exp };
     call((c) => this.backing.set(SealedSessionStore.backingId(keys), env, c)).then(
-      () => cb?.(),
+      () => {
+        void this.cache.changed(keys.hash);
+        cb?.();
+      },
       (e: unknown) => cb?.(e),
     );
   }
@@ -110,7 +124,7 @@ export class SealedSessionStore extends Store {
   override destroy(sid: string, cb?: Cb): void {
     const all = Array.from({ length: this.keyring.secretCount }, (_, i) => this.keyring.forSession(sid, i));
     Promise.all(all.map((keys) => call((c) => this.backing.destroy(SealedSessionStore.backingId(keys), c)))).then(
-      () => cb?.(),
+      () => Promise.all(all.map((keys) => this.cache.changed(keys.hash))).then(() => cb?.()),
       (e: unknown) => cb?.(e),
     );
   }
@@ -126,7 +140,9 @@ export class SealedSessionStore extends Store {
     if (ttl <= 0) return false;
     const env: Envelope = { v: seal(keys.sealKey, JSON.stringify(sess), keys.sessionKey), exp };
     // The token record outlives the session by TOKEN_GRACE_MS, for the expiry sweeper (expiryLedger.ts).
-    return this.kv.replaceWithCompanion(keys.sessionKey, JSON.stringify(env), ttl, keys.tokensKey, ttl + TOKEN_GRACE_MS);
+    const slid = await this.kv.replaceWithCompanion(keys.sessionKey, JSON.stringify(env), ttl, keys.tokensKey, ttl + TOKEN_GRACE_MS);
+    void this.cache.changed(keys.hash);
+    return slid;
   }
 }
 

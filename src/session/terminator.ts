@@ -1,8 +1,9 @@
 /**
  * Ends sessions without their cookie: back-channel logout (R59), the operators' kill switch, and the
  * expiry sweeper (sessions that timed out).
- * Deleting a session's records ends it on every replica at once (each request reads Redis). When the IdP
- * does not already know (kill switch), the refresh token is revoked too (RFC 7009), in the background.
+ * Deleting a session's records ends it on every replica at once (each request reads Redis, or a copy that
+ * the deletion's announcement drops: sessionCache.ts). When the IdP does not already know (kill switch),
+ * the refresh token is revoked too (RFC 7009), in the background.
  */
 import type { Kv } from '../store/kv';
 import type { Logger } from '../log/logger';
@@ -11,6 +12,7 @@ import type { Vault } from '../tokens/vault';
 import type { Keyring } from './keyring';
 import { keysOfEntry, type IndexEntry, type SessionIndex } from './sessionIndex';
 import type { ExpiryLedger } from './expiryLedger';
+import type { SessionCache } from './sessionCache';
 
 /** `anomaly`: an IdP reported the refresh token reused (admin/adminApp.ts) and GATEHOUSE_ANOMALY_END_SESSION is on. */
 export type EndReason = 'backchannel' | 'admin' | 'anomaly' | 'expired';
@@ -25,6 +27,7 @@ export class Terminator {
     private readonly revokeLater: (refreshToken: string) => void,
     private readonly log: Logger,
     private readonly metrics: Metrics,
+    private readonly cache: SessionCache,
   ) {}
 
   /** Ends the listed sessions; resolves to how many were still live. */
@@ -37,6 +40,7 @@ export class Terminator {
         this.log.warn({ session: keys.hash }, 'timed-out session has no token record left; nothing to revoke');
       const live = (await this.kv.get(keys.sessionKey)) !== null;
       await this.kv.del(keys.sessionKey, keys.tokensKey, keys.lockKey, keys.rateKey);
+      await this.cache.changed(keys.hash);
       await this.index.remove(keys, e);
       await this.ledger.remove(keys);
       if (tokens && !tokens.dead && tokens.tokens.refreshToken) this.revokeLater(tokens.tokens.refreshToken);

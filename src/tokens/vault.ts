@@ -13,6 +13,7 @@ import { versionOf } from '../store/kv';
 import { open, seal } from '../crypto/seal';
 import type { SessionKeys } from '../session/keyring';
 import type { TokenSet } from '../oidc/idp';
+import { SessionCache } from '../session/sessionCache';
 
 export interface Tokens {
   accessToken: string;
@@ -51,17 +52,21 @@ export function tokensFrom(ts: TokenSet, receivedAt: number, skewSeconds: number
 
 export class Vault {
   /** Token records read together with their session (SealedSessionStore.find), by the session's data. */
-  private readonly primed = new WeakMap<object, string | null>();
+  private readonly primed = new WeakMap<object, VaultEntry | null>();
 
-  constructor(private readonly kv: Kv) {}
+  /** `cache` is told of every write, so no replica goes on using a record this one replaced. */
+  constructor(
+    private readonly kv: Kv,
+    private readonly cache: SessionCache = SessionCache.none(),
+  ) {}
 
   async read(keys: SessionKeys): Promise<VaultEntry | null> {
     return this.parse(keys, await this.kv.get(keys.tokensKey));
   }
 
   /** Keeps the token record read in the same round trip as the session `owner` (one request's session data). */
-  prime(owner: object, raw: string | null): void {
-    this.primed.set(owner, raw);
+  prime(owner: object, entry: VaultEntry | null): void {
+    this.primed.set(owner, entry);
   }
 
   /**
@@ -70,9 +75,9 @@ export class Vault {
    */
   async readFor(owner: object, keys: SessionKeys): Promise<VaultEntry | null> {
     if (!this.primed.has(owner)) return this.read(keys);
-    const raw = this.primed.get(owner)!;
+    const entry = this.primed.get(owner)!;
     this.primed.delete(owner);
-    return this.parse(keys, raw);
+    return entry;
   }
 
   /**
@@ -80,10 +85,13 @@ export class Vault {
    * then finds it gone, and revokes the refresh token it just received instead of storing it.
    */
   async take(keys: SessionKeys): Promise<VaultEntry | null> {
-    return this.parse(keys, await this.kv.getDel(keys.tokensKey));
+    const raw = await this.kv.getDel(keys.tokensKey);
+    await this.cache.changed(keys.hash);
+    return this.parse(keys, raw);
   }
 
-  private parse(keys: SessionKeys, raw: string | null): VaultEntry | null {
+  /** A token record as stored (null: none) → its entry; also for records read with their session. */
+  parse(keys: SessionKeys, raw: string | null): VaultEntry | null {
     if (raw === null) return null;
     const version = versionOf(raw);
     const body = raw.slice(raw.indexOf('|') + 1);
@@ -97,20 +105,32 @@ export class Vault {
    * Writes `tokens` as version expected+1 only if the record is still at `expected` (0 = absent).
    * A login gives the record its TTL; a refresh keeps it ('keep'), so only the idle slide moves it.
    */
-  write(keys: SessionKeys, expected: number, tokens: Tokens, ttlMs: number | 'keep'): Promise<boolean> {
+  async write(keys: SessionKeys, expected: number, tokens: Tokens, ttlMs: number | 'keep'): Promise<boolean> {
     const value = `${expected + 1}|${seal(keys.sealKey, JSON.stringify(tokens), keys.tokensKey)}`;
-    return this.kv.compareAndSet(keys.tokensKey, expected, value, ttlMs);
+    return this.settled(keys, await this.kv.compareAndSet(keys.tokensKey, expected, value, ttlMs));
   }
 
   /**
    * Marks the grant dead if the record is still at `version` (a holder whose lock lapsed must not kill a
    * newer token set); the marker expires by itself. False when the record moved.
    */
-  kill(keys: SessionKeys, version: number): Promise<boolean> {
-    return this.kv.compareAndSet(keys.tokensKey, version, `${version + 1}|${DEAD}`, TOMBSTONE_MS);
+  async kill(keys: SessionKeys, version: number): Promise<boolean> {
+    return this.settled(keys, await this.kv.compareAndSet(keys.tokensKey, version, `${version + 1}|${DEAD}`, TOMBSTONE_MS));
   }
 
   async remove(keys: SessionKeys): Promise<void> {
     await this.kv.del(keys.tokensKey, keys.lockKey, keys.rateKey);
+    await this.cache.changed(keys.hash);
+  }
+
+  /**
+   * After a compare-and-set: written, every replica drops what it read before (not awaited: their copy still
+   * holds a valid access token, and their next refresh reads the record again under the lock); refused,
+   * the record moved under a read of this replica, which is dropped here (the writer announced its change).
+   */
+  private settled(keys: SessionKeys, written: boolean): boolean {
+    if (written) void this.cache.changed(keys.hash);
+    else this.cache.drop(keys.hash);
+    return written;
   }
 }

@@ -123,6 +123,8 @@ describe('the idle window slides without a Redis write per request; TTLs follow 
   let s: Stack;
   /** a replica with a 5 s idle window: it slides in 0.5 s steps */
   let fastSlide: Instance;
+  /** a replica that reads the session from Redis on every request (GATEHOUSE_SESSION_CACHE_MS=0) */
+  let noCache: Instance;
   beforeAll(async () => {
     redisServer = await startRedisServer();
     inspect = new Redis(redisServer.url);
@@ -131,6 +133,7 @@ describe('the idle window slides without a Redis write per request; TTLs follow 
       idp: { accessTokenTtl: 300 },
     });
     fastSlide = await s.addInstance({ sessionIdleSeconds: 5 });
+    noCache = await s.addInstance({ sessionCacheMs: 0 });
   });
   afterAll(async () => {
     await s?.close();
@@ -161,9 +164,9 @@ describe('the idle window slides without a Redis write per request; TTLs follow 
     if (all.length) await inspect.del(...all);
   }
 
-  it('answers 30 requests right after login with reads only: one MGET each, no Redis write (idle 100 s)', async () => {
+  it('answers 30 requests right after login with reads only: one MGET each, no Redis write (idle 100 s, no session cache)', async () => {
     await clear();
-    const u = await login(s, s.gw, 'rita');
+    const u = await login(s, noCache, 'rita');
     const before = await commandCalls();
     for (let i = 0; i < 30; i++) await u.agent.get('/api/x').set(SPA).expect(200);
     const d = delta(before, await commandCalls());
@@ -171,6 +174,20 @@ describe('the idle window slides without a Redis write per request; TTLs follow 
     // Issue 6: the session and its token record in one round trip (they share a hash slot), nothing else.
     expect(Object.keys(d)).toEqual(['mget']);
     expect(d.mget).toBe(30);
+  });
+
+  it('with the session cache (default 500 ms), 30 requests in a row read Redis once per cache period', async () => {
+    await clear();
+    const u = await login(s, s.gw, 'rina');
+    const before = await commandCalls();
+    const t0 = Date.now();
+    for (let i = 0; i < 30; i++) await u.agent.get('/api/x').set(SPA).expect(200);
+    const elapsed = Date.now() - t0;
+    const d = delta(before, await commandCalls());
+
+    expect(Object.keys(d)).toEqual(['mget']);
+    expect(d.mget).toBeGreaterThanOrEqual(1);
+    expect(d.mget).toBeLessThanOrEqual(Math.ceil(elapsed / 500) + 1);
   });
 
   it('gives a new session’s records a TTL equal to its remaining life: never shorter, never -1 (R35)', async () => {
@@ -209,11 +226,15 @@ describe('the idle window slides without a Redis write per request; TTLs follow 
 
     // Writes are the slide's script (one atomic SET XX + PEXPIRE of both records, counted inside the script
     // too; EVAL once when the script is new to this server) and its move in the expiry ledger (ZADD XX), at
-    // most one each per 0.5 s step; reads otherwise (MGET, GET, and the expiry sweeper's ZRANGEBYSCORE every 2 s).
+    // most one each per 0.5 s step, each slide announced to the other replicas (PUBLISH); reads otherwise (MGET,
+    // GET, and the expiry sweeper's ZRANGEBYSCORE every 2 s).
     expect(
-      Object.keys(d).filter((cmd) => !['mget', 'get', 'evalsha', 'eval', 'set', 'pexpire', 'zadd', 'zrangebyscore'].includes(cmd)),
+      Object.keys(d).filter(
+        (cmd) => !['mget', 'get', 'evalsha', 'eval', 'set', 'pexpire', 'zadd', 'zrangebyscore', 'publish'].includes(cmd),
+      ),
     ).toEqual([]);
     const slides = (d.evalsha ?? 0) + (d.eval ?? 0);
+    expect(d.publish ?? 0).toBeLessThanOrEqual(slides);
     expect(slides).toBeGreaterThanOrEqual(1);
     expect(slides).toBeLessThanOrEqual(Math.ceil(elapsed / 500) + 1);
     expect(d.set ?? 0).toBeLessThanOrEqual(slides);

@@ -168,6 +168,9 @@ describe('Redis faults: a running gateway whose Redis goes away', () => {
     process.kill(pid, 'SIGSTOP');
     paused = true;
     try {
+      // A frozen server keeps its connections open, so sessions read a moment ago are still served from the
+      // replica's cache until it lapses (GATEHOUSE_SESSION_CACHE_MS, 500 ms by default); after that, 503.
+      await sleep(600);
       await expectStoreDown(s!, cookie, store!.redis.port);
     } finally {
       process.kill(pid, 'SIGCONT');
