@@ -1,11 +1,15 @@
 /**
- * /api → upstream with http-proxy-middleware. Bodies stream both ways (no body parser runs before it,
- * nothing is buffered, so SSE works). Connections to the upstream are kept alive.
+ * /api → upstream, on node:http directly: the request streams to the upstream over a keep-alive connection
+ * and the answer streams back (nothing is buffered, so uploads and SSE stream both ways).
+ *
+ * Why not http-proxy-middleware (DESIGN.md's stack): under load its generic machinery (option merging, a
+ * pipeline of passes, event plumbing) cost more CPU than everything else on the hot path together, and
+ * Gatehouse uses none of its options (issue 6: the hot path near the cost of a bare Node proxy). What it did
+ * that matters here is kept below, each with its reason.
  */
-import http from 'node:http';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { Request, RequestHandler, Response } from 'express';
-import { createProxyMiddleware, proxyEventsPlugin, type Plugin } from 'http-proxy-middleware';
 import type { Logger } from '../log/logger';
 import { sendError } from '../http/errors';
 import { upstreamPath } from './pathGuard';
@@ -20,51 +24,82 @@ export interface ApiProxy {
 }
 
 export function createApiProxy(upstream: URL, publicOrigin: string, log: Logger): ApiProxy {
-  const agent =
-    upstream.protocol === 'https:'
-      ? new https.Agent({ keepAlive: true, maxSockets: 512 })
-      : new http.Agent({ keepAlive: true, maxSockets: 512 });
+  const secure = upstream.protocol === 'https:';
+  const client = secure ? https : http;
+  const agent = new client.Agent({ keepAlive: true, maxSockets: 512 });
+  const base = upstream.pathname.replace(/\/+$/, '');
+  const target = { protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port || (secure ? 443 : 80), agent };
   const publicUrl = new URL(publicOrigin);
   const proto = publicUrl.protocol.slice(0, -1);
 
-  const proxy = createProxyMiddleware<Request, Response>({
-    target: upstream.href,
-    changeOrigin: true, // Host is the upstream's, never the browser's
-    xfwd: false, // we set X-Forwarded-* ourselves, after dropping the browser's
-    agent,
-    ejectPlugins: true, // no default error page (it echoes the host and path) and no logger plugin
-    plugins: [proxyEventsPlugin as unknown as Plugin<Request, Response>],
-    on: {
-      proxyRes: (proxyRes) => prepareDownstreamHeaders(proxyRes),
-      error: (err, req, res) => {
-        log.warn(
-          {
-            err: { message: err.message, code: (err as NodeJS.ErrnoException).code },
-            path: req.originalUrl?.split('?')[0],
-          },
-          'upstream request failed',
-        );
-        const r = res as Response;
-        if (typeof r.writeHead !== 'function') return (res as unknown as { destroy(): void }).destroy();
-        if (r.headersSent) return r.destroy();
-        sendError(r, 502, 'bad_gateway');
-      },
-    },
-  });
+  const failed = (err: NodeJS.ErrnoException, req: Request, res: Response) => {
+    // The browser went away first: nothing to answer, nothing worth a warning.
+    if (err.code === 'ECONNRESET' && !req.socket.writable) return;
+    log.warn({ err: { message: err.message, code: err.code }, path: req.originalUrl.split('?')[0] }, 'upstream request failed');
+    if (res.headersSent) return void res.destroy();
+    sendError(res, 502, 'bad_gateway'); // R65: names no host, port or error
+  };
 
   const guard: RequestHandler = (req, res, next) => {
     if (req.method === 'TRACE' || req.method === 'CONNECT') {
       res.set('Allow', 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS');
       return sendError(res, 405, 'method_not_allowed');
     }
-    if (upstreamPath(req.originalUrl) === undefined || framingNamedInConnection(req.headers)) return sendError(res, 400, 'bad_request');
+    const path = upstreamPath(req.originalUrl);
+    if (path === undefined || framingNamedInConnection(req.headers)) return sendError(res, 400, 'bad_request');
+    res.locals.upstreamPath = path;
     next();
   };
 
-  const forward: RequestHandler = (req, res, next) => {
-    prepareUpstreamHeaders(req.headers, { accessToken: res.locals.accessToken as string, clientIp: req.ip, proto, host: publicUrl.host });
-    void proxy(req, res, next);
+  const forward: RequestHandler = (req, res) => {
+    const headers = req.headers;
+    prepareUpstreamHeaders(headers, { accessToken: res.locals.accessToken as string, clientIp: req.ip, proto, host: publicUrl.host });
+    headers.host = upstream.host; // the upstream's own name, never the browser's
+    // Request smuggling: a chunked body is re-framed by Node, but its connection is not reused afterwards
+    // (as http-proxy does), so no disagreement about where it ended can reach the next request.
+    if (headers['transfer-encoding'] !== undefined) headers.connection = 'close';
+    const up = client.request({ ...target, method: req.method, path: base + (res.locals.upstreamPath as string), headers });
+    up.on('error', (err) => failed(err, req, res));
+    req.on('error', () => up.destroy());
+    // The browser went away before the answer was complete: stop the upstream request too.
+    res.on('close', () => {
+      if (!res.writableFinished) up.destroy();
+    });
+    up.on('response', (answer) => relay(req, res, up, answer));
+    req.pipe(up);
   };
 
   return { guard, forward, close: () => agent.destroy() };
+}
+
+/** Status, headers (R50, R51: headers.ts) and body of the upstream's answer, streamed to the browser. */
+function relay(req: IncomingMessage, res: ServerResponse, up: http.ClientRequest, answer: IncomingMessage): void {
+  prepareDownstreamHeaders(answer);
+  const status = answer.statusCode ?? 502;
+  // RFC 9112 §6.1: no Transfer-Encoding towards an HTTP/1.0 client, nor on a 204 or 304.
+  if (req.httpVersion === '1.0' || status === 204 || status === 304) delete answer.headers['transfer-encoding'];
+  for (const [name, value] of Object.entries(answer.headers)) {
+    if (value === undefined) continue;
+    try {
+      res.setHeader(name, value);
+    } catch {
+      // A field Node refuses to send (invalid characters) is dropped, not turned into a 502 mid-answer.
+    }
+  }
+  res.statusCode = status;
+  if (answer.statusMessage) res.statusMessage = answer.statusMessage;
+  // The upstream answered before reading the whole body: stop sending it and drain the browser's rest, so
+  // its connection stays usable.
+  answer.once('end', () => {
+    if (!up.writableFinished) {
+      req.unpipe(up);
+      req.resume();
+    }
+  });
+  answer.on('close', () => {
+    if (!answer.complete && !res.destroyed) res.destroy();
+  });
+  answer.on('error', () => res.destroy());
+  res.on('close', () => answer.destroy());
+  answer.pipe(res);
 }
