@@ -20,7 +20,7 @@ export function requestLog(log: Logger, sessionHash: (req: Request) => string): 
     if (!log.isLevelEnabled('info')) return next();
     const start = performance.now();
     const id = randomUUID();
-    res.set('X-Request-Id', id);
+    res.setHeader('X-Request-Id', id);
     res.on('finish', () => {
       log.info(
         {

@@ -5,7 +5,8 @@
  *
  * - The cookie was shape-checked by cookieGuard (R24). Its signature must verify under one of the configured
  *   secrets, in express-session's format (cookie-signature: `s:<id>.<base64 HMAC-SHA-256(id), unpadded>`),
- *   compared in constant time; keys are built once.
+ *   compared in constant time; keys are built once. Cookie values that verified are remembered (a user sends
+ *   many requests with one cookie): only the exact string that passed the check maps to its id.
  * - The session comes from the same sealed store and becomes an express-session Session
  *   (Store#createSession), so destroy() and everything after behave exactly as under express-session.
  *   Nothing here writes: a loaded session is never saved back (the idle slide is its own write).
@@ -15,11 +16,24 @@ import type { RequestHandler } from 'express';
 import { cookieValues } from '../http/cookies';
 import type { SealedSessionStore } from './sealedStore';
 
+/** Cookie values whose signature verified, oldest first. */
+const REMEMBERED_COOKIES = 10_000;
+
 export function apiSession(store: SealedSessionStore, secrets: readonly string[], cookieName: string): RequestHandler {
   const keys: KeyObject[] = secrets.map((s) => createSecretKey(Buffer.from(s, 'utf8')));
+  const verified = new Map<string, string>();
+  const idOf = (raw: string): string | undefined => {
+    let sid = verified.get(raw);
+    if (sid !== undefined) return sid;
+    sid = verifiedId(decodeURIComponent(raw), keys);
+    if (sid === undefined) return undefined;
+    if (verified.size >= REMEMBERED_COOKIES) verified.delete(verified.keys().next().value!);
+    verified.set(raw, sid);
+    return sid;
+  };
   return (req, _res, next) => {
     const [raw] = cookieValues(req, cookieName);
-    const sid = raw === undefined ? undefined : verifiedId(decodeURIComponent(raw), keys);
+    const sid = raw === undefined ? undefined : idOf(raw);
     if (sid === undefined) return next();
     store.get(sid, (err, sess) => {
       if (err) return next(err);
