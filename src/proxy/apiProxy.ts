@@ -13,7 +13,7 @@ import type { Request, RequestHandler, Response } from 'express';
 import type { Logger } from '../log/logger';
 import { sendError } from '../http/errors';
 import { upstreamPath } from './pathGuard';
-import { framingNamedInConnection, prepareDownstreamHeaders, prepareUpstreamHeaders } from './headers';
+import { downstreamHeaders, framingNamedInConnection, upstreamHeaders } from './headers';
 
 export interface ApiProxy {
   /** R49: refuses paths that would leave the upstream base, TRACE/CONNECT, and smuggling-shaped headers. */
@@ -52,8 +52,12 @@ export function createApiProxy(upstream: URL, publicOrigin: string, log: Logger)
   };
 
   const forward: RequestHandler = (req, res) => {
-    const headers = req.headers;
-    prepareUpstreamHeaders(headers, { accessToken: res.locals.accessToken as string, clientIp: req.ip, proto, host: publicUrl.host });
+    const headers = upstreamHeaders(req.headers, {
+      accessToken: res.locals.accessToken as string,
+      clientIp: req.ip,
+      proto,
+      host: publicUrl.host,
+    });
     headers.host = upstream.host; // the upstream's own name, never the browser's
     // Request smuggling: a chunked body is re-framed by Node, but its connection is not reused afterwards
     // (as http-proxy does), so no disagreement about where it ended can reach the next request.
@@ -74,11 +78,11 @@ export function createApiProxy(upstream: URL, publicOrigin: string, log: Logger)
 
 /** Status, headers (R50, R51: headers.ts) and body of the upstream's answer, streamed to the browser. */
 function relay(req: IncomingMessage, res: ServerResponse, up: http.ClientRequest, answer: IncomingMessage): void {
-  prepareDownstreamHeaders(answer);
+  const headers = downstreamHeaders(answer.headers);
   const status = answer.statusCode ?? 502;
   // RFC 9112 §6.1: no Transfer-Encoding towards an HTTP/1.0 client, nor on a 204 or 304.
-  if (req.httpVersion === '1.0' || status === 204 || status === 304) delete answer.headers['transfer-encoding'];
-  for (const [name, value] of Object.entries(answer.headers)) {
+  if (req.httpVersion === '1.0' || status === 204 || status === 304) delete headers['transfer-encoding'];
+  for (const [name, value] of Object.entries(headers)) {
     if (value === undefined) continue;
     try {
       res.setHeader(name, value);

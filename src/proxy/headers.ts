@@ -9,7 +9,7 @@
  * Browser (R50, R51): no upstream Set-Cookie (an upstream could otherwise overwrite our session cookie on
  * our origin), no hop-by-hop fields, and `Cache-Control: no-store` when the upstream set no caching policy.
  */
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
 const HOP_BY_HOP = [
   'connection',
@@ -64,24 +64,36 @@ export function framingNamedInConnection(headers: IncomingHttpHeaders): boolean 
   return connectionNamed(headers).some((name) => FRAMING.has(name));
 }
 
-/** Rewrites the incoming request's headers in place into what the upstream receives. */
-export function prepareUpstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded): void {
-  for (const name of connectionNamed(headers)) if (!FRAMING.has(name)) delete headers[name];
+/**
+ * The headers the upstream receives, built from the browser's (a new object: deleting fields from Node's
+ * own would slow every later access to it).
+ */
+export function upstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded): OutgoingHttpHeaders {
+  const named = connectionNamed(headers);
+  const out: OutgoingHttpHeaders = {};
   for (const name of Object.keys(headers)) {
-    if (DROP_UPSTREAM.has(name) || DROP_UPSTREAM_PREFIX.test(name)) delete headers[name];
+    if (DROP_UPSTREAM.has(name) || DROP_UPSTREAM_PREFIX.test(name)) continue;
+    if (named.length > 0 && named.includes(name) && !FRAMING.has(name)) continue;
+    out[name] = headers[name];
   }
   // Transfer-Encoding stays: Node already validated the framing (no TE + Content-Length smuggling) and
   // re-frames the body; dropping it would leave a chunked DELETE without framing.
-  headers.authorization = `Bearer ${fwd.accessToken}`;
-  if (fwd.clientIp) headers['x-forwarded-for'] = fwd.clientIp;
-  headers['x-forwarded-proto'] = fwd.proto;
-  headers['x-forwarded-host'] = fwd.host;
+  out.authorization = `Bearer ${fwd.accessToken}`;
+  if (fwd.clientIp) out['x-forwarded-for'] = fwd.clientIp;
+  out['x-forwarded-proto'] = fwd.proto;
+  out['x-forwarded-host'] = fwd.host;
+  return out;
 }
 
-/** Rewrites the upstream response's headers in place into what the browser receives. */
-export function prepareDownstreamHeaders(res: IncomingMessage): void {
-  const headers = res.headers;
-  for (const name of connectionNamed(headers)) if (name !== 'close' && name !== 'keep-alive') delete headers[name];
-  for (const name of DROP_DOWNSTREAM) delete headers[name];
-  if (headers['cache-control'] === undefined) headers['cache-control'] = 'no-store';
+/** The headers the browser receives, built from the upstream's. */
+export function downstreamHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const named = connectionNamed(headers);
+  const out: OutgoingHttpHeaders = {};
+  for (const name of Object.keys(headers)) {
+    if (DROP_DOWNSTREAM.has(name)) continue;
+    if (named.length > 0 && named.includes(name) && name !== 'close' && name !== 'keep-alive') continue;
+    out[name] = headers[name];
+  }
+  if (out['cache-control'] === undefined) out['cache-control'] = 'no-store';
+  return out;
 }

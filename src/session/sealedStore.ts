@@ -43,6 +43,14 @@ function call<T>(fn: (cb: Cb<T>) => unknown): Promise<T | undefined> {
   });
 }
 
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
 /** Remaining life of a session in ms: the earlier of its absolute end and its idle end. */
 export function sessionExpiry(sess: SessionData, idleMs: number): number {
   const gh = sess.gh;
@@ -92,11 +100,13 @@ export class SealedSessionStore extends Store {
         if (!env || typeof env.v !== 'string') continue;
         const json = open(keys.sealKey, env.v, keys.sessionKey);
         if (json === undefined) return null; // not sealed for this id: never resumes anything
-        read = { json, tokens: this.vault.parse(keys, tokens) };
+        read = { session: deepFreeze(JSON.parse(json) as SessionData), tokens: this.vault.parse(keys, tokens) };
         this.cache.keep(keys.hash, read, mark);
       }
-      // Each request gets its own copy: express-session builds its Session on it.
-      const sess = JSON.parse(read.json) as SessionData;
+      // Each request gets its own copy of what it may change (express-session builds its Session and Cookie
+      // on it, the vault keys this request's token record by `gh`); the identity claims are shared, frozen.
+      const { cookie, gh } = read.session;
+      const sess: SessionData = { ...read.session, cookie: { ...cookie }, ...(gh && { gh: { ...gh } }) };
       if (sess.gh) {
         if (i > 0) sess.gh.k = i;
         else delete sess.gh.k;

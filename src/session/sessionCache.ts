@@ -1,7 +1,7 @@
 /**
  * Sessions this replica read from Redis in the last moment, reused so a burst of /api calls (a page load)
  * costs one Redis read instead of one per call (issue 6). What is kept is what a read returns: the
- * session's opened JSON and its parsed token record.
+ * session, opened and parsed, and its parsed token record.
  *
  * A cached session must never outlive its end anywhere (issue 6: a kill, logout or back-channel logout on any
  * replica takes effect everywhere within one second). Three rules make sure of it:
@@ -15,11 +15,12 @@
  *   announcements), and everything is dropped when the subscription is lost or comes back.
  * A read that overlaps any change (here or announced) is not kept: it may predate the change.
  */
+import type { SessionData } from 'express-session';
 import type { VaultEntry } from '../tokens/vault';
 
 export interface CachedSession {
-  /** The opened session record (JSON): each request parses its own copy, which express-session may modify. */
-  readonly json: string;
+  /** The opened session record, frozen: each request works on its own copy (SealedSessionStore.find). */
+  readonly session: Readonly<SessionData>;
   /** Its token record as read in the same round trip; shared and never modified. */
   readonly tokens: VaultEntry | null;
 }
