@@ -34,7 +34,10 @@ const CACHED_SESSIONS = 10_000;
 
 export class Keyring {
   private readonly secrets: SecretKeys[];
-  /** Derived keys by "<secret index>|<sid>", oldest first (a small LRU: two HMACs saved per lookup). */
+  /**
+   * Derived keys by "<secret index>|<sid>", oldest first (two HMACs saved per lookup; a request looks its
+   * session up several times). The oldest entry goes first when full: a hit costs one Map read.
+   */
   private readonly cache = new Map<string, SessionKeys>();
 
   constructor(
@@ -55,14 +58,11 @@ export class Keyring {
   /** The keys of `sid` under secret `i` (0 = the current one). */
   forSession(sid: string, i = 0): SessionKeys {
     const id = `${i}|${sid}`;
-    let keys = this.cache.get(id);
-    if (keys) {
-      this.cache.delete(id);
-    } else {
-      const s = this.secrets[i] ?? this.secrets[0]!;
-      keys = this.keysOf(keyedHash(s.index, sid).toString('base64url').slice(0, 32), deriveRecordKey(s.seal, sid));
-      if (this.cache.size >= CACHED_SESSIONS) this.cache.delete(this.cache.keys().next().value!);
-    }
+    const cached = this.cache.get(id);
+    if (cached) return cached;
+    const s = this.secrets[i] ?? this.secrets[0]!;
+    const keys = this.keysOf(keyedHash(s.index, sid).toString('base64url').slice(0, 32), deriveRecordKey(s.seal, sid));
+    if (this.cache.size >= CACHED_SESSIONS) this.cache.delete(this.cache.keys().next().value!);
     this.cache.set(id, keys);
     return keys;
   }
