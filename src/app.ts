@@ -1,8 +1,13 @@
 /**
  * The whole request pipeline, in order, on one screen: cookie → session → token vault → refresh → proxy.
+ *
+ * /api, the hot path, runs on node:http directly: `gatehouse.app` is the Express app, but a request for
+ * /api never enters Express (issue 6: Express' per-request work, its router and the prototype swap of
+ * every request and response, cost more than the session, token and proxy work together). Its steps are
+ * written against node:http (http/exchange.ts) and are the same ones /auth uses where they overlap.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type Express, type RequestHandler } from 'express';
-import helmet from 'helmet';
 import type { Config } from './config/schema';
 import type { Logger } from './log/logger';
 import type { Kv } from './store/kv';
@@ -10,7 +15,9 @@ import { cookieGuard } from './http/cookieGuard';
 import type { CookiePolicy } from './http/cookies';
 import { requireCsrf } from './http/csrf';
 import { requestLog } from './http/requestLog';
-import { errorHandler, sendError } from './http/errors';
+import { answerError, errorHandler, sendError } from './http/errors';
+import type { HttpRequest, HttpResponse, Step } from './http/exchange';
+import { securityHeaders, setHeaders } from './http/securityHeaders';
 import { noStore, requireOriginForm } from './http/requestShape';
 import { sessionKeys, type Lifecycle } from './session/lifecycle';
 import { requireSession } from './session/requireSession';
@@ -39,7 +46,7 @@ export interface AppDeps {
   proxy: ApiProxy;
   session: RequestHandler;
   /** The read-only session loader of /api (session/apiSession.ts). */
-  apiSession: RequestHandler;
+  apiSession: Step;
   metrics: Metrics;
   backchannel: BackchannelDeps;
   draining: () => boolean;
@@ -53,32 +60,37 @@ export function createApp(d: AppDeps): Express {
   app.set('trust proxy', cfg.trustProxy > 0 ? cfg.trustProxy : false); // R64: X-Forwarded-* only from configured hops
   app.set('etag', false);
 
-  app.use(requestLog(d.log, (req) => sessionKeys(req, lc).hash));
-  app.use(requireOriginForm());
-  // HSTS and upgrade-insecure-requests only make sense on https; on http://localhost they break the page.
-  app.use(
-    helmet({
-      strictTransportSecurity: cfg.secureCookies,
-      contentSecurityPolicy: { directives: { upgradeInsecureRequests: cfg.secureCookies ? [] : null } },
-    }),
-  );
+  const logRequest = requestLog(d.log, (req) => sessionKeys(req, lc).hash);
+  const secure = setHeaders(securityHeaders(cfg.secureCookies));
   const csrf = requireCsrf(cfg.publicOrigin, d.log);
   const cookies = cookieGuard(d.cookies);
-  // /api first: it is the hot path, and no other route matches it, so no request of it walks past them.
+
   // DESIGN.md /api table order: request shape (400/405), CSRF (403), session (401), tokens (401/503), upstream.
-  app.use(
-    '/api',
-    chain(
-      measure(d.metrics),
-      d.proxy.guard,
-      csrf,
-      cookies,
-      d.apiSession,
-      requireSession(lc),
-      attachAccessToken(lc, d.tokens),
-      d.proxy.forward,
-    ),
+  const api = chain(
+    logRequest,
+    secure,
+    measure(d.metrics),
+    d.proxy.guard,
+    csrf,
+    cookies,
+    d.apiSession,
+    requireSession(lc),
+    attachAccessToken(lc, d.tokens),
+    d.proxy.forward,
   );
+  const internals = app as unknown as ExpressInternals;
+  const handleInExpress = internals.handle.bind(app);
+  internals.handle = (req, res, next) => {
+    if (!API_TARGET.test(req.url ?? '')) return handleInExpress(req, res, next);
+    (res as HttpResponse).locals ??= Object.create(null) as Record<string, unknown>;
+    void api(req as HttpRequest, res as HttpResponse, (err) =>
+      err === undefined ? sendError(res, 404, 'not_found') : answerError(d.log, err, req, res),
+    );
+  };
+
+  app.use(logRequest);
+  app.use(requireOriginForm());
+  app.use(secure);
 
   app.get('/healthz', healthz());
   app.get('/readyz', readyz({ kv: d.kv, idp: d.idp, draining: d.draining }));
@@ -123,8 +135,20 @@ export function createApp(d: AppDeps): Express {
   return app;
 }
 
+/**
+ * The targets the /api lane takes: `/api` itself, below it, or with a query (case-insensitive, as Express'
+ * routing was: `/API/x` reaches the path guard and is refused there, 400). An absolute-form target (R49)
+ * does not start with `/` and goes to Express, which refuses it.
+ */
+const API_TARGET = /^\/api(?:[/?#]|$)/i;
+
+/** Express' own entry point (`app(req, res)` calls it), replaced on this app to send /api past Express. */
+interface ExpressInternals {
+  handle(req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void): void;
+}
+
 /** Every /api answer, whoever gives it (upstream, refresh, session, CSRF), by status class and latency. */
-function measure(metrics: Metrics): RequestHandler {
+function measure(metrics: Metrics): Step {
   return (_req, res, next) => {
     const start = performance.now();
     res.on('finish', () => metrics.proxied(res.statusCode, (performance.now() - start) / 1000));
@@ -132,11 +156,8 @@ function measure(metrics: Metrics): RequestHandler {
   };
 }
 
-/**
- * Runs middleware in order as one, as Express would (an error or a rejected promise goes to the error
- * handler), without Express' router matching the mount path again before each step (issue 6: hot path).
- */
-function chain(...steps: RequestHandler[]): RequestHandler {
+/** Runs steps in order as one, as Express would: an error, thrown or a rejected promise, ends it. */
+function chain(...steps: Step[]): Step {
   return (req, res, done) => {
     let i = 0;
     const next = (err?: unknown): void => {

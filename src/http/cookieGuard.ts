@@ -5,7 +5,7 @@
  * Anything else is dropped before express-session runs and answered like a missing session (401),
  * with a clearing cookie.
  */
-import type { RequestHandler } from 'express';
+import type { Step } from './exchange';
 import { cookieValues, dropCookie, type CookiePolicy } from './cookies';
 
 const SIGNED_ID = /^s:[A-Za-z0-9_-]{43}\.[A-Za-z0-9+/]{43}$/;
@@ -27,7 +27,7 @@ export function sessionCookieOk(raw: string): boolean {
   return SIGNED_ID.test(value);
 }
 
-export function cookieGuard(p: CookiePolicy): RequestHandler {
+export function cookieGuard(p: CookiePolicy): Step {
   return (req, res, next) => {
     const values = cookieValues(req, p.sessionName);
     const state: CookieState = { sent: values.length > 0 };

@@ -6,7 +6,7 @@
  * Secure, Path=/ and no Domain, and so is its deletion; a bare clear is ignored by browsers, so a
  * clearing cookie repeats every attribute the cookie was set with (STANDARDS.md R52).
  */
-import type { Request, Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../config/schema';
 
 export interface CookiePolicy {
@@ -33,20 +33,20 @@ function serialize(name: string, value: string, attrs: string[]): string {
 }
 
 /** R5: the transaction cookie must survive the cross-site callback navigation, so SameSite=Lax, never Strict. */
-export function setTxCookie(res: Response, p: CookiePolicy, value: string): void {
+export function setTxCookie(res: ServerResponse, p: CookiePolicy, value: string): void {
   const attrs = [`Max-Age=${TX_MAX_AGE_SECONDS}`, 'SameSite=Lax'];
   if (p.secure) attrs.push('Secure');
-  res.append('Set-Cookie', serialize(p.txName, value, attrs));
+  res.appendHeader('Set-Cookie', serialize(p.txName, value, attrs));
 }
 
-export function clearSessionCookie(res: Response, p: CookiePolicy): void {
+export function clearSessionCookie(res: ServerResponse, p: CookiePolicy): void {
   const attrs = ['Max-Age=0', 'Expires=Thu, 01 Jan 1970 00:00:00 GMT', `SameSite=${p.sameSite}`];
   if (p.secure) attrs.push('Secure');
-  res.append('Set-Cookie', serialize(p.sessionName, '', attrs));
+  res.appendHeader('Set-Cookie', serialize(p.sessionName, '', attrs));
 }
 
 /** Every value sent under exactly `name` (case-sensitive, R24), raw. */
-export function cookieValues(req: Request, name: string): string[] {
+export function cookieValues(req: IncomingMessage, name: string): string[] {
   const header = req.headers.cookie;
   if (!header) return [];
   const out: string[] = [];
@@ -59,7 +59,7 @@ export function cookieValues(req: Request, name: string): string[] {
 }
 
 /** Removes every `name=` pair from the Cookie header, so express-session never sees a rejected value. */
-export function dropCookie(req: Request, name: string): void {
+export function dropCookie(req: IncomingMessage, name: string): void {
   const header = req.headers.cookie;
   if (!header) return;
   const kept = header.split(';').filter((part) => {

@@ -5,11 +5,11 @@
  * siblings (§6.1.3.3.1), so `Sec-Fetch-Site: same-site` is refused as well.
  * R69: every refusal is an audit event, with the reason (never a header's full value).
  */
-import type { RequestHandler } from 'express';
+import { pathOf, type Step } from './exchange';
 import { sendError } from './errors';
 import type { Logger } from '../log/logger';
 
-export function requireCsrf(publicOrigin: string, log: Logger): RequestHandler {
+export function requireCsrf(publicOrigin: string, log: Logger): Step {
   return (req, res, next) => {
     const site = req.headers['sec-fetch-site'];
     const origin = req.headers.origin;
@@ -22,8 +22,8 @@ export function requireCsrf(publicOrigin: string, log: Logger): RequestHandler {
             ? 'foreign Origin'
             : undefined;
     if (reason === undefined) return next();
-    log.warn({ event: 'csrf_rejected', reason, method: req.method, path: req.path }, 'request refused: CSRF');
-    res.set('Cache-Control', 'no-store');
+    log.warn({ event: 'csrf_rejected', reason, method: req.method, path: pathOf(req.url) }, 'request refused: CSRF');
+    res.setHeader('Cache-Control', 'no-store');
     sendError(res, 403, 'csrf');
   };
 }

@@ -3,7 +3,9 @@
  * (node-oidc-provider's `expose = status < 500`). The cause goes to the log, never to the browser.
  * R67: no stack, no exception text, no internal address, no IdP error_description in any body.
  */
-import type { ErrorRequestHandler, Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ErrorRequestHandler } from 'express';
+import { pathOf } from './exchange';
 import { StoreUnavailableError } from '../store/kv';
 import type { Logger } from '../log/logger';
 
@@ -39,35 +41,45 @@ export class GatewayError extends Error {
   readonly headers: Record<string, string>;
 }
 
-export function sendError(res: Response, status: number, code: ErrorCode, headers: Record<string, string> = {}): void {
-  res.status(status).set(headers).json({ error: code, message: MESSAGES[code] });
+/** The JSON error answer (what Express' res.json would write, on plain node:http: /api runs without Express). */
+export function sendError(res: ServerResponse, status: number, code: ErrorCode, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify({ error: code, message: MESSAGES[code] });
+  res.statusCode = status;
+  for (const name of Object.keys(headers)) res.setHeader(name, headers[name]!);
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body); // Node sends no body to a HEAD request
 }
 
 /** Seconds a client should wait before retrying a 503 caused by the store or the IdP. */
 export const RETRY_AFTER_SECONDS = 2;
 
 export function errorHandler(log: Logger): ErrorRequestHandler {
-  return (err: unknown, req, res, _next) => {
-    if (res.headersSent) {
-      log.warn({ err, path: req.path }, 'error after the response started; closing the connection');
-      res.destroy();
-      return;
-    }
-    if (err instanceof GatewayError) {
-      if (err.status >= 500) log.warn({ err, code: err.code, path: req.path }, 'request failed');
-      sendError(res, err.status, err.code, err.headers);
-      return;
-    }
-    if (err instanceof StoreUnavailableError) {
-      log.warn({ err: err.cause, path: req.path }, 'session store unavailable');
-      sendError(res, 503, 'session_store_unavailable', { 'Retry-After': String(RETRY_AFTER_SECONDS) });
-      return;
-    }
-    const status = (err as { status?: unknown }).status;
-    const type = (err as { type?: unknown }).type;
-    if (type === 'entity.too.large') return sendError(res, 413, 'payload_too_large');
-    if (err instanceof URIError || (typeof status === 'number' && status >= 400 && status < 500)) return sendError(res, 400, 'bad_request');
-    log.error({ err, path: req.path }, 'unexpected error');
-    sendError(res, 500, 'internal_error');
-  };
+  return (err: unknown, req, res, _next) => answerError(log, err, req, res);
+}
+
+/** The answer to an error thrown or passed on by a step, on Express or on plain node:http. */
+export function answerError(log: Logger, err: unknown, req: IncomingMessage, res: ServerResponse): void {
+  const path = pathOf(req.url);
+  if (res.headersSent) {
+    log.warn({ err, path }, 'error after the response started; closing the connection');
+    res.destroy();
+    return;
+  }
+  if (err instanceof GatewayError) {
+    if (err.status >= 500) log.warn({ err, code: err.code, path }, 'request failed');
+    sendError(res, err.status, err.code, err.headers);
+    return;
+  }
+  if (err instanceof StoreUnavailableError) {
+    log.warn({ err: err.cause, path }, 'session store unavailable');
+    sendError(res, 503, 'session_store_unavailable', { 'Retry-After': String(RETRY_AFTER_SECONDS) });
+    return;
+  }
+  const status = (err as { status?: unknown }).status;
+  const type = (err as { type?: unknown }).type;
+  if (type === 'entity.too.large') return sendError(res, 413, 'payload_too_large');
+  if (err instanceof URIError || (typeof status === 'number' && status >= 400 && status < 500)) return sendError(res, 400, 'bad_request');
+  log.error({ err, path }, 'unexpected error');
+  sendError(res, 500, 'internal_error');
 }

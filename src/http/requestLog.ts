@@ -4,7 +4,7 @@
  * query, a cookie, a header or a token (STYLE §14). No work at all when the level is off.
  */
 import { randomUUID } from 'node:crypto';
-import type { Request, RequestHandler } from 'express';
+import { pathOf, type HttpRequest, type Step } from './exchange';
 import type { Logger } from '../log/logger';
 
 /** The route a request matched, as a small closed set (never the raw path, which may carry identifiers). */
@@ -15,11 +15,12 @@ function routeOf(path: string): string {
   return 'other';
 }
 
-export function requestLog(log: Logger, sessionHash: (req: Request) => string): RequestHandler {
+export function requestLog(log: Logger, sessionHash: (req: HttpRequest) => string): Step {
   return (req, res, next) => {
     if (!log.isLevelEnabled('info')) return next();
     const start = performance.now();
     const id = randomUUID();
+    const route = routeOf(pathOf(req.url)); // now: Express rewrites req.url inside a mounted router
     res.setHeader('X-Request-Id', id);
     res.on('finish', () => {
       log.info(
@@ -27,7 +28,7 @@ export function requestLog(log: Logger, sessionHash: (req: Request) => string): 
           event: 'request',
           requestId: id,
           method: req.method,
-          route: routeOf(req.originalUrl.split('?')[0]!),
+          route,
           status: res.statusCode,
           ms: Math.round((performance.now() - start) * 10) / 10,
           ...(req.session?.gh && { session: sessionHash(req) }),

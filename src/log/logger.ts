@@ -17,6 +17,16 @@ export interface Logger {
 }
 
 const SECRET_FIELD = /token|cookie|secret|authorization|password|code_?verifier|^code$/i;
+/** Field names already tested against SECRET_FIELD (log lines repeat the same few names). */
+const secretNames = new Map<string, boolean>();
+function isSecretField(name: string): boolean {
+  let secret = secretNames.get(name);
+  if (secret === undefined) {
+    secret = SECRET_FIELD.test(name);
+    if (secretNames.size < 10_000) secretNames.set(name, secret);
+  }
+  return secret;
+}
 
 function scrub(value: unknown, depth = 0): unknown {
   if (value instanceof Error) {
@@ -33,7 +43,10 @@ function scrub(value: unknown, depth = 0): unknown {
   if (value === null || typeof value !== 'object' || depth > 4) return value;
   if (Array.isArray(value)) return value.map((v) => scrub(v, depth + 1));
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = SECRET_FIELD.test(k) ? '[redacted]' : scrub(v, depth + 1);
+  for (const k of Object.keys(value)) {
+    const v = (value as Record<string, unknown>)[k];
+    out[k] = isSecretField(k) ? '[redacted]' : typeof v === 'object' && v !== null ? scrub(v, depth + 1) : v;
+  }
   return out;
 }
 
@@ -61,13 +74,25 @@ function scrubCause(cause: unknown, depth: number): unknown {
  * not per request: issue 6). pino flushes what is left synchronously when the process exits, crash
  * included (its on-exit hook), so only a SIGKILL can lose the last lines.
  */
+/** pino's isoTime, the string made once per millisecond (under load, several lines share one). */
+let lastMs = 0;
+let lastTime = '';
+function isoTime(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastTime = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return lastTime;
+}
+
 export function createLogger(level: LogLevel, write?: (line: string) => void): Logger {
   const dest = write ? { write } : pino.destination({ dest: 2, sync: false });
   return pino(
     {
       level,
       base: undefined,
-      timestamp: pino.stdTimeFunctions.isoTime,
+      timestamp: isoTime,
       serializers: {},
       formatters: {
         level: (label) => ({ level: label }),

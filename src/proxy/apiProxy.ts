@@ -9,7 +9,8 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
-import type { Request, RequestHandler, Response } from 'express';
+import { pathOf, type Step } from '../http/exchange';
+import { clientAddress } from '../http/clientAddress';
 import type { Logger } from '../log/logger';
 import { sendError } from '../http/errors';
 import { upstreamPath } from './pathGuard';
@@ -17,51 +18,48 @@ import { downstreamHeaders, framingNamedInConnection, upstreamHeaders } from './
 
 export interface ApiProxy {
   /** R49: refuses paths that would leave the upstream base, TRACE/CONNECT, and smuggling-shaped headers. */
-  guard: RequestHandler;
+  guard: Step;
   /** Injects the bearer (from res.locals.accessToken) and forwards. */
-  forward: RequestHandler;
+  forward: Step;
   close(): void;
 }
 
-export function createApiProxy(upstream: URL, publicOrigin: string, log: Logger): ApiProxy {
+export function createApiProxy(upstream: URL, publicOrigin: string, trustedHops: number, log: Logger): ApiProxy {
   const secure = upstream.protocol === 'https:';
   const client = secure ? https : http;
   const agent = new client.Agent({ keepAlive: true, maxSockets: 512 });
   const base = upstream.pathname.replace(/\/+$/, '');
-  const target = { protocol: upstream.protocol, hostname: upstream.hostname, port: upstream.port || (secure ? 443 : 80), agent };
+  const target = { protocol: upstream.protocol, hostname: upstream.hostname, port: Number(upstream.port) || (secure ? 443 : 80), agent };
   const publicUrl = new URL(publicOrigin);
   const proto = publicUrl.protocol.slice(0, -1);
 
-  const failed = (err: NodeJS.ErrnoException, req: Request, res: Response) => {
+  const failed = (err: NodeJS.ErrnoException, req: IncomingMessage, res: ServerResponse) => {
     // The browser went away first: nothing to answer, nothing worth a warning.
     if (err.code === 'ECONNRESET' && !req.socket.writable) return;
-    log.warn({ err: { message: err.message, code: err.code }, path: req.originalUrl.split('?')[0] }, 'upstream request failed');
+    log.warn({ err: { message: err.message, code: err.code }, path: pathOf(req.url) }, 'upstream request failed');
     if (res.headersSent) return void res.destroy();
     sendError(res, 502, 'bad_gateway'); // R65: names no host, port or error
   };
 
-  const guard: RequestHandler = (req, res, next) => {
+  const guard: Step = (req, res, next) => {
     if (req.method === 'TRACE' || req.method === 'CONNECT') {
-      res.set('Allow', 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS');
+      res.setHeader('Allow', 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS');
       return sendError(res, 405, 'method_not_allowed');
     }
-    const path = upstreamPath(req.originalUrl);
+    const path = upstreamPath(req.url ?? '');
     if (path === undefined || framingNamedInConnection(req.headers)) return sendError(res, 400, 'bad_request');
     res.locals.upstreamPath = path;
     next();
   };
 
-  const forward: RequestHandler = (req, res) => {
+  const forward: Step = (req, res) => {
     const headers = upstreamHeaders(req.headers, {
       accessToken: res.locals.accessToken as string,
-      clientIp: req.ip,
+      clientIp: clientAddress(req, trustedHops),
       proto,
       host: publicUrl.host,
+      upstreamHost: upstream.host,
     });
-    headers.host = upstream.host; // the upstream's own name, never the browser's
-    // Request smuggling: a chunked body is re-framed by Node, but its connection is not reused afterwards
-    // (as http-proxy does), so no disagreement about where it ended can reach the next request.
-    if (headers['transfer-encoding'] !== undefined) headers.connection = 'close';
     const up = client.request({ ...target, method: req.method, path: base + (res.locals.upstreamPath as string), headers });
     up.on('error', (err) => failed(err, req, res));
     req.on('error', () => up.destroy());

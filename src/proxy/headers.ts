@@ -43,9 +43,13 @@ const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 const DROP_UPSTREAM_PREFIX = /^(x-forwarded-|x-user|x-auth|x-gatehouse)/;
 const DROP_DOWNSTREAM = new Set([...HOP_BY_HOP, 'set-cookie']);
 
-function connectionNamed(headers: IncomingHttpHeaders): string[] {
+const NONE: readonly string[] = [];
+
+function connectionNamed(headers: IncomingHttpHeaders): readonly string[] {
   const c = headers.connection;
-  if (typeof c !== 'string') return [];
+  if (typeof c !== 'string') return NONE;
+  // The usual values name no other field (hop-by-hop `keep-alive` is dropped anyway): nothing to split.
+  if (c === 'keep-alive' || c === 'close' || c === 'Keep-Alive' || c === 'Close') return NONE;
   return c
     .split(',')
     .map((t) => t.trim().toLowerCase())
@@ -57,6 +61,8 @@ export interface Forwarded {
   clientIp: string | undefined;
   proto: string;
   host: string;
+  /** The upstream's own name, never the browser's. */
+  upstreamHost: string;
 }
 
 /** True when the browser's Connection header names a framing header: the request is refused (400). */
@@ -65,23 +71,27 @@ export function framingNamedInConnection(headers: IncomingHttpHeaders): boolean 
 }
 
 /**
- * The headers the upstream receives, built from the browser's (a new object: deleting fields from Node's
- * own would slow every later access to it).
+ * The header fields the upstream receives, built from the browser's, as the flat `[name, value, ...]` list
+ * node:http takes without building a header object of its own (issue 6: the hot path).
  */
-export function upstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded): OutgoingHttpHeaders {
+export function upstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded): string[] {
   const named = connectionNamed(headers);
-  const out: OutgoingHttpHeaders = {};
+  const out: string[] = [];
   for (const name of Object.keys(headers)) {
-    if (DROP_UPSTREAM.has(name) || DROP_UPSTREAM_PREFIX.test(name)) continue;
+    if (name === 'host' || DROP_UPSTREAM.has(name) || DROP_UPSTREAM_PREFIX.test(name)) continue;
     if (named.length > 0 && named.includes(name) && !FRAMING.has(name)) continue;
-    out[name] = headers[name];
+    const value = headers[name]!;
+    if (typeof value === 'string') out.push(name, value);
+    else for (const v of value) out.push(name, v); // a repeated field Node did not join (Set-Cookie)
   }
   // Transfer-Encoding stays: Node already validated the framing (no TE + Content-Length smuggling) and
-  // re-frames the body; dropping it would leave a chunked DELETE without framing.
-  out.authorization = `Bearer ${fwd.accessToken}`;
-  if (fwd.clientIp) out['x-forwarded-for'] = fwd.clientIp;
-  out['x-forwarded-proto'] = fwd.proto;
-  out['x-forwarded-host'] = fwd.host;
+  // re-frames the body; dropping it would leave a chunked DELETE without framing. Its connection is not
+  // reused afterwards (as http-proxy does), so no disagreement about where the body ended can reach the
+  // next request on that pooled connection.
+  if (headers['transfer-encoding'] !== undefined) out.push('connection', 'close');
+  out.push('host', fwd.upstreamHost, 'authorization', `Bearer ${fwd.accessToken}`);
+  if (fwd.clientIp) out.push('x-forwarded-for', fwd.clientIp);
+  out.push('x-forwarded-proto', fwd.proto, 'x-forwarded-host', fwd.host);
   return out;
 }
 

@@ -12,14 +12,15 @@
  *   Nothing here writes: a loaded session is never saved back (the idle slide is its own write).
  */
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
-import type { RequestHandler } from 'express';
+import type { Request } from 'express';
+import type { Step } from '../http/exchange';
 import { cookieValues } from '../http/cookies';
 import type { SealedSessionStore } from './sealedStore';
 
 /** Cookie values whose signature verified, oldest first. */
 const REMEMBERED_COOKIES = 10_000;
 
-export function apiSession(store: SealedSessionStore, secrets: readonly string[], cookieName: string): RequestHandler {
+export function apiSession(store: SealedSessionStore, secrets: readonly string[], cookieName: string): Step {
   const keys: KeyObject[] = secrets.map((s) => createSecretKey(Buffer.from(s, 'utf8')));
   const verified = new Map<string, string>();
   const idOf = (raw: string): string | undefined => {
@@ -40,7 +41,8 @@ export function apiSession(store: SealedSessionStore, secrets: readonly string[]
       // The same store express-session was built with (which gave it `generate`).
       req.sessionStore = store as unknown as typeof req.sessionStore;
       req.sessionID = sid;
-      if (sess) store.createSession(req, sess);
+      // express-session's Session uses nothing of the request but sessionID, sessionStore and session.
+      if (sess) store.createSession(req as unknown as Request, sess);
       next();
     });
   };

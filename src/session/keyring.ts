@@ -35,10 +35,10 @@ const CACHED_SESSIONS = 10_000;
 export class Keyring {
   private readonly secrets: SecretKeys[];
   /**
-   * Derived keys by "<secret index>|<sid>", oldest first (two HMACs saved per lookup; a request looks its
+   * Derived keys by sid, one slot per secret, oldest first (two HMACs saved per lookup; a request looks its
    * session up several times). The oldest entry goes first when full: a hit costs one Map read.
    */
-  private readonly cache = new Map<string, SessionKeys>();
+  private readonly cache = new Map<string, Array<SessionKeys | undefined>>();
 
   constructor(
     secrets: readonly string[],
@@ -57,13 +57,18 @@ export class Keyring {
 
   /** The keys of `sid` under secret `i` (0 = the current one). */
   forSession(sid: string, i = 0): SessionKeys {
-    const id = `${i}|${sid}`;
-    const cached = this.cache.get(id);
+    const slot = this.secrets[i] ? i : 0;
+    let slots = this.cache.get(sid);
+    const cached = slots?.[slot];
     if (cached) return cached;
-    const s = this.secrets[i] ?? this.secrets[0]!;
+    const s = this.secrets[slot]!;
     const keys = this.keysOf(keyedHash(s.index, sid).toString('base64url').slice(0, 32), deriveRecordKey(s.seal, sid));
-    if (this.cache.size >= CACHED_SESSIONS) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(id, keys);
+    if (!slots) {
+      if (this.cache.size >= CACHED_SESSIONS) this.cache.delete(this.cache.keys().next().value!);
+      slots = [];
+      this.cache.set(sid, slots);
+    }
+    slots[slot] = keys;
     return keys;
   }
 

@@ -2,7 +2,7 @@
  * Session rules applied on every authenticated request: a session exists, is within its idle and
  * absolute lifetimes (OWASP session management: enforced server-side), and ends cleanly.
  */
-import type { Request, Response } from 'express';
+import type { HttpRequest, HttpResponse } from '../http/exchange';
 import type { Keyring, SessionKeys } from './keyring';
 import type { SealedSessionStore } from './sealedStore';
 import type { GatehouseSession } from './sessionData';
@@ -30,12 +30,12 @@ export interface Lifecycle {
 }
 
 /** The storage keys of this request's session, under the secret it was found with. */
-export function sessionKeys(req: Request, lc: Lifecycle): SessionKeys {
+export function sessionKeys(req: HttpRequest, lc: Lifecycle): SessionKeys {
   return lc.keyring.forSession(req.sessionID, req.session?.gh?.k);
 }
 
 /** The live session of this request, or undefined (expired ones are ended on the way). */
-export async function liveSession(req: Request, lc: Lifecycle): Promise<GatehouseSession | undefined> {
+export async function liveSession(req: HttpRequest, lc: Lifecycle): Promise<GatehouseSession | undefined> {
   const gh = req.session?.gh;
   if (!gh) return undefined;
   const now = lc.now();
@@ -52,7 +52,7 @@ export async function liveSession(req: Request, lc: Lifecycle): Promise<Gatehous
  * The idle window slides in steps of a tenth of its length (DESIGN.md "Redis"): at most one write per
  * step, never one per request.
  */
-export async function slideIdle(req: Request, lc: Lifecycle, gh: GatehouseSession): Promise<GatehouseSession> {
+export async function slideIdle(req: HttpRequest, lc: Lifecycle, gh: GatehouseSession): Promise<GatehouseSession> {
   const now = lc.now();
   if (now - gh.activeAt < lc.idleMs / 10) return gh;
   const slid = { ...gh, activeAt: now };
@@ -69,7 +69,7 @@ export async function slideIdle(req: Request, lc: Lifecycle, gh: GatehouseSessio
  * on other replicas learn the outcome.
  */
 export async function endSession(
-  req: Request,
+  req: HttpRequest,
   lc: Lifecycle,
   opts: { keepTokenRecord: boolean; revoke?: boolean },
 ): Promise<Tokens | undefined> {
@@ -86,7 +86,7 @@ export async function endSession(
  * expiry-ledger entries removed.
  */
 export async function retireSession(
-  req: Request,
+  req: HttpRequest,
   lc: Lifecycle,
   opts: { keepTokenRecord: boolean; revoke?: boolean },
 ): Promise<Tokens | undefined> {
@@ -105,8 +105,8 @@ export async function retireSession(
  * R23, R68: every kind of missing session gets the same 401 body; a cookie that named no live session
  * is cleared (with the attributes it was set with, R52).
  */
-export function rejectSession(res: Response, lc: Lifecycle, code: ErrorCode & ('unauthenticated' | 'session_expired')): void {
+export function rejectSession(res: HttpResponse, lc: Lifecycle, code: ErrorCode & ('unauthenticated' | 'session_expired')): void {
   if ((res.locals.cookie as CookieState | undefined)?.sent || code === 'session_expired') clearSessionCookie(res, lc.cookies);
-  res.set('Cache-Control', 'no-store');
+  res.setHeader('Cache-Control', 'no-store');
   sendError(res, 401, code);
 }

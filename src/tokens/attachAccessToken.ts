@@ -1,11 +1,11 @@
 /** Puts a fresh access token on the request (res.locals.accessToken), or answers per DESIGN.md's /api table. */
-import type { RequestHandler } from 'express';
+import type { Step } from '../http/exchange';
 import { endSession, rejectSession, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import { sendError } from '../http/errors';
 import type { GatehouseSession } from '../session/sessionData';
 import type { TokenService } from './refresh';
 
-export function attachAccessToken(lc: Lifecycle, tokens: TokenService): RequestHandler {
+export function attachAccessToken(lc: Lifecycle, tokens: TokenService): Step {
   return async (req, res, next) => {
     const gh = res.locals.session as GatehouseSession;
     const result = await tokens.accessToken(sessionKeys(req, lc), gh);

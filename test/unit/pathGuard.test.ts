@@ -11,6 +11,8 @@ describe('upstreamPath (R49: /api/<p> reaches only <UPSTREAM>/<p>)', () => {
     ['/api/a@b', '/a@b'],
     ['/api/search/100%25', '/search/100%25'],
     ['/api/items;v=2', '/items;v=2'],
+    ['/api/v1.2/a..b/x.json?q=%2e%2e', '/v1.2/a..b/x.json?q=%2e%2e'],
+    ['/api/-_~/', '/-_~/'],
   ])('maps %s to %s', (raw, expected) => {
     expect(upstreamPath(raw)).toBe(expected);
   });
@@ -39,6 +41,10 @@ describe('upstreamPath (R49: /api/<p> reaches only <UPSTREAM>/<p>)', () => {
     '/api/a%252fb',
     '/api/%255c..',
     'http://evil.example/api/x',
+    '/api/items?x=\u0001',
+    '/api/items//',
+    '/api/..',
+    '/api/.',
   ])('refuses %s', (raw) => {
     expect(upstreamPath(raw)).toBeUndefined();
   });
