@@ -21,9 +21,19 @@ export interface GatewayOptions {
   env?: Record<string, string>;
 }
 
+/** V8's heap as the gateway's own metrics report it (prom-client's default Node.js metrics). */
+export interface HeapSizes {
+  /** Young generation, reserved: V8 doubles it under sustained allocation, up to its maximum. */
+  newSpaceBytes: number;
+  /** Old generation in use: what outlives requests (a leak would show here). */
+  oldUsedBytes: number;
+}
+
 export interface Gateway {
   readonly child: Child;
   readonly url: string;
+  /** V8's heap sizes, read from the admin port's /metrics. */
+  heap(): Promise<HeapSizes>;
   stop(): Promise<number | string>;
   /** The last lines of its log (for error messages). */
   tail(): string;
@@ -32,6 +42,7 @@ export interface Gateway {
 export async function startGateway(o: GatewayOptions): Promise<Gateway> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
+  const metricsPort = await freePort();
   await o.idp.allowGateway(url);
   const logFile = join(tmpdir(), `gatehouse-bench-${process.pid}-${o.name}.log`);
   const fd = openSync(logFile, 'w');
@@ -47,7 +58,7 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     GATEHOUSE_REDIS_URL: o.redisUrl,
     GATEHOUSE_KEY_PREFIX: o.keyPrefix,
     GATEHOUSE_PORT: String(port),
-    GATEHOUSE_METRICS_PORT: '0',
+    GATEHOUSE_METRICS_PORT: String(metricsPort),
     GATEHOUSE_SHUTDOWN_SECONDS: '3',
     ...o.env,
   };
@@ -66,6 +77,12 @@ export async function startGateway(o: GatewayOptions): Promise<Gateway> {
     child,
     url,
     tail,
+    async heap() {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const read = (metric: string, space: string) =>
+        Number(new RegExp(`^gatehouse_nodejs_heap_space_size_${metric}_bytes\\{space="${space}"\\} (\\S+)`, 'm').exec(text)?.[1] ?? NaN);
+      return { newSpaceBytes: read('total', 'new'), oldUsedBytes: read('used', 'old') };
+    },
     async stop() {
       const code = await stop(child, 8000);
       if (process.env.BENCH_KEEP_LOGS === '1') process.stderr.write(`${o.name} log: ${logFile}\n`);

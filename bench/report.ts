@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { LoadResult, WaveResult } from './load';
 import type { KeyShape, MonitorCount } from './redis';
 import type { ProfileSummary } from './profile';
+import type { HeapSizes } from './gateway';
 import { median } from './stats';
 
 export type TargetKey = 'direct' | 'bare' | 'gateway';
@@ -24,6 +25,8 @@ export interface RoundRecord {
   foreignCpuPercent: number;
   rssBytes: number;
   peakRssBytes: number;
+  /** The gateway's V8 heap at the end of the round (gateway rounds only). */
+  heap?: HeapSizes;
   /** INFO commandstats over the round (scripts' inner commands included). */
   redisCalls: Record<string, number>;
   redisCommandsPerRequest: number;
@@ -157,10 +160,18 @@ export function evaluate(r: BenchResults): Check[] {
   const growth = (last - base) / base;
   const after = gwRounds.slice(1).reduce((sec, x) => sec + x.load.seconds, 0);
   const mb = (b: number) => fmt(b / 2 ** 20, 1);
+  // What the growth is made of: V8's young generation (reserved, grows by doubling under sustained
+  // allocation) and its old generation in use (what outlives requests: a leak would grow there).
+  const lastHeap = gwRounds[gwRounds.length - 1]?.heap;
+  const heapNote =
+    first?.heap && lastHeap
+      ? `; V8 young generation ${mb(first.heap.newSpaceBytes)} → ${mb(lastHeap.newSpaceBytes)} MB, ` +
+        `old generation in use ${mb(first.heap.oldUsedBytes)} → ${mb(lastHeap.oldUsedBytes)} MB`
+      : '';
   checks.push({
     name: `RSS growth over ${after.toFixed(0)} s of gateway load after warm-up (warm-up: ${r.settings.warmupSeconds} s + the first ${r.settings.roundSeconds} s round)`,
     target: '< 10%',
-    measured: `${pct(growth)} (${mb(base)} → ${mb(last)} MB; ${mb(r.rss.warmBytes)} MB after the ${r.settings.warmupSeconds} s warm-up alone)`,
+    measured: `${pct(growth)} (${mb(base)} → ${mb(last)} MB; ${mb(r.rss.warmBytes)} MB after the ${r.settings.warmupSeconds} s warm-up alone${heapNote})`,
     ok: growth < 0.1,
   });
 

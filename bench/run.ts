@@ -14,7 +14,7 @@
  *   this process  the test IdP (oidc-provider) and the orchestration; idle while load runs
  *
  * Settings (environment): BENCH_CONNECTIONS (32), BENCH_ROUND_SECONDS (6), BENCH_ROUNDS (3),
- * BENCH_WARMUP_SECONDS (3), BENCH_SESSIONS (100000), BENCH_WAVE_SESSIONS (50), BENCH_WAVE_CALLS (10),
+ * BENCH_WARMUP_SECONDS (10), BENCH_SESSIONS (100000), BENCH_WAVE_SESSIONS (50), BENCH_WAVE_CALLS (10),
  * BENCH_WAVES (2), BENCH_LONG=1 (a 60 s gateway run for the RSS check), BENCH_PROFILE (auto: profile the
  * gateway when a target is missed; 1: always; 0: never), REDIS_URL (use that Redis instead of a private one).
  */
@@ -27,7 +27,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startTestIdp, type TestIdp } from '../src/testing/testIdp';
 import { cpuSeconds, forkHelper, machineBusySeconds, memory, stop, type Child } from './procs';
 import { startLoader, type Loader } from './loader';
-import { startGateway, type Gateway } from './gateway';
+import { startGateway, type Gateway, type HeapSizes } from './gateway';
 import { login } from './login';
 import {
   commandStats,
@@ -55,7 +55,7 @@ const S = {
   connections: setting('BENCH_CONNECTIONS', 32),
   roundSeconds: setting('BENCH_ROUND_SECONDS', 6),
   rounds: setting('BENCH_ROUNDS', 3),
-  warmupSeconds: setting('BENCH_WARMUP_SECONDS', 3),
+  warmupSeconds: setting('BENCH_WARMUP_SECONDS', 10),
   sessions: setting('BENCH_SESSIONS', 100_000),
   waveSessions: setting('BENCH_WAVE_SESSIONS', 50),
   waveCalls: setting('BENCH_WAVE_CALLS', 10),
@@ -73,6 +73,7 @@ interface Target {
   key: TargetKey;
   url: string;
   pid: number;
+  heap?: () => Promise<HeapSizes>;
 }
 
 /** Everything a round needs to know. */
@@ -112,6 +113,7 @@ async function measure(rig: Rig, t: Target, seconds: number, phase: RoundRecord[
   const redisCpu = (await redisCpuSeconds(redis.client)) - redisCpu0;
   const mem = memory(t.pid);
   if (t.key === 'gateway') rig.rss.push([(Date.now() - started) / 1000, mem.rss]);
+  const heap = t.heap ? await t.heap().catch(() => undefined) : undefined;
   const n = Math.max(1, load.responses);
   const record: RoundRecord = {
     target: t.key,
@@ -124,6 +126,7 @@ async function measure(rig: Rig, t: Target, seconds: number, phase: RoundRecord[
     foreignCpuPercent: Math.max(0, (100 * foreignCpu) / load.seconds),
     rssBytes: mem.rss,
     peakRssBytes: mem.peak,
+    ...(heap && { heap }),
     redisCalls: calls,
     redisCommandsPerRequest: Object.values(calls).reduce((a, b) => a + b, 0) / n,
     redisCpuUsPerRequest: (redisCpu * 1e6) / n,
@@ -267,7 +270,7 @@ async function main(): Promise<void> {
     const targets: Target[] = [
       { key: 'direct', url: `http://127.0.0.1:${upstream.ready}/api/items`, pid: upstream.child.pid },
       { key: 'bare', url: `http://127.0.0.1:${bare.ready}/api/items`, pid: bare.child.pid },
-      { key: 'gateway', url: `${gateway.url}/api/items`, pid: gateway.child.pid },
+      { key: 'gateway', url: `${gateway.url}/api/items`, pid: gateway.child.pid, heap: () => gateway.heap() },
     ];
     const gw = targets[2]!;
     rig.pids = [upstream.child.pid, bare.child.pid, loader.child.pid, gateway.child.pid, ...(redis.pid ? [redis.pid] : [])];
