@@ -137,10 +137,11 @@ export function createApp(d: AppDeps): Express {
 
 /**
  * The targets the /api lane takes: `/api` itself, below it, or with a query (case-insensitive, as Express'
- * routing was: `/API/x` reaches the path guard and is refused there, 400). An absolute-form target (R49)
- * does not start with `/` and goes to Express, which refuses it.
+ * routing was: `/API/x` reaches the path guard and is refused there, 400), and `/api\…`, which Express' URL
+ * parser could read as `/api/…`: the path guard refuses it (400). An absolute-form target (R49) does not
+ * start with `/` and goes to Express, which refuses it.
  */
-const API_TARGET = /^\/api(?:[/?#]|$)/i;
+const API_TARGET = /^\/api(?:[/?#\\]|$)/i;
 
 /** Express' own entry point (`app(req, res)` calls it), replaced on this app to send /api past Express. */
 interface ExpressInternals {

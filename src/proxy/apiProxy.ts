@@ -54,6 +54,7 @@ export function createApiProxy(upstream: URL, publicOrigin: string, trustedHops:
 
   const forward: Step = (req, res) => {
     const headers = upstreamHeaders(req.headers, {
+      method: req.method,
       accessToken: res.locals.accessToken as string,
       clientIp: clientAddress(req, trustedHops),
       proto,

@@ -42,6 +42,8 @@ const DROP_UPSTREAM = new Set([
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 const DROP_UPSTREAM_PREFIX = /^(x-forwarded-|x-user|x-auth|x-gatehouse)/;
 const DROP_DOWNSTREAM = new Set([...HOP_BY_HOP, 'set-cookie']);
+/** Methods node:http sends without framing when they have no body (the rest default to chunked). */
+const BODYLESS_BY_DEFAULT = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
 
 const NONE: readonly string[] = [];
 
@@ -57,6 +59,7 @@ function connectionNamed(headers: IncomingHttpHeaders): readonly string[] {
 }
 
 export interface Forwarded {
+  method: string | undefined;
   accessToken: string;
   clientIp: string | undefined;
   proto: string;
@@ -89,6 +92,9 @@ export function upstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded): s
   // reused afterwards (as http-proxy does), so no disagreement about where the body ended can reach the
   // next request on that pooled connection.
   if (headers['transfer-encoding'] !== undefined) out.push('connection', 'close');
+  // RFC 9112 §6.3: a request with neither field has no body. Given its head up front, node:http would frame
+  // a POST, PUT or PATCH as chunked; say so as Content-Length: 0, as it does when it sees the empty body.
+  else if (headers['content-length'] === undefined && !BODYLESS_BY_DEFAULT.has(fwd.method ?? '')) out.push('content-length', '0');
   out.push('host', fwd.upstreamHost, 'authorization', `Bearer ${fwd.accessToken}`);
   if (fwd.clientIp) out.push('x-forwarded-for', fwd.clientIp);
   out.push('x-forwarded-proto', fwd.proto, 'x-forwarded-host', fwd.host);

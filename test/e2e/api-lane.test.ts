@@ -6,7 +6,7 @@
 import request from 'supertest';
 import { loginAs } from '../support/login';
 import { SPA, startStack, type Instance, type Stack } from '../support/stack';
-import { issuedCookie } from './security-support';
+import { issuedCookie, rawRequest, rawSocket } from './security-support';
 
 /** The secure headers helmet sets with Gatehouse's options on http (no HSTS). */
 const SECURE_HEADERS = [
@@ -74,9 +74,31 @@ describe('/api past Express: the same headers and routing as every other answer'
     expect(s.upstream.last().url).toBe('/');
     const upper = await gw().get('/API/items').set(SPA).set('Cookie', cookie).expect(400);
     expect(upper.body).toMatchObject({ error: 'bad_request' });
+    for (const target of ['/api\\items', '/api\\items#x']) {
+      const r = await rawRequest(s.gw.url, { method: 'GET', path: target, headers: { ...SPA, Cookie: cookie } });
+      expect([target, r.status]).toEqual([target, 400]);
+    }
     expect(s.upstream.requests.length).toBe(before + 2);
     // Not /api: Express answers (the SPA's files, or 404 without them).
     await gw().get('/apix').set(SPA).set('Cookie', cookie).expect(404);
+  });
+
+  it('a POST, PUT or PATCH without a body reaches the upstream as Content-Length: 0, never chunked', async () => {
+    for (const method of ['POST', 'PUT', 'PATCH'] as const) {
+      // A raw socket: an HTTP client library would add Content-Length: 0 itself.
+      const r = await rawSocket(
+        s.gw.server.port,
+        `${method} /api/items HTTP/1.1\r\nHost: x\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nConnection: close\r\n\r\n`,
+        2000,
+      );
+      expect(r.status).toBe(200);
+      const seen = s.upstream.last();
+      expect([method, seen.headers['content-length'], seen.headers['transfer-encoding']]).toEqual([method, '0', undefined]);
+    }
+    await gw().delete('/api/items').set(SPA).set('Cookie', cookie).expect(200);
+    expect(s.upstream.last().headers['transfer-encoding']).toBeUndefined();
+    await gw().post('/api/items').set(SPA).set('Cookie', cookie).send({ a: 1 }).expect(200);
+    expect(s.upstream.last().headers['content-length']).toBe('7');
   });
 
   it('R64: with one trusted hop, the upstream sees the address that hop reported, never one the browser chose', async () => {
