@@ -66,14 +66,6 @@ function scrubCause(cause: unknown, depth: number): unknown {
   return out;
 }
 
-/**
- * pino, with Gatehouse's line shape (`level` as its name, ISO `time`) and the scrubber above run on every
- * event's fields before serialisation, so redaction does not depend on listing paths (pino's `redact`).
- * `write` receives each JSON line (tests capture them); by default lines go to stderr asynchronously: under
- * load the lines written while a write is under way go out together in the next (one system call per batch,
- * not per request: issue 6). pino flushes what is left synchronously when the process exits, crash
- * included (its on-exit hook), so only a SIGKILL can lose the last lines.
- */
 /** pino's isoTime, the string made once per millisecond (under load, several lines share one). */
 let lastMs = 0;
 let lastTime = '';
@@ -86,6 +78,14 @@ function isoTime(): string {
   return lastTime;
 }
 
+/**
+ * pino, with Gatehouse's line shape (`level` as its name, ISO `time`) and the scrubber above run on every
+ * event's fields before serialisation, so redaction does not depend on listing paths (pino's `redact`).
+ * `write` receives each JSON line (tests capture them); by default lines go to stderr asynchronously: under
+ * load the lines written while a write is under way go out together in the next (one system call per batch,
+ * not per request: issue 6). pino flushes what is left synchronously when the process exits, crash
+ * included (its on-exit hook), so only a SIGKILL can lose the last lines.
+ */
 export function createLogger(level: LogLevel, write?: (line: string) => void): Logger {
   const dest = write ? { write } : pino.destination({ dest: 2, sync: false });
   return pino(
