@@ -42,6 +42,15 @@ export interface GatehouseOptions {
   shutdownSeconds?: number | string;
   anomalyRefreshesPerHour?: number | string;
   anomalyEndSession?: boolean | string;
+  upstreamTimeoutSeconds?: number | string;
+  upstreamConnectTimeoutSeconds?: number | string;
+  upstreamSocketsPerSession?: number | string;
+  /** More request header names never forwarded upstream (comma-separated string or array), besides the built-in list. */
+  dropHeaders?: string | string[];
+  loginRatePerMinute?: number | string;
+  loginsInFlightMax?: number | string;
+  adminHost?: string;
+  tokenExpiryMarginSeconds?: number | string;
 }
 
 export interface Setting {
@@ -111,6 +120,52 @@ export const SETTINGS: readonly Setting[] = [
     default: 'false',
     why: 'also end a session whose refresh rate is anomalous, and the sessions an IdP refresh-token reuse report names (true or false)',
   },
+  {
+    option: 'upstreamTimeoutSeconds',
+    env: 'GATEHOUSE_UPSTREAM_TIMEOUT_SECONDS',
+    default: '30',
+    why: "time from sending a request upstream to the upstream's response headers, then 504 upstream_timeout (a streaming body is never cut)",
+  },
+  {
+    option: 'upstreamConnectTimeoutSeconds',
+    env: 'GATEHOUSE_UPSTREAM_CONNECT_TIMEOUT_SECONDS',
+    default: '10',
+    why: 'time to open a connection to the upstream, then 504 upstream_timeout',
+  },
+  {
+    option: 'upstreamSocketsPerSession',
+    env: 'GATEHOUSE_UPSTREAM_SOCKETS_PER_SESSION',
+    default: '64',
+    why: 'upstream requests one session may have open at once; past it 503 upstream_busy, so one user cannot take the pool',
+  },
+  {
+    option: 'dropHeaders',
+    env: 'GATEHOUSE_DROP_HEADERS',
+    why: 'more request header names (comma-separated) never forwarded upstream, besides the built-in identity and client-address list',
+  },
+  {
+    option: 'loginRatePerMinute',
+    env: 'GATEHOUSE_LOGIN_RATE_PER_MINUTE',
+    default: '60',
+    why: 'logins (/auth/login, /auth/callback) one client address may start per minute, across replicas; past it 429 (0 = no limit)',
+  },
+  {
+    option: 'loginsInFlightMax',
+    env: 'GATEHOUSE_LOGINS_IN_FLIGHT_MAX',
+    default: '50000',
+    why: 'login transactions stored at once (each lives 10 minutes at most); past it /auth/login answers 503',
+  },
+  {
+    option: 'adminHost',
+    env: 'GATEHOUSE_ADMIN_HOST',
+    why: 'address the admin port listens on (unset = every interface, so Prometheus can scrape the pod address)',
+  },
+  {
+    option: 'tokenExpiryMarginSeconds',
+    env: 'GATEHOUSE_TOKEN_EXPIRY_MARGIN_SECONDS',
+    default: '2',
+    why: "an access token is not sent upstream in its last seconds (the API's clock may run ahead); while the IdP cannot refresh it, 503",
+  },
   { option: 'adminToken', env: 'GATEHOUSE_ADMIN_TOKEN', why: 'bearer token of the admin session API on the admin port (unset = API off)' },
   {
     option: 'shutdownSeconds',
@@ -159,6 +214,17 @@ export interface Config {
   readonly shutdownSeconds: number;
   readonly anomalyRefreshesPerHour: number;
   readonly anomalyEndSession: boolean;
+  readonly upstreamTimeoutSeconds: number;
+  readonly upstreamConnectTimeoutSeconds: number;
+  readonly upstreamSocketsPerSession: number;
+  /** Lower-case request header names dropped before forwarding, besides the built-in list. */
+  readonly dropHeaders: readonly string[];
+  /** 0 = no limit. */
+  readonly loginRatePerMinute: number;
+  readonly loginsInFlightMax: number;
+  /** undefined = every interface. */
+  readonly adminHost: string | undefined;
+  readonly tokenExpiryMarginSeconds: number;
   /** http:// issuer on a loopback host (demo and tests only). */
   readonly allowInsecureIdp: boolean;
   /** Start-up warnings (insecure development settings). */
