@@ -139,7 +139,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     anomaly: { perHour: cfg.anomalyRefreshesPerHour, endSession: cfg.anomalyEndSession },
     revokeLater,
   });
-  const proxy = createApiProxy(cfg.upstream, cfg.publicOrigin, cfg.trustProxy, log);
+  const proxy = createApiProxy(cfg, log, metrics);
   const sessionMiddleware = session({
     name: cookies.sessionName,
     secret: [...cfg.sessionSecrets],

@@ -7,6 +7,14 @@ import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client
 export type SessionEndReason = 'logout' | 'invalid_grant' | 'idle' | 'absolute' | 'backchannel' | 'admin' | 'anomaly';
 export type SecurityEventKind = 'refresh_rate' | 'refresh_token_reuse';
 export type RefreshOutcome = 'ok' | 'invalid_grant' | 'transient' | 'race_recovered';
+/**
+ * Why an /api request got no (whole) upstream answer: unreachable (no connection), connect_timeout,
+ * response_timeout (no response head in time), malformed (an answer HTTP does not allow), reset (the
+ * connection closed or broke before the answer was complete).
+ */
+export type UpstreamErrorKind = 'unreachable' | 'connect_timeout' | 'response_timeout' | 'malformed' | 'reset';
+/** rate_limit: one client address over its logins a minute (429); in_flight: too many logins stored at once (503). */
+export type LoginRefusal = 'rate_limit' | 'in_flight';
 
 export interface Metrics {
   readonly registry: Registry;
@@ -19,6 +27,12 @@ export interface Metrics {
   redisCommand(seconds: number, failed: boolean): void;
   idpError(operation: 'discovery' | 'login' | 'refresh' | 'revocation' | 'userinfo', kind: string): void;
   securityEvent(kind: SecurityEventKind): void;
+  loginRefused(reason: LoginRefusal): void;
+  /** A call to the admin session API refused for a missing or wrong admin token. */
+  adminAuthFailed(): void;
+  upstreamError(kind: UpstreamErrorKind): void;
+  /** An /api request refused because its session had its upstream requests in flight (503 upstream_busy). */
+  upstreamBusy(): void;
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -94,6 +108,32 @@ export function createMetrics(): Metrics {
     registers: [registry],
   });
   for (const kind of ['refresh_rate', 'refresh_token_reuse']) security.labels(kind).inc(0);
+  const upstreamErrors = new Counter({
+    name: 'gatehouse_upstream_errors_total',
+    help: 'Upstream requests of /api that failed, by kind (unreachable, connect_timeout, response_timeout, malformed, reset).',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+  });
+  for (const kind of ['unreachable', 'connect_timeout', 'response_timeout', 'malformed', 'reset']) upstreamErrors.labels(kind).inc(0);
+  const upstreamBusy = new Counter({
+    name: 'gatehouse_upstream_busy_total',
+    help: 'Requests of /api refused with 503 upstream_busy: their session already had its upstream requests in flight.',
+    registers: [registry],
+  });
+  const adminAuthFailures = new Counter({
+    name: 'gatehouse_admin_auth_failures_total',
+    help: 'Calls to the admin session API refused for a missing or wrong admin token.',
+    registers: [registry],
+  });
+  const loginRefusals = new Counter({
+    name: 'gatehouse_login_refused_total',
+    help:
+      'Requests to /auth/login and /auth/callback refused, by reason (rate_limit: a client address over ' +
+      'GATEHOUSE_LOGIN_RATE_PER_MINUTE, 429; in_flight: GATEHOUSE_LOGINS_IN_FLIGHT_MAX logins stored, 503).',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  for (const reason of ['rate_limit', 'in_flight']) loginRefusals.labels(reason).inc(0);
   // Labelled series appear at zero from the start, so dashboards and alerts see them before the first event.
   for (const outcome of ['ok', 'invalid_grant', 'transient', 'race_recovered']) refreshTotal.labels(outcome).inc(0);
   for (const reason of ['logout', 'invalid_grant', 'idle', 'absolute', 'backchannel', 'admin', 'anomaly']) ended.labels(reason).inc(0);
@@ -118,5 +158,9 @@ export function createMetrics(): Metrics {
     },
     idpError: (operation, kind) => idpErrors.labels(operation, kind).inc(),
     securityEvent: (kind) => security.labels(kind).inc(),
+    loginRefused: (reason) => loginRefusals.labels(reason).inc(),
+    adminAuthFailed: () => adminAuthFailures.inc(),
+    upstreamError: (kind) => upstreamErrors.labels(kind).inc(),
+    upstreamBusy: () => upstreamBusy.inc(),
   };
 }

@@ -3,8 +3,9 @@
  *
  * Upstream (R46–R48, RFC 9110 §7.6.1): drop hop-by-hop fields and every field the browser's Connection
  * header names (before adding ours, so `Connection: authorization` cannot strip the injected token),
- * the browser's credentials (Cookie, Authorization, Proxy-Authorization, X-CSRF), and identity or
- * forwarding headers an upstream might trust; then set exactly one Authorization and our own X-Forwarded-*.
+ * the browser's credentials (Cookie, Authorization, Proxy-Authorization, X-CSRF), and the identity,
+ * client-address and routing headers an upstream might trust (DROPPED_REQUEST_HEADERS, its prefixes and
+ * the operator's dropHeaders); then set exactly one Authorization and our own X-Forwarded-*.
  *
  * Browser (R50, R51): no upstream Set-Cookie (an upstream could otherwise overwrite our session cookie on
  * our origin), no hop-by-hop fields, and `Cache-Control: no-store` when the upstream set no caching policy.
@@ -21,26 +22,86 @@ const HOP_BY_HOP = [
   'proxy-authenticate',
   'proxy-authorization',
 ];
-const DROP_UPSTREAM = new Set([
-  ...HOP_BY_HOP,
+/**
+ * Request fields that assert who the user is or where the request came from. Auth proxies (oauth2-proxy,
+ * Authelia, Pomerium, cloud load balancers, API gateways, CDNs) set them, and upstreams behind such proxies
+ * commonly trust them as they arrive; from a browser they are forged, so none is ever forwarded. Exact names
+ * here, families by prefix below; an operator adds more names with `dropHeaders`.
+ */
+export const DROPPED_REQUEST_HEADERS: readonly string[] = [
+  // the browser's own credentials: the upstream gets the gateway's Bearer instead
   'cookie',
   'authorization',
   'x-csrf',
+  // identity and tokens
+  'x-email',
+  'x-preferred-username',
+  'x-groups',
+  'x-id-token',
+  'x-access-token',
+  'x-api-key',
+  'x-jwt-assertion',
+  'x-credential-identifier',
+  'x-anonymous-consumer',
+  // client address (the upstream gets our X-Forwarded-For)
   'forwarded',
   'x-real-ip',
   'x-client-ip',
+  'x-cluster-client-ip',
+  'client-ip',
   'true-client-ip',
-  // Some frameworks route on these instead of the request line: they would bypass the path guard.
-  'x-original-url',
+  'fastly-client-ip',
+  'x-originating-ip',
+  'x-proxyuser-ip',
+  'x-azure-clientip',
+  'x-azure-socketip',
+  // Some frameworks route on these instead of the request line or method: they would bypass the path guard.
+  'x-host',
   'x-rewrite-url',
-]);
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  // client certificate (mTLS) assertions
+  'x-arr-clientcert',
+  'x-client-verify',
+  'x-client-dn',
+];
+
+/** Families of such fields: every name that starts with one of these is dropped too. */
+export const DROPPED_REQUEST_HEADER_PREFIXES: readonly string[] = [
+  'x-forwarded', // -for, -host, -proto, -user, -email, -groups, -access-token, -client-cert... (ours are set after)
+  'x-user', // x-user, x-userinfo, x-username, x-user-id...
+  'x-auth', // x-auth-request-*, x-authenticated-*, x-auth-token...
+  'x-gatehouse',
+  'remote-', // Remote-User, Remote-Groups, Remote-Email, Remote-Name
+  'x-remote-', // X-Remote-User, X-Remote-Addr...
+  'x-original-', // X-Original-URL, -URI, -Host, -Method, -Forwarded-For
+  'x-consumer-',
+  'x-amzn-oidc-',
+  'x-amzn-mtls-',
+  'x-ms-client-principal',
+  'x-ms-token-',
+  'x-goog-authenticated-user-',
+  'x-goog-iap-',
+  'x-webauth-',
+  'x-pomerium-',
+  'x-vouch-',
+  'x-envoy-',
+  'cf-', // CF-Connecting-IP, CF-IPCountry, CF-Visitor, Cf-Access-Authenticated-User-Email...
+  'x-ssl-',
+  'ssl-client-',
+  'x-client-cert',
+];
+
+const DROP_UPSTREAM = new Set([...HOP_BY_HOP, ...DROPPED_REQUEST_HEADERS]);
 /**
  * Request smuggling: a `Connection` header naming the message's framing (or Host) must never make the
  * proxy drop it, or the body would reach the pooled upstream connection unframed and be read there as
  * another request. Such a request is refused (framingNamedInConnection) and the names are never dropped.
  */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
-const DROP_UPSTREAM_PREFIX = /^(x-forwarded-|x-user|x-auth|x-gatehouse)/;
+// The prefixes are plain lower-case names (letters and '-'): nothing in them needs escaping.
+const DROP_UPSTREAM_PREFIX = new RegExp(`^(?:${DROPPED_REQUEST_HEADER_PREFIXES.join('|')})`);
 const DROP_DOWNSTREAM = new Set([...HOP_BY_HOP, 'set-cookie']);
 /** Methods node:http sends without framing when they have no body (the rest default to chunked). */
 const BODYLESS_BY_DEFAULT = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
@@ -68,6 +129,15 @@ export interface Forwarded {
   upstreamHost: string;
 }
 
+/**
+ * The exact names dropped on the way upstream: the built-in ones and an operator's (lower-case). Framing
+ * names are never dropped, whoever lists them: a body without its framing would be read upstream as the
+ * next request.
+ */
+export function droppedNames(extra: readonly string[]): ReadonlySet<string> {
+  return new Set([...DROP_UPSTREAM, ...extra.filter((name) => !FRAMING.has(name))]);
+}
+
 /** True when the browser's Connection header names a framing header: the request is refused (400). */
 export function framingNamedInConnection(headers: IncomingHttpHeaders): boolean {
   return connectionNamed(headers).some((name) => FRAMING.has(name));
@@ -77,11 +147,11 @@ export function framingNamedInConnection(headers: IncomingHttpHeaders): boolean 
  * The header fields the upstream receives, built from the browser's, as the flat `[name, value, ...]` list
  * node:http takes without building a header object of its own (issue 6: the hot path).
  */
-export function upstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded): string[] {
+export function upstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded, drop: ReadonlySet<string> = DROP_UPSTREAM): string[] {
   const named = connectionNamed(headers);
   const out: string[] = [];
   for (const name of Object.keys(headers)) {
-    if (name === 'host' || DROP_UPSTREAM.has(name) || DROP_UPSTREAM_PREFIX.test(name)) continue;
+    if (name === 'host' || drop.has(name) || DROP_UPSTREAM_PREFIX.test(name)) continue;
     if (named.length > 0 && named.includes(name) && !FRAMING.has(name)) continue;
     const value = headers[name]!;
     if (typeof value === 'string') out.push(name, value);
