@@ -23,7 +23,7 @@ import { sessionKeys, type Lifecycle } from './session/lifecycle';
 import { requireSession } from './session/requireSession';
 import type { Idp } from './oidc/idp';
 import type { LoginTransactions } from './oidc/loginTx';
-import { login } from './oidc/login';
+import { login, loginErrorPage, loginRateLimit } from './oidc/login';
 import { callback } from './oidc/callback';
 import { sessionInfo } from './oidc/sessionInfo';
 import { logout, logoutReturn } from './oidc/logout';
@@ -96,17 +96,23 @@ export function createApp(d: AppDeps): Express {
   app.get('/readyz', readyz({ kv: d.kv, idp: d.idp, draining: d.draining }));
 
   app.use('/auth', noStore());
+  // Anyone may start a login: one client address gets so many a minute, on every replica together.
+  const rate = { kv: d.kv, keyring: lc.keyring, keyPrefix: cfg.keyPrefix, perMinute: cfg.loginRatePerMinute, metrics: d.metrics };
   app.get(
     '/auth/login',
-    login({ idp: d.idp, tx: d.transactions, keyring: lc.keyring, cookies: d.cookies, publicOrigin: cfg.publicOrigin }),
+    loginRateLimit(rate, 'login'),
+    login({ idp: d.idp, tx: d.transactions, keyring: lc.keyring, cookies: d.cookies, publicOrigin: cfg.publicOrigin, metrics: d.metrics }),
+    loginErrorPage(d.log),
   );
   app.get(
     '/auth/callback',
+    loginRateLimit(rate, 'callback'),
     cookies,
     d.session,
     callback({
       idp: d.idp,
       tx: d.transactions,
+      endedIdpSessions: d.backchannel.endedIdpSessions,
       keyring: lc.keyring,
       vault: lc.vault,
       lifecycle: lc,

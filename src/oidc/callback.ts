@@ -57,10 +57,13 @@ export function callback(d: CallbackDeps): RequestHandler {
       for (const name of ['state', 'code', 'iss', 'error']) if (q.getAll(name).length > 1) fail(`duplicate ${name}`);
       const state = q.get('state');
       if (!state || state.length > 512) fail('missing state');
-      const bindings = cookieValues(req, d.cookies.txName);
+      // The cookie of this transaction (named after its state), never another login's.
+      const txCookie = txCookieName(d.cookies, state!);
+      const bindings = cookieValues(req, txCookie);
       if (bindings.length !== 1) fail('missing login transaction cookie');
       // R9: the transaction is consumed now, whatever happens next.
       const taken = await d.tx.take(state!, bindings[0]!);
+      clearTxCookie(res, d.cookies, txCookie); // used up with its transaction
       if (!taken) fail('unknown, used or expired state');
       // R8: the state must belong to this browser's transaction.
       if (!taken!.bound) fail('state bound to another browser');

@@ -5,7 +5,8 @@
 export type ReturnTo = string & { readonly __brand: 'ReturnTo' };
 
 export const HOME = '/' as ReturnTo;
-const MAX_LENGTH = 2048;
+/** Stored with every login transaction for up to ten minutes, by anyone who asks: kept short. */
+const MAX_LENGTH = 512;
 const FORBIDDEN = /[\u0000-\u001f\u007f\\]/;
 
 /** A same-origin path (re-serialised pathname + search + hash), or undefined for anything else. */
@@ -28,5 +29,7 @@ export function parseReturnTo(raw: unknown, origin: string): ReturnTo | undefine
   }
   // Encoded forms that turn into another host or a header once decoded by some later hop.
   if (decoded.startsWith('//') || FORBIDDEN.test(decoded)) return undefined;
-  return (url.pathname + url.search + url.hash) as ReturnTo;
+  const path = url.pathname + url.search + url.hash;
+  // Re-serialising percent-encodes: the stored form is what must stay short.
+  return path.length > MAX_LENGTH ? undefined : (path as ReturnTo);
 }

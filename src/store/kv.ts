@@ -48,6 +48,13 @@ export interface Kv {
   due(key: string, nowMs: number, limit: number): Promise<string[]>;
   /** Removes `member`; true for exactly one of several concurrent callers (the one that handles it). */
   claim(key: string, member: string): Promise<boolean>;
+  /**
+   * A set of at most `max` members, each leaving at its own time (a sorted set scored by that time): drops
+   * the members whose time is at or before `nowMs`, then adds `member` until `untilMs` unless `max` remain.
+   * True when added. The set's TTL is extended to `untilMs`, never shortened: it lives as long as its latest
+   * member and no longer. A member leaves early with unschedule().
+   */
+  admit(key: string, member: string, untilMs: number, nowMs: number, max: number): Promise<boolean>;
   /** Adds one to a counter that lives `windowMs` from its first increment; resolves to the new count. */
   countInWindow(key: string, windowMs: number): Promise<number>;
   /**

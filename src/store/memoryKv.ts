@@ -138,6 +138,15 @@ export class MemoryKv implements Kv {
   async claim(key: string, member: string) {
     return this.schedules.get(key)?.delete(member) ?? false;
   }
+  async admit(key: string, member: string, untilMs: number, nowMs: number, max: number) {
+    let z = this.schedules.get(key);
+    if (!z) this.schedules.set(key, (z = new Map<string, number>()));
+    // Members that left are swept only when the set looks full: a sweep walks every member.
+    if (z.size >= max) for (const [m, at] of z) if (at <= nowMs) z.delete(m);
+    if (z.size >= max) return false;
+    z.set(member, untilMs);
+    return true;
+  }
   async countInWindow(key: string, windowMs: number) {
     const e = this.map.get(key);
     const live = e !== undefined && e.expiresAt > this.now();

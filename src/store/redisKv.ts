@@ -22,6 +22,12 @@ const SCHEDULE = `
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1`;
+const ADMIT = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[5]) then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+return 1`;
 const COUNT = `
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
@@ -49,6 +55,7 @@ type Scripted = RedisClient & {
   gatehouseReplacePair(key: string, companion: string, value: string, ttlMs: number, companionTtlMs: number): Promise<number>;
   gatehouseHashTake(key: string, field: string): Promise<string | null>;
   gatehouseCount(key: string, windowMs: number): Promise<number>;
+  gatehouseAdmit(key: string, member: string, untilMs: number, nowMs: number, max: number, keyTtlMs: number): Promise<number>;
   gatehouseSchedule(key: string, member: string, atMs: number, keyTtlMs: number): Promise<number>;
   gatehouseRenew(key: string, owner: string, ttlMs: number): Promise<number>;
 };
@@ -97,6 +104,7 @@ export class RedisKv implements Kv {
     redis.defineCommand('gatehouseReplacePair', { numberOfKeys: 2, lua: REPLACE_WITH_COMPANION });
     redis.defineCommand('gatehouseHashTake', { numberOfKeys: 1, lua: HASH_TAKE });
     redis.defineCommand('gatehouseCount', { numberOfKeys: 1, lua: COUNT });
+    redis.defineCommand('gatehouseAdmit', { numberOfKeys: 1, lua: ADMIT });
     redis.defineCommand('gatehouseSchedule', { numberOfKeys: 1, lua: SCHEDULE });
     redis.defineCommand('gatehouseRenew', { numberOfKeys: 1, lua: RENEW });
     this.r = redis as Scripted;
@@ -175,6 +183,10 @@ export class RedisKv implements Kv {
   }
   async claim(key: string, member: string) {
     return (await this.guard(() => this.r.zrem(key, member))) === 1;
+  }
+  async admit(key: string, member: string, untilMs: number, nowMs: number, max: number) {
+    const ttl = Math.max(1, Math.ceil(untilMs - nowMs));
+    return (await this.guard(() => this.r.gatehouseAdmit(key, member, untilMs, nowMs, max, ttl))) === 1;
   }
   countInWindow(key: string, windowMs: number) {
     return this.guard(() => this.r.gatehouseCount(key, Math.max(1, Math.ceil(windowMs))));

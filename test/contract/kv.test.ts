@@ -267,6 +267,51 @@ describe.each([
     });
   });
 
+  describe('admit: a bounded set whose members leave at their own time (login transactions in flight)', () => {
+    const T = Date.parse('2030-01-01T00:00:00Z');
+
+    it('admits up to max members and refuses the next one', async () => {
+      const k = fresh();
+      for (const m of ['a', 'b', 'c']) expect(await b.kv.admit(k, m, T + 60_000, T, 3)).toBe(true);
+      expect(await b.kv.admit(k, 'd', T + 60_000, T, 3)).toBe(false);
+      expect(await b.kv.admit(k, 'd', T + 60_000, T + 1000, 3)).toBe(false);
+    });
+
+    it('makes room once a member’s time has passed: the set heals by itself', async () => {
+      const k = fresh();
+      expect(await b.kv.admit(k, 'early', T + 1000, T, 2)).toBe(true);
+      expect(await b.kv.admit(k, 'late', T + 60_000, T, 2)).toBe(true);
+      expect(await b.kv.admit(k, 'x', T + 60_000, T + 999, 2)).toBe(false);
+      expect(await b.kv.admit(k, 'x', T + 60_000, T + 1000, 2)).toBe(true);
+      expect(await b.kv.admit(k, 'y', T + 60_000, T + 1000, 2)).toBe(false);
+    });
+
+    it('makes room when a member leaves early (unschedule)', async () => {
+      const k = fresh();
+      expect(await b.kv.admit(k, 'a', T + 60_000, T, 1)).toBe(true);
+      expect(await b.kv.admit(k, 'b', T + 60_000, T, 1)).toBe(false);
+      await b.kv.unschedule(k, 'a');
+      expect(await b.kv.admit(k, 'b', T + 60_000, T, 1)).toBe(true);
+    });
+
+    it('never admits more than max of many concurrent callers', async () => {
+      const k = fresh();
+      const results = await Promise.all(Array.from({ length: 20 }, (_, i) => b.kv.admit(k, `m${i}`, T + 60_000, T, 5)));
+      expect(results.filter(Boolean)).toHaveLength(5);
+    });
+
+    it('gives the set a TTL that covers its latest member and no more (PTTL on Redis)', async () => {
+      const k = fresh();
+      await b.kv.admit(k, 'a', T + 60_000, T, 5);
+      await b.kv.admit(k, 'b', T + 1000, T, 5); // an earlier member never shortens it
+      if (isRedis) {
+        const ttl = (await b.pttl(k))!;
+        expect(ttl).toBeGreaterThan(50_000);
+        expect(ttl).toBeLessThanOrEqual(60_000);
+      }
+    });
+  });
+
   describe('compareAndSet: versioned "<version>|<payload>" records', () => {
     it('expected 0 means absent: creates a missing key, refuses an existing one', async () => {
       const k = fresh();
@@ -446,6 +491,8 @@ describe('RedisKv when Redis does not answer', () => {
       ['compareAndSet', () => kv.compareAndSet('k', 0, '1|v', 1000)],
       ['releaseLock', () => kv.releaseLock('k', 'o')],
       ['renewLock', () => kv.renewLock('k', 'o', 1000)],
+      ['admit', () => kv.admit('k', 'm', 2000, 1000, 5)],
+      ['countInWindow', () => kv.countInWindow('k', 1000)],
       ['ping', () => kv.ping()],
     ];
     for (const [op, run] of ops) {

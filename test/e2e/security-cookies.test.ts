@@ -12,10 +12,12 @@ import {
   issuedCookie,
   cookiesNamed,
   leaks,
+  parseSetCookie,
   rawSocket,
   recordResponses,
   scannable,
   sessionIdOf,
+  setCookies,
   settle,
   signedCookieValue,
   startLogin,
@@ -189,7 +191,9 @@ describe('security: the session cookie as untrusted input (§2 rows 1–8)', () 
 
   it('§2 row 7: the tx cookie value presented as the session cookie → 401', async () => {
     const l = await startLogin(gw());
-    const tx = issuedCookie(l.start, 'gatehouse-tx').value;
+    const tx = setCookies(l.start)
+      .map(parseSetCookie)
+      .find((c) => c.name.startsWith('gatehouse-tx-') && c.value !== '')!.value;
     for (const value of [tx, encodeURIComponent(`s:${tx}`), signedCookieValue(tx, SESSION_SECRET)]) {
       const r = await gw().get('/auth/session').set(SPA).set('Cookie', `gatehouse=${value}`);
       expect(r.status).toBe(401);

@@ -10,7 +10,9 @@ import {
   cookiesNamed,
   forgedCookieValue,
   issuedCookie,
+  parseSetCookie,
   recordResponses,
+  setCookies,
   settle,
   startLogin,
   type ParsedCookie,
@@ -19,7 +21,8 @@ import {
 
 const PUBLIC = 'https://app.example';
 const SESSION = '__Host-Http-gatehouse';
-const TX = '__Host-gatehouse-tx';
+/** Each login has its own tx cookie, `__Host-gatehouse-tx-<id>`. */
+const TX = '__Host-gatehouse-tx-';
 const HTTPS = { 'X-Forwarded-Proto': 'https' } as const;
 
 describe('security: https deployment cookies (R5, R21, R52, R64)', () => {
@@ -38,12 +41,17 @@ describe('security: https deployment cookies (R5, R21, R52, R64)', () => {
   /** GET /auth/login, the IdP, then the callback with the tx cookie copied by hand. */
   async function login(sub: string, callbackHeaders: Record<string, string> = HTTPS) {
     const l = await startLogin(gw(), '/auth/login?returnTo=%2Fapp', HTTPS);
-    const tx = issuedCookie(l.start, TX);
+    const tx = issuedCookie(
+      l.start,
+      setCookies(l.start)
+        .map(parseSetCookie)
+        .find((c) => c.name.startsWith(TX))?.name ?? TX,
+    );
     const cbUrl = new URL(await followIdp(s.idp, l.authorizationUrl.href, sub));
     const cb = await gw()
       .get(cbUrl.pathname + cbUrl.search)
       .set(callbackHeaders)
-      .set('Cookie', `${TX}=${tx.value}`)
+      .set('Cookie', `${tx.name}=${tx.value}`)
       .redirects(0);
     return { l, tx, cbUrl, cb };
   }
@@ -55,14 +63,14 @@ describe('security: https deployment cookies (R5, R21, R52, R64)', () => {
     expect(c.attrs.has('httponly')).toBe(true);
   }
 
-  it('R5: the tx cookie is __Host-gatehouse-tx with Secure, HttpOnly, Path=/, SameSite=Lax, Max-Age <= 600 and no Domain', async () => {
+  it('R5: the tx cookie is __Host-gatehouse-tx-<id> with Secure, HttpOnly, Path=/, SameSite=Lax, Max-Age <= 600 and no Domain', async () => {
     const { l, tx, cbUrl } = await login('tx-https');
     expect(l.authorizationUrl.searchParams.get('redirect_uri')).toBe(`${PUBLIC}/auth/callback`);
     expect(cbUrl.origin).toBe(PUBLIC);
     expectHostCookie(tx);
     expect(tx.attrs.get('samesite')).toBe('Lax');
     expect(Number(tx.attrs.get('max-age'))).toBeLessThanOrEqual(600);
-    expect(cookiesNamed(l.start, 'gatehouse-tx')).toHaveLength(0);
+    expect(setCookies(l.start).filter((c) => c.startsWith('gatehouse-tx'))).toHaveLength(0);
   });
 
   it('R21: the session cookie is __Host-Http-gatehouse; Secure; HttpOnly; Path=/; SameSite=Strict, without Domain, and it works', async () => {

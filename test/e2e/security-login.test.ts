@@ -13,9 +13,11 @@ import {
   forgedCookieValue,
   issuedCookie,
   leaks,
+  parseSetCookie,
   recordResponses,
   scannable,
   sessionIdOf,
+  setCookies,
   settle,
   signedCookieValue,
   startLogin,
@@ -25,6 +27,12 @@ import {
 
 const LOGIN_FAILED = { error: 'login_failed', message: 'The login could not be completed. Start again at /auth/login.' };
 const B64URL = /^[A-Za-z0-9_-]+$/;
+
+/** The name of the login-transaction cookie (one per login: gatehouse-tx-<id>) that a /auth/login response sets. */
+const txCookieName = (res: request.Response) =>
+  setCookies(res)
+    .map(parseSetCookie)
+    .find((c) => c.name.startsWith('gatehouse-tx-') && c.value !== '')!.name;
 
 describe('security: login and callback (R1–R19)', () => {
   let s: Stack;
@@ -111,9 +119,9 @@ describe('security: login and callback (R1–R19)', () => {
     expect(p.has('prompt')).toBe(false);
   });
 
-  it('R5: the gatehouse-tx cookie is HttpOnly, Path=/, SameSite=Lax, Max-Age <= 600, and holds no state, nonce or verifier', async () => {
+  it('R5: the login’s gatehouse-tx-<id> cookie is HttpOnly, Path=/, SameSite=Lax, Max-Age <= 600, and holds no state, nonce or verifier', async () => {
     const l = await startLogin(gw());
-    const tx = issuedCookie(l.start, 'gatehouse-tx');
+    const tx = issuedCookie(l.start, txCookieName(l.start));
     expect(tx.attrs.has('httponly')).toBe(true);
     expect(tx.attrs.get('path')).toBe('/');
     expect(tx.attrs.get('samesite')).toBe('Lax');
@@ -202,7 +210,12 @@ describe('security: login and callback (R1–R19)', () => {
   });
 
   describe('R8, R10 (§2 row 20): callbacks with bad state, parameters or cookies answer 400 and never reach the token endpoint', () => {
-    type Variant = (ctx: { browser: ReturnType<Stack['gw']['agent']>; path: string; state: string }) => Promise<request.Response>;
+    type Variant = (ctx: {
+      browser: ReturnType<Stack['gw']['agent']>;
+      path: string;
+      state: string;
+      tx: string;
+    }) => Promise<request.Response>;
     const variants: Array<[string, Variant]> = [
       ['no state', ({ browser, path }) => browser.get(path.replace(/([?&])state=[^&]*&?/, '$1')).redirects(0)],
       ['a wrong state', ({ browser, path }) => browser.get(path.replace(/state=[^&]*/, 'state=' + 'A'.repeat(43))).redirects(0)],
@@ -219,10 +232,10 @@ describe('security: login and callback (R1–R19)', () => {
       ['a duplicate code', ({ browser, path }) => browser.get(`${path}&code=second-code`).redirects(0)],
       [
         'a tx cookie with a made-up value',
-        ({ path }) =>
+        ({ path, tx }) =>
           request(s.gw.server)
             .get(path)
-            .set('Cookie', `gatehouse-tx=${'B'.repeat(43)}`)
+            .set('Cookie', `${tx}=${'B'.repeat(43)}`)
             .redirects(0),
       ],
       [
@@ -235,10 +248,10 @@ describe('security: login and callback (R1–R19)', () => {
       ],
       [
         'two tx cookies',
-        ({ path }) =>
+        ({ path, tx }) =>
           request(s.gw.server)
             .get(path)
-            .set('Cookie', `gatehouse-tx=${'B'.repeat(43)}; gatehouse-tx=${'C'.repeat(43)}`)
+            .set('Cookie', `${tx}=${'B'.repeat(43)}; ${tx}=${'C'.repeat(43)}`)
             .redirects(0),
       ],
     ];
@@ -248,7 +261,7 @@ describe('security: login and callback (R1–R19)', () => {
       const l = await startLogin(browser);
       const path = await callbackPathFor(s.idp, l, 'bad-callback');
       const codeGrants = s.idp.grants.authorization_code;
-      const res = await variant({ browser, path, state: l.state });
+      const res = await variant({ browser, path, state: l.state, tx: txCookieName(l.start) });
       expect(res.status).toBe(400);
       expect(res.body).toEqual(LOGIN_FAILED);
       expect(sessionCookies(res)).toHaveLength(0);
