@@ -120,7 +120,7 @@ export function createApp(d: AppDeps): Express {
       log: d.log,
       publicOrigin: cfg.publicOrigin,
       secureCookies: cfg.secureCookies,
-      refreshSkewSeconds: cfg.refreshSkewSeconds,
+      timing: { skewSeconds: cfg.refreshSkewSeconds, marginSeconds: cfg.tokenExpiryMarginSeconds },
       absoluteMs: cfg.sessionAbsoluteSeconds * 1000,
       now: d.now,
     }),

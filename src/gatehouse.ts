@@ -26,6 +26,7 @@ import { localInvalidations, redisInvalidations } from './store/invalidations';
 const SWEEP_INTERVAL_MS = 2000;
 import { Idp } from './oidc/idp';
 import { LoginTransactions } from './oidc/loginTx';
+import { EndedIdpSessions } from './oidc/endedIdpSessions';
 import { Revoker } from './oidc/revoker';
 import { Vault } from './tokens/vault';
 import { TokenService, type RefreshEvents } from './tokens/refresh';
@@ -102,8 +103,8 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const ledger = new ExpiryLedger(kv, keyring, cfg.keyPrefix, now);
   const idp = new Idp(cfg, log);
   await idp.start();
-  const revoker = new Revoker(idp, log, (kind) => metrics.idpError('revocation', kind));
-  const revokeLater = (refreshToken: string) => revoker.revokeLater(refreshToken);
+  const revoker = new Revoker(idp, index, log, (kind) => metrics.idpError('revocation', kind));
+  const revokeLater = revoker.revokeLater;
   const lifecycle: Lifecycle = { keyring, store, vault, index, ledger, metrics, revokeLater, cookies, idleMs, now };
   const terminator = new Terminator(kv, keyring, vault, index, ledger, revokeLater, log, metrics, cache);
   // Sessions that timed out: revoke their refresh tokens and clean their records (expiryLedger.ts).
@@ -123,7 +124,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     idp,
     log,
     now,
-    refreshSkewSeconds: cfg.refreshSkewSeconds,
+    timing: { skewSeconds: cfg.refreshSkewSeconds, marginSeconds: cfg.tokenExpiryMarginSeconds },
     lockLeaseMs: 10_000,
     lockWaitMs: cfg.idpTimeoutSeconds * 1000 + 5000,
     events: {
@@ -159,13 +160,23 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     idp,
     lifecycle,
     cookies,
-    transactions: new LoginTransactions(kv, keyring),
+    transactions: new LoginTransactions(kv, keyring, { key: `${cfg.keyPrefix}logins`, max: cfg.loginsInFlightMax, now }),
     tokens,
     proxy,
     session: sessionMiddleware,
     apiSession: apiSession(store, cfg.sessionSecrets, cookies.sessionName),
     metrics,
-    backchannel: { idp, kv, keyring, index, terminator, clientId: cfg.clientId, log, now },
+    backchannel: {
+      idp,
+      kv,
+      keyring,
+      index,
+      terminator,
+      endedIdpSessions: new EndedIdpSessions(kv, keyring),
+      clientId: cfg.clientId,
+      log,
+      now,
+    },
     draining: () => draining,
     now,
   });

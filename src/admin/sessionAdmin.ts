@@ -5,6 +5,7 @@
  */
 import type { IndexEntry, SessionIndex } from '../session/sessionIndex';
 import type { Terminator } from '../session/terminator';
+import type { RevocationOutcome } from '../oidc/revoker';
 
 export interface SessionSummary {
   /** The session's storage hash (the `session` field of log lines). */
@@ -13,10 +14,22 @@ export interface SessionSummary {
   absoluteExpiresAt: number;
 }
 
+/** What ending sessions did: sessions ended, and what became of their refresh tokens at the IdP. */
+export interface KillReport {
+  /** Sessions that were live and are now ended. */
+  ended: number;
+  /** Refresh tokens the IdP confirmed revoked. */
+  revoked: number;
+  /** Refresh tokens left at the IdP because another session of the user may share their grant. */
+  kept: number;
+  /** Revocations the IdP refused or never answered (logged); those sessions are ended all the same. */
+  failed: number;
+}
+
 export interface SessionAdmin {
   list(sub: string): Promise<SessionSummary[]>;
-  /** Ends every session of `sub`, or only the one named `session`; resolves to how many were live. */
-  revoke(target: { sub: string; session?: string }): Promise<number>;
+  /** Ends every session of `sub`, or only the one named `session`, and waits for the IdP's answers to the revocations. */
+  revoke(target: { sub: string; session?: string }): Promise<KillReport>;
   /**
    * The sessions of `sub` that an IdP report names: those of the IdP session `sid` when given, else all of
    * the user's. With `end`, they are ended (reason `anomaly`). Resolves to their storage hashes and how
@@ -33,7 +46,10 @@ export function sessionAdmin(deps: { index: SessionIndex; terminator: Terminator
     },
     async revoke({ sub, session }) {
       const chosen = (await entries(sub)).filter(({ hash }) => session === undefined || hash === session).map(({ e }) => e);
-      return deps.terminator.end(chosen, 'admin', { revoke: true });
+      const { count, revocations } = await deps.terminator.end(chosen, 'admin', { revoke: true });
+      const outcomes = await revocations;
+      const tally = (o: RevocationOutcome) => outcomes.filter((x) => x === o).length;
+      return { ended: count, revoked: tally('revoked'), kept: tally('kept'), failed: tally('failed') };
     },
     async compromised({ sub, sid }, { end }) {
       // A sid names one IdP session; only that user's sessions in it are taken (a report never reaches
@@ -44,7 +60,7 @@ export function sessionAdmin(deps: { index: SessionIndex; terminator: Terminator
           : (await deps.index.list('sid', deps.issuer(), sid)).filter((e) => e.sub === sub);
       // The IdP revoked the reused grant already; revoking every chosen session's refresh token also covers
       // the user's other grants when no sid narrowed the report.
-      const ended = end ? await deps.terminator.end(chosen, 'anomaly', { revoke: true }) : 0;
+      const ended = end ? (await deps.terminator.end(chosen, 'anomaly', { revoke: true })).count : 0;
       return { sessions: chosen.map((e) => e.h), ended };
     },
   };

@@ -17,6 +17,7 @@ import type { SessionIndex } from '../session/sessionIndex';
 import type { Terminator } from '../session/terminator';
 import type { Idp } from './idp';
 import { validateLogoutToken } from './logoutToken';
+import type { EndedIdpSessions } from './endedIdpSessions';
 
 /** Clock difference between the IdP and Gatehouse tolerated when comparing a session's start with `iat`. */
 const SKEW_MS = 5000;
@@ -29,6 +30,8 @@ export interface BackchannelDeps {
   keyring: Keyring;
   index: SessionIndex;
   terminator: Terminator;
+  /** Logouts of an IdP session, remembered so that a login of that session still under way makes no session. */
+  endedIdpSessions: EndedIdpSessions;
   clientId: string;
   log: Logger;
   now: () => number;
@@ -62,11 +65,13 @@ export function backchannelLogout(d: BackchannelDeps): [RequestHandler, RequestH
         return sendError(res, 400, 'invalid_request');
       }
       jtiKey = key;
+      // Before the sessions are ended: a callback of this IdP session that lists nothing yet must see it.
+      if (sid) await d.endedIdpSessions.remember(iss, sid, iat);
       const listed = sid
         ? (await d.index.list('sid', iss, sid)).filter((e) => sub === undefined || e.sub === sub)
         : await d.index.list('sub', iss, sub!);
       const issuedAt = iat * 1000 + SKEW_MS;
-      const ended = await d.terminator.end(
+      const { count: ended } = await d.terminator.end(
         listed.filter((e) => e.createdAt <= issuedAt),
         'backchannel',
         { revoke: false }, // the IdP ended the session: it knows (BCL §2.7 leaves the tokens to it)

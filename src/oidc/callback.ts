@@ -3,23 +3,25 @@
  * goes to the log only (R12: nothing from the IdP's error response is reflected).
  */
 import type { Request, RequestHandler } from 'express';
-import { cookieValues, type CookiePolicy } from '../http/cookies';
+import { clearTxCookie, cookieValues, txCookieName, type CookiePolicy } from '../http/cookies';
 import { GatewayError, sendError } from '../http/errors';
 import { StoreUnavailableError } from '../store/kv';
 import type { Logger } from '../log/logger';
 import type { Keyring } from '../session/keyring';
-import { retireSession, type Lifecycle } from '../session/lifecycle';
+import { retire, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import type { GatehouseSession } from '../session/sessionData';
-import { tokensFrom, type Vault } from '../tokens/vault';
+import { tokensFrom, type TokenTiming, type Vault } from '../tokens/vault';
 import { TOKEN_GRACE_MS } from '../session/expiryLedger';
 import { identityClaims } from './claims';
 import { classifyRefreshError } from './classify';
 import type { Idp } from './idp';
 import type { LoginTransactions } from './loginTx';
+import type { EndedIdpSessions } from './endedIdpSessions';
 
 export interface CallbackDeps {
   idp: Idp;
   tx: LoginTransactions;
+  endedIdpSessions: EndedIdpSessions;
   keyring: Keyring;
   vault: Vault;
   lifecycle: Lifecycle;
@@ -27,7 +29,7 @@ export interface CallbackDeps {
   log: Logger;
   publicOrigin: string;
   secureCookies: boolean;
-  refreshSkewSeconds: number;
+  timing: TokenTiming;
   absoluteMs: number;
   now: () => number;
 }
@@ -86,6 +88,10 @@ export function callback(d: CallbackDeps): RequestHandler {
       }
       const claims = tokens.claims ?? fail('no ID token');
       const sub = claims.sub as string;
+      // A code issued before a back-channel logout of its IdP session, redeemed after it, makes no session.
+      const authenticatedAt = typeof claims.auth_time === 'number' ? claims.auth_time : (claims.iat as number);
+      if (typeof claims.sid === 'string' && (await d.endedIdpSessions.predatesLogout(claims.iss as string, claims.sid, authenticatedAt)))
+        fail('the IdP session ended by a back-channel logout while this login was under way');
       let userinfo: Record<string, unknown> = {};
       try {
         userinfo = await d.idp.userinfo(tokens.accessToken, sub);
@@ -93,9 +99,10 @@ export function callback(d: CallbackDeps): RequestHandler {
         d.log.warn({ err }, 'userinfo failed; the session carries the ID token claims only');
       }
 
-      // R17: a new session id at every login; a previous session of this browser ends first.
-      // The session this browser had ends for good: refresh token revoked, index and ledger entries removed.
-      if (req.session.gh) await retireSession(req, d.lifecycle, { keepTokenRecord: false, revoke: true });
+      // A new session id at every login (session fixation). The session this browser had ends for good,
+      // once the new one is indexed: its refresh token is revoked only if no other session of the user is
+      // left, and the new one may share its grant (the IdP's SSO session issued both).
+      const previous = req.session.gh ? { keys: sessionKeys(req, d.lifecycle), gh: req.session.gh } : undefined;
       await regenerate(req);
       const now = d.now();
       const gh: GatehouseSession = {
@@ -110,8 +117,7 @@ export function callback(d: CallbackDeps): RequestHandler {
       const keys = d.keyring.forSession(req.sessionID);
       const ttl = Math.min(gh.absoluteExpiresAt, gh.activeAt + d.lifecycle.idleMs) - now;
       try {
-        if (!(await d.vault.write(keys, 0, tokensFrom(tokens, sentAt, d.refreshSkewSeconds), ttl + TOKEN_GRACE_MS)))
-          fail('session id collision');
+        if (!(await d.vault.write(keys, 0, tokensFrom(tokens, sentAt, d.timing), ttl + TOKEN_GRACE_MS))) fail('session id collision');
         req.session.gh = gh;
         await d.lifecycle.index.add(keys, gh);
         await d.lifecycle.ledger.add(keys, gh, now + ttl);
@@ -121,13 +127,12 @@ export function callback(d: CallbackDeps): RequestHandler {
         await new Promise<void>((resolve) => (req.session ? req.session.destroy(() => resolve()) : resolve()));
         await d.vault.remove(keys).catch(() => undefined);
         throw err;
+      } finally {
+        if (previous) await retire(d.lifecycle, previous.keys, previous.gh, { keepTokenRecord: false, revoke: true });
       }
       d.lifecycle.metrics.sessionCreated();
       d.log.info({ session: keys.hash, sub: d.keyring.fingerprint(sub) }, 'login');
       // R18: leave the callback at once, leaking nothing through Referer.
-      // The tx cookie is deliberately left to expire (Max-Age 600): it binds every login this browser has
-      // in flight, and clearing it here would fail another tab's login (DESIGN.md: two tabs both succeed).
-      // Each transaction itself was consumed above (R9).
       res.set('Referrer-Policy', 'no-referrer');
       res.redirect(302, tx.returnTo);
     } catch (err) {

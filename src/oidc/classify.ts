@@ -50,7 +50,10 @@ function isError(value: unknown, name: string): boolean {
   );
 }
 
-/** RFC 7009 §2.2.1: `unsupported_token_type` (and other 4xx OAuth errors) will not change on retry. */
+/**
+ * RFC 7009 §2.2.1: `unsupported_token_type` (and other 4xx OAuth errors) will not change on retry, nor will
+ * a client-authentication challenge (RFC 6749 §5.2 `invalid_client` answered 401 with WWW-Authenticate).
+ */
 export function revocationRetryable(err: unknown): boolean {
-  return !(err instanceof oidc.ResponseBodyError);
+  return !(err instanceof oidc.ResponseBodyError || err instanceof oidc.WWWAuthenticateChallengeError);
 }

@@ -14,6 +14,7 @@ import { clearSessionCookie, type CookiePolicy } from '../http/cookies';
 import type { CookieState } from '../http/cookieGuard';
 import { sendError, type ErrorCode } from '../http/errors';
 import { StoreUnavailableError } from '../store/kv';
+import type { RevokeLater } from '../oidc/revoker';
 
 export interface Lifecycle {
   readonly keyring: Keyring;
@@ -22,8 +23,8 @@ export interface Lifecycle {
   readonly index: SessionIndex;
   readonly ledger: ExpiryLedger;
   readonly metrics: Metrics;
-  /** RFC 7009 revocation in the background (never blocks the request). */
-  readonly revokeLater: (refreshToken: string) => void;
+  /** RFC 7009 revocation in the background (never blocks the request), unless the grant may be shared. */
+  readonly revokeLater: RevokeLater;
   readonly cookies: CookiePolicy;
   readonly idleMs: number;
   readonly now: () => number;
@@ -81,23 +82,31 @@ export async function endSession(
 }
 
 /**
- * Everything endSession does but destroying the express-session (a login replacing this browser's session
- * regenerates it instead): token record taken (GETDEL) and its refresh token revoked when asked, index and
- * expiry-ledger entries removed.
+ * Everything endSession does but destroying the express-session: token record taken (GETDEL) and its
+ * refresh token revoked when asked (and not possibly shared: oidc/revoker.ts), index and expiry-ledger
+ * entries removed.
  */
 export async function retireSession(
   req: HttpRequest,
   lc: Lifecycle,
   opts: { keepTokenRecord: boolean; revoke?: boolean },
 ): Promise<Tokens | undefined> {
-  const keys = sessionKeys(req, lc);
-  const gh = req.session.gh;
+  return retire(lc, sessionKeys(req, lc), req.session.gh, opts);
+}
+
+/** retireSession for a session named by its keys (a login retires the one its browser had after regenerating). */
+export async function retire(
+  lc: Lifecycle,
+  keys: SessionKeys,
+  gh: GatehouseSession | undefined,
+  opts: { keepTokenRecord: boolean; revoke?: boolean },
+): Promise<Tokens | undefined> {
   const entry = opts.revoke && !opts.keepTokenRecord ? await lc.vault.take(keys) : null;
   const tokens = entry && !entry.dead ? entry.tokens : undefined;
   if (!opts.keepTokenRecord) await lc.vault.remove(keys);
   if (gh) await lc.index.remove(keys, gh);
   await lc.ledger.remove(keys);
-  if (tokens?.refreshToken) lc.revokeLater(tokens.refreshToken);
+  if (tokens?.refreshToken && gh) void lc.revokeLater(tokens.refreshToken, { iss: gh.iss, sub: gh.sub, session: keys.hash });
   return tokens;
 }
 

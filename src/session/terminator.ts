@@ -13,9 +13,17 @@ import type { Keyring } from './keyring';
 import { keysOfEntry, type IndexEntry, type SessionIndex } from './sessionIndex';
 import type { ExpiryLedger } from './expiryLedger';
 import type { SessionCache } from './sessionCache';
+import type { RevocationOutcome, RevokeLater } from '../oidc/revoker';
 
 /** `anomaly`: an IdP reported the refresh token reused (admin/adminApp.ts) and GATEHOUSE_ANOMALY_END_SESSION is on. */
 export type EndReason = 'backchannel' | 'admin' | 'anomaly' | 'expired';
+
+export interface Ended {
+  /** How many of the sessions were still live. */
+  count: number;
+  /** How each refresh-token revocation started here ended (they run in the background; await to report them). */
+  revocations: Promise<RevocationOutcome[]>;
+}
 
 export class Terminator {
   constructor(
@@ -24,15 +32,20 @@ export class Terminator {
     private readonly vault: Vault,
     private readonly index: SessionIndex,
     private readonly ledger: ExpiryLedger,
-    private readonly revokeLater: (refreshToken: string) => void,
+    private readonly revokeLater: RevokeLater,
     private readonly log: Logger,
     private readonly metrics: Metrics,
     private readonly cache: SessionCache,
   ) {}
 
-  /** Ends the listed sessions; resolves to how many were still live. */
-  async end(entries: readonly IndexEntry[], reason: EndReason, opts: { revoke: boolean }): Promise<number> {
+  /**
+   * Ends the listed sessions. Their refresh tokens are revoked (with `revoke`) unless another session of
+   * the user, not ended here, may share the grant (oidc/revoker.ts).
+   */
+  async end(entries: readonly IndexEntry[], reason: EndReason, opts: { revoke: boolean }): Promise<Ended> {
     let ended = 0;
+    const revocations: Promise<RevocationOutcome>[] = [];
+    const endingTogether = new Set(entries.map((e) => e.h));
     for (const e of entries) {
       const keys = keysOfEntry(this.keyring, e);
       const tokens = opts.revoke ? await this.vault.take(keys) : null;
@@ -43,7 +56,8 @@ export class Terminator {
       await this.cache.changed(keys.hash);
       await this.index.remove(keys, e);
       await this.ledger.remove(keys);
-      if (tokens && !tokens.dead && tokens.tokens.refreshToken) this.revokeLater(tokens.tokens.refreshToken);
+      if (tokens && !tokens.dead && tokens.tokens.refreshToken)
+        revocations.push(this.revokeLater(tokens.tokens.refreshToken, { iss: e.iss, sub: e.sub, session: e.h }, endingTogether));
       if (reason !== 'expired') {
         if (live) this.metrics.sessionEnded(reason);
       } else this.metrics.sessionEnded(e.absoluteExpiresAt <= Date.now() ? 'absolute' : 'idle');
@@ -52,6 +66,6 @@ export class Terminator {
         this.log.info({ session: keys.hash, reason }, 'session ended');
       }
     }
-    return ended;
+    return { count: ended, revocations: Promise.all(revocations) };
   }
 }

@@ -22,7 +22,8 @@ import { RefreshResponseRejected } from '../oidc/idp';
 import { randomId } from '../crypto/seal';
 import type { SessionKeys } from '../session/keyring';
 import type { GatehouseSession } from '../session/sessionData';
-import { tokensFrom, type Tokens, type Vault, type VaultEntry } from './vault';
+import type { RevokeLater } from '../oidc/revoker';
+import { tokensFrom, usable, type TokenTiming, type Tokens, type Vault, type VaultEntry } from './vault';
 
 export type AccessResult =
   | { kind: 'bearer'; accessToken: string }
@@ -54,7 +55,7 @@ export interface TokenServiceOptions {
   idp: Idp;
   log: Logger;
   now: () => number;
-  refreshSkewSeconds: number;
+  timing: TokenTiming;
   /** How long one refresh may hold the lock before renewing it. */
   lockLeaseMs: number;
   /** How long a request waits for another replica's refresh before giving up (then R42 / 503). */
@@ -64,7 +65,7 @@ export interface TokenServiceOptions {
    * RFC 7009: revokes, in the background, a refresh token the IdP issued for a session that ended while the
    * grant was under way (logout racing a refresh, or a refresh whose answer ended the session).
    */
-  revokeLater?: (refreshToken: string) => void;
+  revokeLater?: RevokeLater;
   /** More refreshes than `perHour` by one session in an hour is a security event; `endSession` also ends it. */
   anomaly?: { perHour: number; endSession: boolean };
 }
@@ -83,6 +84,7 @@ const STORE_RETRY_MS = 500;
 const STORE_BACKGROUND_ATTEMPTS = 30;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const bearer = (t: Tokens): AccessResult => ({ kind: 'bearer', accessToken: t.accessToken });
+const holderOf = (keys: SessionKeys, gh: GatehouseSession) => ({ iss: gh.iss, sub: gh.sub, session: keys.hash });
 
 export class TokenService {
   private readonly inflight = new Map<string, Promise<AccessResult>>();
@@ -101,7 +103,7 @@ export class TokenService {
         .catch((err: unknown) => {
           // R42: a store that cannot coordinate a refresh (a Sentinel failover, Redis away) keeps the session,
           // and the current access token is used while it is still valid.
-          if (err instanceof StoreUnavailableError && this.o.now() < entry.tokens.expiresAt) return bearer(entry.tokens);
+          if (err instanceof StoreUnavailableError && usable(entry.tokens, this.o.now())) return bearer(entry.tokens);
           throw err;
         })
         .finally(() => this.inflight.delete(keys.tokensKey));
@@ -160,13 +162,15 @@ export class TokenService {
     // R39 (waiters reuse the winner's result): a slow IdP can hand back a token that is already inside its
     // skew window (expiry counts from when the grant was sent). It is still valid, so refreshing it again
     // would be a second grant for one expiring token.
+    // The margin is not applied here: a token fresh from the IdP is the best there is, and asking again
+    // would bring one no fresher.
     if (entry.version > due && this.o.now() < entry.tokens.expiresAt) return bearer(entry.tokens);
     return undefined;
   }
 
   /** R42: a failed refresh keeps the session; the current token is used while it is still valid. */
   private degrade(tokens: Tokens): AccessResult {
-    return this.o.now() < tokens.expiresAt ? bearer(tokens) : { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
+    return usable(tokens, this.o.now()) ? bearer(tokens) : { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
   }
 
   private async refreshHoldingLock(keys: SessionKeys, gh: GatehouseSession, owner: string, due: number): Promise<AccessResult> {
@@ -179,7 +183,7 @@ export class TokenService {
     const sent = entry.tokens.refreshToken;
     if (!sent) {
       // No refresh token was issued (no offline_access): the session ends with its access token.
-      return now() < entry.tokens.expiresAt ? bearer(entry.tokens) : this.kill(keys, entry.version);
+      return usable(entry.tokens, now()) ? bearer(entry.tokens) : this.kill(keys, entry.version);
     }
 
     const renew = setInterval(
@@ -211,7 +215,7 @@ export class TokenService {
         // R43 / STANDARDS.md §3: an ID token from another issuer ends the session (openid-client caught it first).
         log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
         this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000);
-        if (rotated) this.o.revokeLater?.(rotated);
+        if (rotated) void this.o.revokeLater?.(rotated, holderOf(keys, gh));
         return this.kill(keys, entry.version);
       }
       this.o.events?.onRefresh?.('transient', (now() - sentAt) / 1000);
@@ -222,7 +226,7 @@ export class TokenService {
       if (rotated) {
         // R38: the IdP rotated the refresh token although the rest of its answer was refused. The old one is
         // superseded: keep the new one, with the access token we still have.
-        const kept = await this.store(keys, entry.version, { ...entry.tokens, refreshToken: rotated });
+        const kept = await this.store(keys, gh, entry.version, { ...entry.tokens, refreshToken: rotated });
         if (kept.kind !== 'bearer') return kept;
       }
       return this.degrade(entry.tokens);
@@ -234,12 +238,12 @@ export class TokenService {
     if (response.claims && (response.claims.iss !== gh.iss || response.claims.sub !== gh.sub)) {
       log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
       this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000);
-      if (response.refreshToken) this.o.revokeLater?.(response.refreshToken);
+      if (response.refreshToken) void this.o.revokeLater?.(response.refreshToken, holderOf(keys, gh));
       return this.kill(keys, entry.version);
     }
-    const tokens = tokensFrom(response, sentAt, this.o.refreshSkewSeconds, entry.tokens);
+    const tokens = tokensFrom(response, sentAt, this.o.timing, entry.tokens);
     this.o.events?.onRefresh?.('ok', (now() - sentAt) / 1000);
-    const stored = await this.store(keys, entry.version, tokens);
+    const stored = await this.store(keys, gh, entry.version, tokens);
     return stored.kind === 'bearer' ? this.checkRate(keys, entry.version + 1, stored) : stored;
   }
 
@@ -276,16 +280,16 @@ export class TokenService {
    * retried (a repeated compare-and-set is harmless: a timed-out one may still land), for at most
    * STORE_RETRY_MS on the request's path and then in the background.
    */
-  private async store(keys: SessionKeys, version: number, tokens: Tokens): Promise<AccessResult> {
+  private async store(keys: SessionKeys, gh: GatehouseSession, version: number, tokens: Tokens): Promise<AccessResult> {
     const { log, now } = this.o;
     const giveUpAt = now() + STORE_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        return (await this.tryStore(keys, version, tokens)) ?? bearer(tokens);
+        return (await this.tryStore(keys, gh, version, tokens)) ?? bearer(tokens);
       } catch (err) {
         if (attempt >= 4 || now() >= giveUpAt) {
           log.error({ session: keys.hash, err }, 'could not store rotated tokens yet; retrying in the background');
-          this.storeLater(keys, version, tokens);
+          this.storeLater(keys, gh, version, tokens);
           return bearer(tokens);
         }
         await sleep(100 * 2 ** attempt);
@@ -294,7 +298,7 @@ export class TokenService {
   }
 
   /** One attempt; undefined when the tokens are stored (now or by an earlier attempt that landed late). */
-  private async tryStore(keys: SessionKeys, version: number, tokens: Tokens): Promise<AccessResult | undefined> {
+  private async tryStore(keys: SessionKeys, gh: GatehouseSession, version: number, tokens: Tokens): Promise<AccessResult | undefined> {
     const { vault } = this.o;
     if (await vault.write(keys, version, tokens, 'keep')) return undefined;
     const cur = await vault.read(keys);
@@ -306,17 +310,17 @@ export class TokenService {
     if (!cur || cur.dead) {
       // The session ended while the grant was under way (logout, kill): the refresh token just issued must
       // not outlive it at the IdP.
-      if (tokens.refreshToken) this.o.revokeLater?.(tokens.refreshToken);
+      if (tokens.refreshToken) void this.o.revokeLater?.(tokens.refreshToken, holderOf(keys, gh));
       return !cur ? { kind: 'gone' } : { kind: 'session-expired' };
     }
     this.o.log.warn({ session: keys.hash }, 'token record changed during refresh; keeping the newer record');
     return undefined;
   }
 
-  private storeLater(keys: SessionKeys, version: number, tokens: Tokens, attempt = 1): void {
+  private storeLater(keys: SessionKeys, gh: GatehouseSession, version: number, tokens: Tokens, attempt = 1): void {
     setTimeout(() => {
-      this.tryStore(keys, version, tokens).catch((err: unknown) => {
-        if (attempt < STORE_BACKGROUND_ATTEMPTS) this.storeLater(keys, version, tokens, attempt + 1);
+      this.tryStore(keys, gh, version, tokens).catch((err: unknown) => {
+        if (attempt < STORE_BACKGROUND_ATTEMPTS) this.storeLater(keys, gh, version, tokens, attempt + 1);
         else this.o.log.error({ session: keys.hash, err }, 'gave up storing rotated tokens; the next refresh will fail');
       });
     }, 1000).unref();

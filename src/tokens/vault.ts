@@ -19,9 +19,27 @@ export interface Tokens {
   accessToken: string;
   refreshToken: string | undefined;
   idToken: string | undefined;
-  /** Epoch ms: the access token's end, computed at receipt (RFC 6749 §5.1), and when to refresh it. */
+  /**
+   * Epoch ms: the access token's end (its own `exp` when it is a JWT, else expires_in counted from the time
+   * the request was sent: RFC 6749 §5.1), when to refresh it, and the last moment it is sent upstream.
+   */
   expiresAt: number;
   refreshAt: number;
+  /** Absent in records written before it existed: expiresAt then. */
+  usableUntil?: number;
+}
+
+/** How far ahead of the access token's end Gatehouse acts. */
+export interface TokenTiming {
+  /** Refresh when the token has less than this left. */
+  skewSeconds: number;
+  /** Never send a token with less than this left: the API's clock may run ahead of ours. */
+  marginSeconds: number;
+}
+
+/** The access token may still be sent upstream: outside the margin before its end. */
+export function usable(tokens: Tokens, now: number): boolean {
+  return now < (tokens.usableUntil ?? tokens.expiresAt);
 }
 
 export type VaultEntry = { version: number; dead: false; tokens: Tokens } | { version: number; dead: true };
@@ -32,22 +50,46 @@ const TOMBSTONE_MS = 60_000;
 const DEFAULT_LIFETIME_S = 300;
 
 /**
- * Builds the record from a token response received at `receivedAt`.
+ * Builds the record from a token response to a request sent at `sentAt`.
  * RFC 6749 §6: when the IdP returns no new refresh token, the old one stays valid and is kept.
  * The refresh point is `skew` before expiry, but at most half the token's life, so an IdP whose tokens
- * live shorter than the skew does not cause a refresh on every request.
+ * live shorter than the skew does not cause a refresh on every request; the margin is at most a quarter of
+ * its life, and the refresh point is never later than the margin.
  */
-export function tokensFrom(ts: TokenSet, receivedAt: number, skewSeconds: number, previous?: Tokens): Tokens {
+export function tokensFrom(ts: TokenSet, sentAt: number, timing: TokenTiming, previous?: Tokens): Tokens {
   const lifetime = ts.expiresIn !== undefined && ts.expiresIn > 0 ? ts.expiresIn : DEFAULT_LIFETIME_S;
-  const skew = Math.min(skewSeconds, lifetime / 2);
-  const expiresAt = receivedAt + lifetime * 1000;
+  const stated = sentAt + lifetime * 1000;
+  const exp = jwtExpiry(ts.accessToken);
+  // A JWT access token's `exp` is what the API checks: whole seconds, set when the IdP issued it, which may
+  // be up to a second before expires_in counted from our clock says. An `exp` already past on our clock
+  // means the clocks disagree by more than the token's life: expires_in is then the better guide.
+  const expiresAt = exp !== undefined && exp > sentAt ? Math.min(exp, stated) : stated;
+  const life = (expiresAt - sentAt) / 1000;
+  const skew = Math.min(timing.skewSeconds, life / 2);
+  const margin = Math.min(timing.marginSeconds, life / 4);
   return {
     accessToken: ts.accessToken,
     refreshToken: ts.refreshToken ?? previous?.refreshToken,
     idToken: ts.idToken ?? previous?.idToken,
     expiresAt,
-    refreshAt: expiresAt - skew * 1000,
+    refreshAt: expiresAt - Math.max(skew, margin) * 1000,
+    usableUntil: expiresAt - margin * 1000,
   };
+}
+
+/**
+ * The `exp` (epoch ms) of a JWT access token (RFC 9068 §2.2), or undefined for an opaque one. Read, not
+ * verified: the token is the API's to verify, and `exp` only ever makes Gatehouse use it for less time.
+ */
+export function jwtExpiry(accessToken: string): number | undefined {
+  const parts = accessToken.split('.');
+  if (parts.length !== 3 || parts[1]!.length > 8192) return undefined;
+  try {
+    const exp = (JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8')) as { exp?: unknown }).exp;
+    return typeof exp === 'number' && Number.isFinite(exp) && exp > 0 ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export class Vault {

@@ -66,7 +66,7 @@ describe('session secret rotation', () => {
     const list = await request(rotated.gatehouse.adminApp).get('/admin/sessions?sub=lena').set(auth).expect(200);
     expect((list.body as { sessions: unknown[] }).sessions).toHaveLength(1);
     const r = await request(rotated.gatehouse.adminApp).post('/admin/sessions/revoke').set(auth).send({ sub: 'lena' }).expect(200);
-    expect(r.body).toEqual({ revoked: 1 });
+    expect(r.body).toEqual({ ended: 1, revoked: 1, kept: 0, failed: 0 });
     await s.gw.agent().get('/api/x').set(SPA).set('Cookie', cookie).expect(401);
     await rotated.agent().get('/api/x').set(SPA).set('Cookie', cookie).expect(401);
   });
