@@ -1,7 +1,9 @@
 /**
  * The demo SPA, built on gatehouse/client: it talks only to its own origin and never sees a token.
- * The live view polls /auth/session (which never extends the session nor refreshes the token) and counts
- * the access token down; an API call after it expired is refreshed by Gatehouse, and the count goes up.
+ * While logged in, the live view polls /auth/session (which never extends the session nor refreshes the
+ * token) and counts the access token down; an API call after it expired is refreshed by Gatehouse, and the
+ * count goes up. Logged out, it asks once at load and again when the tab gets the focus back (a login in
+ * another tab), never on a timer: each answer is a 401, which the browser's console shows as an error.
  */
 import { createGatehouseClient, type GatehouseSession } from '../client/index.js';
 
@@ -16,6 +18,7 @@ const show = (id: string, on: boolean) => ($(id).hidden = !on);
 const time = (unixSeconds: number) => new Date(unixSeconds * 1000).toLocaleString([], { dateStyle: 'medium', timeStyle: 'medium' });
 
 let session: GatehouseSession | null = null;
+let polling: ReturnType<typeof setInterval> | undefined;
 /** The access token's lifetime as first seen, for the bar (the IdP's lifetime is not reported). */
 let tokenLife = { expiresAt: 0, seconds: 1 };
 
@@ -32,6 +35,7 @@ const gatehouse = createGatehouseClient({
 /** The session is over: a banner with a login button replaces the page. */
 function sessionEnded(message: string): void {
   session = null;
+  stopPolling();
   show('logged-in', false);
   show('api-card', false);
   show('logged-out', false);
@@ -56,6 +60,12 @@ function render(s: GatehouseSession): void {
   show('logged-out', false);
   show('logged-in', true);
   tick();
+  polling ??= setInterval(() => void poll(), POLL_MS);
+}
+
+function stopPolling(): void {
+  clearInterval(polling);
+  polling = undefined;
 }
 
 /** Once a second: the access token's remaining life, from the last /auth/session answer. */
@@ -75,7 +85,10 @@ async function poll(): Promise<void> {
     const s = await gatehouse.getSession();
     if (s) render(s);
     else if (session) sessionEnded('Your session has ended. Log in again to continue.');
-    else if ($('banner').hidden) show('logged-out', true);
+    else {
+      stopPolling();
+      if ($('banner').hidden) show('logged-out', true);
+    }
   } catch {
     // 502/503 after retries, or offline: keep what is shown and try again at the next poll.
   }
@@ -105,5 +118,7 @@ $('logout').addEventListener('click', () => {
 });
 $('js-cookies').textContent = JSON.stringify(document.cookie);
 void poll();
-setInterval(() => void poll(), POLL_MS);
+window.addEventListener('focus', () => {
+  if (!session) void poll();
+});
 setInterval(tick, 1000);

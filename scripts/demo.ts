@@ -5,9 +5,10 @@
  *   http://localhost:8081  a demo OpenID provider (oidc-provider; any user name and password log in)
  *   http://127.0.0.1:8082  a demo API that answers with the subject of the bearer token it receives
  *
- * Access tokens live 20 seconds and refresh tokens rotate (a reused one revokes the grant), so the
- * transparent refresh is visible within a minute of use. The store is in memory unless
- * GATEHOUSE_REDIS_URL is set. Ports: DEMO_PORT (gateway), DEMO_IDP_PORT, DEMO_API_PORT.
+ * The IdP shows its login form and, at logout, its sign-out confirmation; the demo SPA is its first-party
+ * client, so there is no consent screen. Access tokens live 20 seconds and refresh tokens rotate (a reused
+ * one revokes the grant), so the transparent refresh is visible within a minute of use. The store is in
+ * memory unless GATEHOUSE_REDIS_URL is set. Ports: DEMO_PORT (gateway), DEMO_IDP_PORT, DEMO_API_PORT.
  *
  * startDemo() is also what the real-browser tests (test/browser) run, on ephemeral ports.
  */
@@ -106,6 +107,8 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
     port: opts.idpPort ?? 8081,
     hostname: 'localhost',
     interactions: 'dev',
+    // The demo SPA is the IdP's own app here, as a company's SPA is at its own IdP: no consent screen.
+    skipConsent: true,
     clientId: 'gatehouse-demo',
     clientSecret,
     redirectUri: `${publicUrl}/auth/callback`,
@@ -169,6 +172,7 @@ async function main(): Promise<void> {
       'Gatehouse demo is running.',
       '',
       `  Open ${demo.url} and log in with any user name and password.`,
+      '  The demo IdP shows two pages of its own: its login form, and at logout a "Sign out?" confirmation.',
       '',
       `  gateway   ${demo.url}   demo SPA, /auth/*, /api/* -> demo API`,
       `  IdP       ${demo.idp.issuer}   oidc-provider: access tokens live 20 s, refresh tokens rotate`,

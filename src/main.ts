@@ -3,6 +3,7 @@
  * listens, and drains on SIGTERM. Bad configuration: one line per problem on stderr, exit code 2.
  */
 import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig, ConfigError } from './config/loadConfig';
@@ -23,10 +24,19 @@ async function main(): Promise<void> {
   const log = createLogger(cfg.logLevel);
   const gatehouse = await createGatehouse(cfg, { logger: log });
   const server = guardServer(http.createServer(gatehouse.app));
-  server.listen(cfg.port, () => log.info({ port: cfg.port, publicUrl: cfg.publicOrigin }, 'gatehouse listening'));
+  listen(server, 'GATEHOUSE_PORT', cfg.port, undefined, () =>
+    log.info({ port: cfg.port, publicUrl: cfg.publicOrigin }, 'gatehouse listening'),
+  );
   // The admin port never answers on the public port, and the public port never serves admin routes.
+  // GATEHOUSE_ADMIN_HOST keeps it off the network (127.0.0.1); unset, Prometheus can scrape the pod address.
   const admin = cfg.metricsPort > 0 ? http.createServer(gatehouse.adminApp) : undefined;
-  admin?.listen(cfg.metricsPort, () => log.info({ port: cfg.metricsPort }, 'admin port listening'));
+  if (admin) {
+    const settings = cfg.adminHost === undefined ? 'GATEHOUSE_METRICS_PORT' : 'GATEHOUSE_ADMIN_HOST, GATEHOUSE_METRICS_PORT';
+    listen(admin, settings, cfg.metricsPort, cfg.adminHost, () => {
+      const { address, port } = admin.address() as AddressInfo;
+      log.info({ host: address, port }, 'admin port listening');
+    });
+  }
 
   let draining = false;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -41,6 +51,25 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+}
+
+/**
+ * Listens on `host` (undefined: every interface). An address that cannot be had (in use, not this machine's)
+ * stops the process with one line naming the setting, not an unhandled 'error' event's stack trace.
+ */
+function listen(server: http.Server, settings: string, port: number, host: string | undefined, onListening: () => void): void {
+  const failed = (err: NodeJS.ErrnoException) => {
+    const where = host === undefined ? `port ${port}` : `${host} port ${port}`;
+    process.stderr.write(`gatehouse: ${settings}: cannot listen on ${where}: ${err.code ?? err.message}\n`);
+    process.exit(1);
+  };
+  server.once('error', failed);
+  const listening = () => {
+    server.off('error', failed);
+    onListening();
+  };
+  if (host === undefined) server.listen(port, listening);
+  else server.listen(port, host, listening);
 }
 
 /**

@@ -62,6 +62,12 @@ export interface TestIdpOptions {
   clockTolerance?: number;
   /** 'auto' (default): interactions finished programmatically with setNextAccount(); 'dev': oidc-provider's HTML forms */
   interactions?: 'auto' | 'dev';
+  /**
+   * Treat the main client as the IdP's own first-party app: it is granted the scopes it asks for without a
+   * consent screen (also after its grant was revoked). Default false: oidc-provider asks for consent at a
+   * client's first login ('dev' shows its consent form).
+   */
+  skipConsent?: boolean;
   /** more registered clients, passed to oidc-provider as-is */
   extraClients?: ClientMetadata[];
   /** account used by the next 'auto' login (default 'alice') */
@@ -358,6 +364,20 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
     findAccount: async (_ctx, sub) => ({
       accountId: sub,
       claims: async () => ({ ...claimsOf(sub), sub }),
+    }),
+    ...(opts.skipConsent && {
+      // oidc-provider's documented hook for first-party clients: the grant it would otherwise ask consent for.
+      loadExistingGrant: async (ctx: KoaContextWithOIDC) => {
+        const { client, session, result } = ctx.oidc;
+        const grantId = (result?.consent as { grantId?: string } | undefined)?.grantId ?? session?.grantIdFor(client!.clientId);
+        const existing = grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined;
+        if (existing || client?.clientId !== clientId || !session?.accountId) return existing;
+        const grant = new ctx.oidc.provider.Grant({ clientId, accountId: session.accountId });
+        grant.addOIDCScope([...ctx.oidc.requestParamOIDCScopes].join(' '));
+        if (ctx.oidc.requestParamClaims.size) grant.addOIDCClaims([...ctx.oidc.requestParamClaims]);
+        await grant.save();
+        return grant;
+      },
     }),
     // the default needs scope offline_access, which oidc-provider drops unless prompt=consent
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),

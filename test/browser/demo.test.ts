@@ -1,7 +1,8 @@
 /**
  * The demo SPA in a real browser: Debian's Chromium (never a downloaded one) driven by playwright-core,
  * against the demo stack of `npm run demo` (scripts/demo.ts startDemo) on ephemeral ports: the real
- * oidc-provider with its HTML login and consent forms and 3 s access tokens, the demo API, real Redis
+ * oidc-provider with its HTML login form and sign-out confirmation (no consent form: the demo's client is
+ * its first-party app) and 3 s access tokens, the demo API, real Redis
  * (REDIS_URL from jest's globalSetup) and Gatehouse serving the SPA built on gatehouse/client.
  *
  * Without Chromium the suite is skipped with a loud warning, except in CI (CI=true), where .ci/run
@@ -98,7 +99,7 @@ interface SessionBody {
   const text = (page: Page, selector: string) => page.locator(selector).innerText();
   const shot = (page: Page, name: string) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
 
-  /** The Log in button, then the IdP's own login and consent forms, back to the SPA. */
+  /** The Log in button, then the IdP's own login form, back to the SPA. */
   async function logIn(page: Page, user: string, screenshot = false): Promise<void> {
     await page.goto(`${demo.url}/`);
     await visible(page, '#login');
@@ -113,14 +114,19 @@ interface SessionBody {
     await backFromIdp(page);
   }
 
-  /** Gives consent when the IdP asks (a fresh browser, a revoked grant), then waits for the logged-in SPA. */
+  /**
+   * Waits for the logged-in SPA. The demo's client is the IdP's own app: the IdP never shows its consent
+   * form, neither to a fresh browser nor after the grant was revoked.
+   */
   async function backFromIdp(page: Page): Promise<void> {
-    const back = page.waitForURL(`${demo.url}/`);
+    const back = page.waitForURL(`${demo.url}/`, { timeout: 15_000 }).then(() => 'back to the SPA');
+    const consent = page
+      .locator('input[name=prompt][value=consent]')
+      .waitFor({ state: 'attached', timeout: 15_000 })
+      .then(() => 'the IdP’s consent form');
     back.catch(() => undefined);
-    const consent = page.locator('input[name=prompt][value=consent]').waitFor({ state: 'attached' });
     consent.catch(() => undefined);
-    if (await Promise.race([back.then(() => false), consent.then(() => true)])) await page.click('button[type=submit]');
-    await back;
+    expect(await Promise.race([back, consent])).toBe('back to the SPA');
     await visible(page, '#logged-in');
   }
 
@@ -168,6 +174,23 @@ interface SessionBody {
     await context.close();
   });
 
+  it('leaves the console clean while logged out: one look at /auth/session, no 401s on a timer, no favicon 404', async () => {
+    const context = await newContext();
+    const page = await context.newPage();
+    const refused: string[] = [];
+    page.on('response', (r) => {
+      if (r.status() >= 400) refused.push(`${r.status()} ${new URL(r.url()).pathname}`);
+    });
+    await page.goto(`${demo.url}/`);
+    await visible(page, '#logged-out');
+    await page.waitForTimeout(5000); // two and a half of the logged-in view's polling periods
+    expect(refused).toEqual(['401 /auth/session']);
+    const icon = await page.evaluate<string>("document.querySelector('link[rel=icon]')?.href ?? ''");
+    expect(icon.startsWith(`${demo.url}/`)).toBe(true);
+    expect((await fetch(icon)).status).toBe(200);
+    await context.close();
+  });
+
   it('refreshes an expired access token transparently: the next call succeeds without leaving the page', async () => {
     const context = await newContext();
     const page = await context.newPage();
@@ -209,7 +232,7 @@ interface SessionBody {
     expect(page.url()).toBe(`${demo.url}/`);
     await shot(page, 'session-ended');
 
-    // its button logs in again (the IdP still knows the browser: no password asked, only consent for a new grant)
+    // its button logs in again (the IdP still knows the browser: no password asked, and no consent for the new grant)
     await page.click('#banner-login');
     await backFromIdp(page);
     expect(await text(page, '#user-sub')).toBe('carol');

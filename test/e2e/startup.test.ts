@@ -50,19 +50,90 @@ describe('npm start (dist/src/main.js)', () => {
     });
     afterAll(() => idp.close());
 
+    /** The variables of a gateway on `port` with this IdP. */
+    const gatewayEnv = (port: number): NodeJS.ProcessEnv => ({
+      GATEHOUSE_ISSUER: idp.issuer,
+      GATEHOUSE_CLIENT_ID: idp.clientId,
+      GATEHOUSE_CLIENT_SECRET: idp.clientSecret,
+      GATEHOUSE_PUBLIC_URL: `http://127.0.0.1:${port}`,
+      GATEHOUSE_UPSTREAM: 'http://127.0.0.1:1',
+      GATEHOUSE_SESSION_SECRET: 'x'.repeat(40),
+      GATEHOUSE_REDIS_URL: redisUrl(),
+      GATEHOUSE_PORT: String(port),
+    });
+    const readyOn = async (port: number) => {
+      let ready: Response | undefined;
+      for (let i = 0; i < 100 && !ready?.ok; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        ready = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+      }
+      expect(ready?.status).toBe(200);
+    };
+    /** The status of GET /metrics at `host`, or the connection error's code. */
+    const metricsAt = (host: string, port: number) =>
+      fetch(`http://${host}:${port}/metrics`).then(
+        (r) => r.status,
+        (err: unknown) => (err as { cause?: { code?: string } }).cause?.code,
+      );
+    /** Where the log says the admin port listens. */
+    const adminAddress = (out: string) => {
+      const line = out.split('\n').find((l) => l.includes('"msg":"admin port listening"'));
+      const { host, port } = JSON.parse(line!) as { host: string; port: number };
+      return { host, port };
+    };
+
+    // Linux routes all of 127.0.0.0/8 to the loopback interface: a port on every interface answers on
+    // 127.0.0.2 too, one bound to 127.0.0.1 does not.
+    it('listens on the admin port at GATEHOUSE_ADMIN_HOST only: 127.0.0.1 answers, any other address is refused', async () => {
+      const [port, adminPort] = [await findFreePort(), await findFreePort()];
+      const child = run({ ...gatewayEnv(port), GATEHOUSE_METRICS_PORT: String(adminPort), GATEHOUSE_ADMIN_HOST: '127.0.0.1' });
+      const p = collect(child);
+      try {
+        await readyOn(port);
+        expect(await metricsAt('127.0.0.1', adminPort)).toBe(200);
+        expect(await metricsAt('127.0.0.2', adminPort)).toBe('ECONNREFUSED');
+        expect(await metricsAt('127.0.0.2', port)).toBe(404); // the public port is not affected
+      } finally {
+        child.kill('SIGTERM');
+        expect(await p.exit).toBe(0);
+      }
+      expect(adminAddress(p.out())).toEqual({ host: '127.0.0.1', port: adminPort });
+    });
+
+    it('listens on the admin port on every interface when GATEHOUSE_ADMIN_HOST is unset, so Prometheus can scrape the pod address', async () => {
+      const [port, adminPort] = [await findFreePort(), await findFreePort()];
+      const child = run({ ...gatewayEnv(port), GATEHOUSE_METRICS_PORT: String(adminPort) });
+      const p = collect(child);
+      try {
+        await readyOn(port);
+        expect(await metricsAt('127.0.0.2', adminPort)).toBe(200);
+      } finally {
+        child.kill('SIGTERM');
+        expect(await p.exit).toBe(0);
+      }
+      expect(adminAddress(p.out()).host).toMatch(/^(::|0\.0\.0\.0)$/);
+    });
+
+    it('stops with exit code 1 and one line naming GATEHOUSE_ADMIN_HOST when that address is not this machine’s', async () => {
+      const [port, adminPort] = [await findFreePort(), await findFreePort()];
+      // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never assigned to an interface
+      const child = run({ ...gatewayEnv(port), GATEHOUSE_METRICS_PORT: String(adminPort), GATEHOUSE_ADMIN_HOST: '192.0.2.1' });
+      const p = collect(child);
+      const exited = await Promise.race([p.exit, new Promise((r) => setTimeout(() => r('still running'), 15_000))]);
+      child.kill('SIGKILL'); // a gateway that listened anyway is not left behind
+      expect(exited).toBe(1);
+      expect(
+        p
+          .out()
+          .split('\n')
+          .filter((l) => l.startsWith('gatehouse: ')),
+      ).toEqual([`gatehouse: GATEHOUSE_ADMIN_HOST, GATEHOUSE_METRICS_PORT: cannot listen on 192.0.2.1 port ${adminPort}: EADDRNOTAVAIL`]);
+      expect(p.out()).not.toMatch(/\n\s+at /);
+    });
+
     it('serves /healthz and /readyz, and exits 0 on SIGTERM', async () => {
       const port = await findFreePort();
-      const child = run({
-        GATEHOUSE_ISSUER: idp.issuer,
-        GATEHOUSE_CLIENT_ID: idp.clientId,
-        GATEHOUSE_CLIENT_SECRET: idp.clientSecret,
-        GATEHOUSE_PUBLIC_URL: `http://127.0.0.1:${port}`,
-        GATEHOUSE_UPSTREAM: 'http://127.0.0.1:1',
-        GATEHOUSE_SESSION_SECRET: 'x'.repeat(40),
-        GATEHOUSE_REDIS_URL: redisUrl(),
-        GATEHOUSE_PORT: String(port),
-        GATEHOUSE_METRICS_PORT: '0',
-      });
+      const child = run({ ...gatewayEnv(port), GATEHOUSE_METRICS_PORT: '0' });
       const p = collect(child);
       let ready: Response | undefined;
       for (let i = 0; i < 100 && !ready?.ok; i++) {
@@ -106,7 +177,7 @@ describe('npm start (dist/src/main.js)', () => {
     });
     afterAll(() => stack.close());
 
-    const cli = (args: string[]) => {
+    const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => {
       const child = spawn(process.execPath, [join(root, 'dist', 'scripts', 'sessions.js'), ...args], {
         env: {
           PATH: process.env.PATH,
@@ -119,6 +190,7 @@ describe('npm start (dist/src/main.js)', () => {
           GATEHOUSE_REDIS_URL: redisUrl(),
           GATEHOUSE_KEY_PREFIX: stack.prefix,
           GATEHOUSE_METRICS_PORT: '0',
+          ...env,
         },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
@@ -135,9 +207,62 @@ describe('npm start (dist/src/main.js)', () => {
       const revocations = stack.idp.revocations;
       const revoke = cli(['revoke', '--sub', 'quinn']);
       expect(await revoke.exit).toBe(0);
-      expect(JSON.parse(revoke.stdout())).toEqual({ revoked: 1 });
+      expect(JSON.parse(revoke.stdout())).toEqual({ ended: 1, revoked: 1, kept: 0, failed: 0 });
       expect(stack.idp.revocations).toBe(revocations + 1); // the CLI waits for the revocation before exiting
       await browser.get('/api/x').set(SPA).expect(401);
+    });
+
+    it('reports a revocation the IdP refused (a wrong client secret): the session ended, failed 1, exit code 1', async () => {
+      const browser = stack.gw.agent();
+      await loginAs(browser, stack.idp, 'rosa');
+      const refused = stack.idp.revocationRequests.length;
+      const revoke = cli(['revoke', '--sub', 'rosa'], { GATEHOUSE_CLIENT_SECRET: 'not-the-client-secret-0123456789abcdef0123' });
+      expect(await revoke.exit).toBe(1);
+      expect(JSON.parse(revoke.stdout())).toEqual({ ended: 1, revoked: 0, kept: 0, failed: 1 });
+      expect(
+        revoke
+          .out()
+          .split('\n')
+          .filter((l) => l.startsWith('sessions: ')),
+      ).toEqual([expect.stringMatching(/1 refresh token\(s\) could not be revoked at the IdP/)]);
+      expect(stack.idp.revocationRequests.slice(refused)).toEqual([expect.objectContaining({ status: 401 })]);
+      await browser.get('/api/x').set(SPA).expect(401);
+    });
+
+    it('shows session times in unix seconds, like every other time Gatehouse shows', async () => {
+      const before = Math.floor(Date.now() / 1000);
+      await loginAs(stack.gw.agent(), stack.idp, 'sasha');
+      const list = cli(['list', '--sub', 'sasha']);
+      expect(await list.exit).toBe(0);
+      const [session] = (JSON.parse(list.stdout()) as { sessions: Array<{ createdAt: number; absoluteExpiresAt: number }> }).sessions;
+      expect(session!.createdAt).toBeGreaterThanOrEqual(before);
+      expect(session!.createdAt).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000));
+      expect(session!.absoluteExpiresAt - session!.createdAt).toBe(stack.gw.gatehouse.config.sessionAbsoluteSeconds);
+    });
+
+    it('stops with exit code 2 and one line when sessions are stored but none opens with the session secret given', async () => {
+      const browser = stack.gw.agent();
+      await loginAs(browser, stack.idp, 'tariq');
+      const wrong = { GATEHOUSE_SESSION_SECRET: 'not-the-gateways-secret-0123456789abcdef0123' };
+      for (const args of [
+        ['list', '--sub', 'tariq'],
+        ['revoke', '--sub', 'tariq'],
+      ]) {
+        const p = cli(args, wrong);
+        expect(await p.exit).toBe(2);
+        expect(p.stdout()).toBe('');
+        // (the other lines on stderr are the development-settings warnings of every start)
+        const said = p
+          .out()
+          .split('\n')
+          .filter((l) => l.startsWith('sessions: '));
+        expect(said).toEqual([expect.stringMatching(/none opens with GATEHOUSE_SESSION_SECRET/)]);
+      }
+      await browser.get('/api/x').set(SPA).expect(200); // nothing was ended
+      // With the right secret, a user without sessions is no error.
+      const none = cli(['list', '--sub', 'nobody-here']);
+      expect(await none.exit).toBe(0);
+      expect(JSON.parse(none.stdout())).toEqual({ sessions: [] });
     });
 
     it('stops with exit code 2 and a usage line on bad arguments', async () => {
