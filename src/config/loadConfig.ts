@@ -241,12 +241,16 @@ export function validate(options: GatehouseOptions, problems: string[] = [], env
     .map((h) => h.trim().toLowerCase())
     .filter(Boolean);
   for (const h of dropHeaders)
-    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(h)) fail('dropHeaders', `"${h}" is not a header name — list names such as X-Tenant-Id, comma-separated`);
+    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(h))
+      fail('dropHeaders', `"${h}" is not a header name — list names such as X-Tenant-Id, comma-separated`);
   const loginRatePerMinute = int('loginRatePerMinute', 0, 1_000_000, 'a count (0 turns the limit off)');
   const loginsInFlightMax = int('loginsInFlightMax', 1, 10_000_000, 'a count');
   const adminHost = raw('adminHost');
   if (adminHost !== undefined && !/^(\[[0-9a-f:.]+\]|[0-9a-f:.]+|[a-z0-9]([a-z0-9.-]*[a-z0-9])?)$/i.test(adminHost))
-    fail('adminHost', `"${adminHost}" is not an address — use an interface address such as 127.0.0.1 or ::, or unset it for every interface`);
+    fail(
+      'adminHost',
+      `"${adminHost}" is not an address — use an interface address such as 127.0.0.1 or ::, or unset it for every interface`,
+    );
   const tokenExpiryMarginSeconds = int('tokenExpiryMarginSeconds', 0, 300, 'a duration in seconds');
 
   if (problems.length) throw new ConfigError(problems);

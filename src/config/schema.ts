@@ -152,7 +152,7 @@ export const SETTINGS: readonly Setting[] = [
   {
     option: 'loginsInFlightMax',
     env: 'GATEHOUSE_LOGINS_IN_FLIGHT_MAX',
-    default: '50000',
+    default: '40000',
     why: 'login transactions stored at once (each lives 10 minutes at most); past it /auth/login answers 503',
   },
   {

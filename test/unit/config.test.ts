@@ -84,9 +84,32 @@ describe('loadConfig', () => {
     [{ GATEHOUSE_ANOMALY_END_SESSION: 'yes' }, 'GATEHOUSE_ANOMALY_END_SESSION: "yes" is not a boolean'],
     [{ GATEHOUSE_ANOMALY_REFRESHES_PER_HOUR: '-1' }, 'GATEHOUSE_ANOMALY_REFRESHES_PER_HOUR'],
     [{ GATEHOUSE_CONFIG: '/nonexistent/gatehouse.json' }, 'GATEHOUSE_CONFIG: file /nonexistent/gatehouse.json does not exist'],
+    [{ GATEHOUSE_UPSTREAM_TIMEOUT_SECONDS: '0' }, 'GATEHOUSE_UPSTREAM_TIMEOUT_SECONDS: "0" is not a positive duration'],
+    [{ GATEHOUSE_UPSTREAM_CONNECT_TIMEOUT_SECONDS: '1m' }, 'GATEHOUSE_UPSTREAM_CONNECT_TIMEOUT_SECONDS'],
+    [{ GATEHOUSE_UPSTREAM_SOCKETS_PER_SESSION: '1000' }, 'GATEHOUSE_UPSTREAM_SOCKETS_PER_SESSION: "1000" is not a count'],
+    [{ GATEHOUSE_DROP_HEADERS: 'X-Tenant-Id, x tenant' }, 'GATEHOUSE_DROP_HEADERS: "x tenant" is not a header name'],
+    [{ GATEHOUSE_LOGIN_RATE_PER_MINUTE: '-1' }, 'GATEHOUSE_LOGIN_RATE_PER_MINUTE'],
+    [{ GATEHOUSE_LOGINS_IN_FLIGHT_MAX: '0' }, 'GATEHOUSE_LOGINS_IN_FLIGHT_MAX'],
+    [{ GATEHOUSE_ADMIN_HOST: 'http://0.0.0.0' }, 'GATEHOUSE_ADMIN_HOST: "http://0.0.0.0" is not an address'],
+    [{ GATEHOUSE_TOKEN_EXPIRY_MARGIN_SECONDS: '2.5' }, 'GATEHOUSE_TOKEN_EXPIRY_MARGIN_SECONDS'],
   ])('refuses %o', (override, expected) => {
     const p = problems({ ...good, ...override });
     expect(p.some((l) => l.startsWith(expected))).toBe(true);
+  });
+
+  it('reads the upstream, login-door, admin-host and margin settings', () => {
+    const c = loadConfig({
+      ...good,
+      GATEHOUSE_DROP_HEADERS: 'X-Tenant-Id, X-Internal-Role',
+      GATEHOUSE_ADMIN_HOST: '[::1]',
+      GATEHOUSE_LOGIN_RATE_PER_MINUTE: '0',
+    });
+    expect(c.dropHeaders).toEqual(['x-tenant-id', 'x-internal-role']);
+    expect(c.adminHost).toBe('::1');
+    expect(c.loginRatePerMinute).toBe(0);
+    expect(c).toMatchObject({ upstreamTimeoutSeconds: 30, upstreamConnectTimeoutSeconds: 10, upstreamSocketsPerSession: 64 });
+    expect(c).toMatchObject({ loginsInFlightMax: 40000, tokenExpiryMarginSeconds: 2 });
+    expect(loadConfig(good).adminHost).toBeUndefined();
   });
 
   it('accepts http:// only on loopback, with a warning', () => {
