@@ -47,12 +47,17 @@ function codeValue(v: unknown): unknown {
 }
 
 /**
- * Secrets carried in URLs and form bodies inside strings (an error message quoting a callback URL):
+ * Secrets carried in URLs and form bodies inside strings (an error message quoting a callback URL or a
+ * token request), the first parameter of a body included:
  * `code=`, `*token=`, `*token_hint=`, `code_verifier=`, `client_secret=`, `client_assertion=`, `password=`.
  */
-const SECRET_PARAM = /([?&#;]\s*(?:code|[a-z_]*token(?:_hint)?|code_verifier|client_secret|client_assertion|password)=)[^&#\s"'<>]+/gi;
+const SECRET_PARAM =
+  /((?:^|[?&#;\s])\s*(?:code|[a-z_]*token(?:_hint)?|code_verifier|client_secret|client_assertion|password)=)[^&#\s"'<>]+/gi;
+/** RFC 6750 §2.1: a bearer credential quoted in a string (an Authorization header in an error message). */
+const BEARER = /(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*/gi;
 function scrubString(s: string): string {
-  return s.includes('=') ? s.replace(SECRET_PARAM, '$1[redacted]') : s;
+  const scrubbed = s.includes('=') ? s.replace(SECRET_PARAM, '$1[redacted]') : s;
+  return scrubbed.includes('earer') || scrubbed.includes('EARER') ? scrubbed.replace(BEARER, '$1[redacted]') : scrubbed;
 }
 
 function scrub(value: unknown, depth = 0): unknown {

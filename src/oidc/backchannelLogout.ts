@@ -13,7 +13,7 @@ import { sendError } from '../http/errors';
 import type { Kv } from '../store/kv';
 import type { Logger } from '../log/logger';
 import type { Keyring } from '../session/keyring';
-import type { SessionIndex } from '../session/sessionIndex';
+import type { IndexEntry, SessionIndex } from '../session/sessionIndex';
 import type { Terminator } from '../session/terminator';
 import type { Idp } from './idp';
 import { validateLogoutToken } from './logoutToken';
@@ -71,8 +71,11 @@ export function backchannelLogout(d: BackchannelDeps): [RequestHandler, RequestH
         ? (await d.index.list('sid', iss, sid)).filter((e) => sub === undefined || e.sub === sub)
         : await d.index.list('sub', iss, sub!);
       const issuedAt = iat * 1000 + SKEW_MS;
+      // A session of the ended IdP session that authenticated before the logout is ended, even one made after
+      // the token was issued (an IdP that delivers late); any other is judged by when it was made here.
+      const predates = (e: IndexEntry) => (sid !== undefined && e.authAt !== undefined ? e.authAt <= iat : e.createdAt <= issuedAt);
       const { count: ended } = await d.terminator.end(
-        listed.filter((e) => e.createdAt <= issuedAt),
+        listed.filter(predates),
         'backchannel',
         { revoke: false }, // the IdP ended the session: it knows (BCL §2.7 leaves the tokens to it)
       );

@@ -89,7 +89,7 @@ export function callback(d: CallbackDeps): RequestHandler {
       const claims = tokens.claims ?? fail('no ID token');
       const sub = claims.sub as string;
       // A code issued before a back-channel logout of its IdP session, redeemed after it, makes no session.
-      const authenticatedAt = typeof claims.auth_time === 'number' ? claims.auth_time : (claims.iat as number);
+      const authenticatedAt = typeof claims.auth_time === 'number' ? claims.auth_time : undefined;
       if (typeof claims.sid === 'string' && (await d.endedIdpSessions.predatesLogout(claims.iss as string, claims.sid, authenticatedAt)))
         fail('the IdP session ended by a back-channel logout while this login was under way');
       let userinfo: Record<string, unknown> = {};
@@ -113,23 +113,41 @@ export function callback(d: CallbackDeps): RequestHandler {
         createdAt: now,
         absoluteExpiresAt: now + d.absoluteMs,
         activeAt: now,
+        ...(authenticatedAt !== undefined && { authAt: authenticatedAt }),
       };
       const keys = d.keyring.forSession(req.sessionID);
       const ttl = Math.min(gh.absoluteExpiresAt, gh.activeAt + d.lifecycle.idleMs) - now;
+      const retirePrevious = async () => {
+        if (!previous) return;
+        await retire(d.lifecycle, previous.keys, previous.gh, { keepTokenRecord: false, revoke: true }).catch((err: unknown) =>
+          d.log.warn(
+            { err, session: previous.keys.hash },
+            'could not clean up the session this login replaced; its records expire by themselves',
+          ),
+        );
+      };
       try {
+        // Indexed before its tokens are stored: a revocation deciding meanwhile whether the user has another
+        // session (one that may share the grant) must see this one.
+        await d.lifecycle.index.add(keys, gh);
         if (!(await d.vault.write(keys, 0, tokensFrom(tokens, sentAt, d.timing), ttl + TOKEN_GRACE_MS))) fail('session id collision');
         req.session.gh = gh;
-        await d.lifecycle.index.add(keys, gh);
         await d.lifecycle.ledger.add(keys, gh, now + ttl);
         await save(req);
+        // A back-channel logout of this IdP session that arrived while the session was being made found
+        // nothing to end; from here on it is indexed, so look once more.
+        if (gh.sid && (await d.endedIdpSessions.predatesLogout(gh.iss, gh.sid, gh.authAt)))
+          fail('the IdP session ended by a back-channel logout while this login was under way');
       } catch (err) {
         // No half-made session: a regenerated id would otherwise still be sent as a cookie, naming nothing.
         await new Promise<void>((resolve) => (req.session ? req.session.destroy(() => resolve()) : resolve()));
         await d.vault.remove(keys).catch(() => undefined);
+        await d.lifecycle.index.remove(keys, gh).catch(() => undefined);
+        await d.lifecycle.ledger.remove(keys).catch(() => undefined);
+        await retirePrevious();
         throw err;
-      } finally {
-        if (previous) await retire(d.lifecycle, previous.keys, previous.gh, { keepTokenRecord: false, revoke: true });
       }
+      await retirePrevious();
       d.lifecycle.metrics.sessionCreated();
       d.log.info({ session: keys.hash, sub: d.keyring.fingerprint(sub) }, 'login');
       // R18: leave the callback at once, leaking nothing through Referer.

@@ -4,7 +4,7 @@
  * A code the IdP issued before it ended its session, redeemed after the logout reached us, would make a
  * live session for an IdP session that no longer exists: the logout found nothing to end at that moment,
  * and none will come later. The callback refuses an ID token whose `sid` is remembered here and whose
- * authentication (`auth_time`, else `iat`) is not later than the logout (OIDC Back-Channel Logout 1.0 §2.7:
+ * authentication (`auth_time`) is not later than the logout (OIDC Back-Channel Logout 1.0 §2.7:
  * the RP ends the sessions of that `sid`, which includes one still being made).
  *
  * Only a `sid` is remembered: a logout naming the user alone (`sub`) says nothing of logins that follow, and
@@ -47,12 +47,13 @@ export class EndedIdpSessions {
   }
 
   /**
-   * True when an ID token of IdP session `sid`, authenticated at `authenticatedAt` (unix seconds), predates
-   * a logout of that session. Equal seconds count as before: both clocks are the IdP's, in whole seconds, and
-   * a login after a logout normally gets a new `sid` anyway.
+   * True when an ID token of IdP session `sid` authenticated at `authenticatedAt` (its `auth_time`, unix
+   * seconds) predates a logout of that session. Equal seconds count as before: both clocks are the IdP's,
+   * in whole seconds. Without `auth_time` nothing tells a login made before the logout from one made after
+   * in the same IdP session, so the `sid` alone decides; a login after a logout normally gets a new `sid`.
    */
-  async predatesLogout(iss: string, sid: string, authenticatedAt: number): Promise<boolean> {
+  async predatesLogout(iss: string, sid: string, authenticatedAt: number | undefined): Promise<boolean> {
     const ended = await this.endedAt(iss, sid);
-    return ended !== undefined && authenticatedAt <= ended;
+    return ended !== undefined && (authenticatedAt === undefined || authenticatedAt <= ended);
   }
 }

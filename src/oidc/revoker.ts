@@ -28,8 +28,16 @@ export interface GrantHolder {
 /** `kept`: not revoked, because another session of the user may share its grant. */
 export type RevocationOutcome = 'revoked' | 'kept' | 'failed';
 
-/** Starts a revocation in the background; the promise (never rejected) tells how it ended, for whoever asks. */
-export type RevokeLater = (refreshToken: string, holder: GrantHolder, endingTogether?: ReadonlySet<string>) => Promise<RevocationOutcome>;
+/**
+ * Starts a revocation in the background; the promise (never rejected) tells how it ended, for whoever asks.
+ * `holder` undefined: revoke without looking for sessions that may share the grant (a token the IdP issued
+ * for another user than the session's is no grant of this user's).
+ */
+export type RevokeLater = (
+  refreshToken: string,
+  holder: GrantHolder | undefined,
+  endingTogether?: ReadonlySet<string>,
+) => Promise<RevocationOutcome>;
 
 export class Revoker {
   private readonly pending = new Set<Promise<RevocationOutcome>>();
@@ -52,8 +60,8 @@ export class Revoker {
     return p;
   };
 
-  private async run(token: string, holder: GrantHolder, endingTogether: ReadonlySet<string>): Promise<RevocationOutcome> {
-    if (await this.mayBeShared(holder, endingTogether)) {
+  private async run(token: string, holder: GrantHolder | undefined, endingTogether: ReadonlySet<string>): Promise<RevocationOutcome> {
+    if (holder && (await this.mayBeShared(holder, endingTogether))) {
       this.log.info(
         { session: holder.session },
         'refresh token not revoked at the IdP: the user has other sessions here that may share its grant',
@@ -68,7 +76,7 @@ export class Revoker {
         this.onFailure(classifyRefreshError(err));
         const delay = DELAYS_MS[attempt];
         if (delay === undefined || this.closing || !revocationRetryable(err)) {
-          this.log.warn({ err, attempts: attempt + 1, session: holder.session }, 'refresh token revocation failed; giving up');
+          this.log.warn({ err, attempts: attempt + 1, session: holder?.session }, 'refresh token revocation failed; giving up');
           return 'failed';
         }
         await new Promise((r) => setTimeout(r, delay).unref());

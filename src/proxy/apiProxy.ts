@@ -78,6 +78,12 @@ export function createApiProxy(cfg: ProxySettings, log: Logger, metrics: Metrics
       return sendError(res, 503, 'upstream_busy', retry);
     }
     inFlight.set(session, open + 1);
+    // Given back when the browser's exchange ends, however it ends (registered first: nothing below may leak it).
+    res.on('close', () => {
+      const left = inFlight.get(session)! - 1;
+      if (left === 0) inFlight.delete(session);
+      else inFlight.set(session, left);
+    });
 
     const headers = upstreamHeaders(
       req.headers,
@@ -150,12 +156,7 @@ export function createApiProxy(cfg: ProxySettings, log: Logger, metrics: Metrics
       up.destroy(); // stop the upstream request too
     };
     req.on('error', away);
-    res.on('close', () => {
-      const left = inFlight.get(session)! - 1;
-      if (left === 0) inFlight.delete(session);
-      else inFlight.set(session, left);
-      away();
-    });
+    res.on('close', away);
 
     up.on('response', (answer) => {
       phase = 'answer';

@@ -138,6 +138,10 @@ export function droppedNames(extra: readonly string[]): ReadonlySet<string> {
   return new Set([...DROP_UPSTREAM, ...extra.filter((name) => !FRAMING.has(name))]);
 }
 
+function isDroppedSpelling(name: string, drop: ReadonlySet<string>): boolean {
+  return name === 'host' || drop.has(name) || DROP_UPSTREAM_PREFIX.test(name);
+}
+
 /** True when the browser's Connection header names a framing header: the request is refused (400). */
 export function framingNamedInConnection(headers: IncomingHttpHeaders): boolean {
   return connectionNamed(headers).some((name) => FRAMING.has(name));
@@ -152,6 +156,9 @@ export function upstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded, dr
   const out: string[] = [];
   for (const name of Object.keys(headers)) {
     if (name === 'host' || drop.has(name) || DROP_UPSTREAM_PREFIX.test(name)) continue;
+    // CGI-style servers (WSGI, Rack, PHP) read `X_Forwarded_User` as the same variable as
+    // `X-Forwarded-User`: a name with '_' is judged as its '-' spelling.
+    if (name.includes('_') && isDroppedSpelling(name.replaceAll('_', '-'), drop)) continue;
     if (named.length > 0 && named.includes(name) && !FRAMING.has(name)) continue;
     const value = headers[name]!;
     if (typeof value === 'string') out.push(name, value);

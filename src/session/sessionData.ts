@@ -12,6 +12,8 @@ export interface GatehouseSession {
   absoluteExpiresAt: number;
   /** Last recorded activity; the idle window slides from here, written in steps (not on every request). */
   activeAt: number;
+  /** When the user authenticated at the IdP (unix seconds, the IdP's clock: the ID token's `auth_time`), if it says. */
+  authAt?: number;
   /**
    * Index of the configured secret this session's records are keyed under (absent = the first). Set when
    * the session is found under an older secret after a rotation; it travels with the session.

@@ -22,6 +22,8 @@ export interface IndexEntry {
   sid?: string;
   createdAt: number;
   absoluteExpiresAt: number;
+  /** GatehouseSession.authAt: which back-channel logouts of its `sid` it predates. */
+  authAt?: number;
 }
 
 export function indexEntry(keys: SessionKeys, gh: GatehouseSession): IndexEntry {
@@ -34,6 +36,7 @@ export function indexEntry(keys: SessionKeys, gh: GatehouseSession): IndexEntry 
     absoluteExpiresAt: gh.absoluteExpiresAt,
   };
   if (gh.sid) e.sid = gh.sid;
+  if (gh.authAt !== undefined) e.authAt = gh.authAt;
   return e;
 }
 

@@ -339,6 +339,8 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
     redirect_uris: toArray(opts.redirectUri).length ? toArray(opts.redirectUri) : [PLACEHOLDER_REDIRECT_URI],
     post_logout_redirect_uris: toArray(opts.postLogoutRedirectUri),
     token_endpoint_auth_method: opts.tokenEndpointAuthMethod ?? 'client_secret_basic',
+    // ID tokens carry auth_time, as Keycloak's, Auth0's and Entra's do (OIDC Core §2)
+    require_auth_time: true,
     ...(opts.backchannelLogoutUri ? { backchannel_logout_uri: opts.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
   };
 

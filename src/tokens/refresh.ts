@@ -215,7 +215,7 @@ export class TokenService {
         // R43 / STANDARDS.md §3: an ID token from another issuer ends the session (openid-client caught it first).
         log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
         this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000);
-        if (rotated) void this.o.revokeLater?.(rotated, holderOf(keys, gh));
+        if (rotated) void this.o.revokeLater?.(rotated, undefined); // issued for someone else: never this user's shared grant
         return this.kill(keys, entry.version);
       }
       this.o.events?.onRefresh?.('transient', (now() - sentAt) / 1000);
@@ -238,7 +238,7 @@ export class TokenService {
     if (response.claims && (response.claims.iss !== gh.iss || response.claims.sub !== gh.sub)) {
       log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
       this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000);
-      if (response.refreshToken) void this.o.revokeLater?.(response.refreshToken, holderOf(keys, gh));
+      if (response.refreshToken) void this.o.revokeLater?.(response.refreshToken, undefined); // issued for someone else
       return this.kill(keys, entry.version);
     }
     const tokens = tokensFrom(response, sentAt, this.o.timing, entry.tokens);

@@ -46,6 +46,8 @@ export type VaultEntry = { version: number; dead: false; tokens: Tokens } | { ve
 
 const DEAD = 'dead';
 const TOMBSTONE_MS = 60_000;
+/** How much earlier than expires_in says a JWT's own `exp` may end a token (clocks differ a little). */
+const EXP_TRUSTED_MS = 5000;
 /** An IdP that sends no expires_in: assume five minutes and refresh ahead of that. */
 const DEFAULT_LIFETIME_S = 300;
 
@@ -61,9 +63,10 @@ export function tokensFrom(ts: TokenSet, sentAt: number, timing: TokenTiming, pr
   const stated = sentAt + lifetime * 1000;
   const exp = jwtExpiry(ts.accessToken);
   // A JWT access token's `exp` is what the API checks: whole seconds, set when the IdP issued it, which may
-  // be up to a second before expires_in counted from our clock says. An `exp` already past on our clock
-  // means the clocks disagree by more than the token's life: expires_in is then the better guide.
-  const expiresAt = exp !== undefined && exp > sentAt ? Math.min(exp, stated) : stated;
+  // be up to a second before expires_in counted from our clock says. `exp` is on the IdP's clock, though:
+  // one far behind ours would make every token look nearly spent, so it may shorten the token's life by a
+  // few seconds (a quarter of it at most), never more.
+  const expiresAt = exp !== undefined && exp < stated ? Math.max(exp, stated - Math.min(EXP_TRUSTED_MS, lifetime * 250)) : stated;
   const life = (expiresAt - sentAt) / 1000;
   const skew = Math.min(timing.skewSeconds, life / 2);
   const margin = Math.min(timing.marginSeconds, life / 4);

@@ -8,7 +8,7 @@
 import request from 'supertest';
 import { decodeJwt } from 'jose';
 import { driveIdp, pathOf } from '../../src/testing/idpBrowser';
-import { idpAgent, loginAs, type Agent } from '../support/login';
+import { idpAgent, loginAs, sleep, type Agent } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
 
 describe('a login racing a back-channel logout of its IdP session', () => {
@@ -51,6 +51,23 @@ describe('a login racing a back-channel logout of its IdP session', () => {
     expect(cb.body).toMatchObject({ error: 'login_failed' });
     expect(String(cb.headers['set-cookie'] ?? '')).not.toMatch(/(^|,)\s*gatehouse=s%3A/);
     await browser.get('/auth/session').set(SPA).expect(401);
+  });
+
+  it('a logout delivered late ends a session of its IdP session made after the token was issued but authenticated before it', async () => {
+    const jar = idpAgent(s.idp);
+    await loginAs(s.gw.agent(), s.idp, 'late-logout-user', { idpAgent: jar });
+    const { sid, auth_time: authTime } = lastIdTokenClaims();
+    // The IdP ends its session now; its logout token reaches us only after another login of that session
+    // (single sign-on: the same sid and auth_time) was made here, more than the clock tolerance later.
+    const token = await s.idp.signLogoutToken({ sub: 'late-logout-user', sid, iat: Math.floor(Date.now() / 1000) });
+    await sleep(6000);
+    const browser = s.gw.agent();
+    await loginAs(browser, s.idp, 'late-logout-user', { idpAgent: jar });
+    expect(lastIdTokenClaims()).toMatchObject({ sid, auth_time: authTime });
+    await browser.get('/api/x').set(SPA).expect(200);
+
+    await backchannel(token);
+    await browser.get('/api/x').set(SPA).expect(401);
   });
 
   it('lets the same user log in again after the logout, in a new IdP session', async () => {

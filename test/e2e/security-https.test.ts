@@ -63,7 +63,7 @@ describe('security: https deployment cookies (R5, R21, R52, R64)', () => {
     expect(c.attrs.has('httponly')).toBe(true);
   }
 
-  it('R5: the tx cookie is __Host-gatehouse-tx-<id> with Secure, HttpOnly, Path=/, SameSite=Lax, Max-Age <= 600 and no Domain', async () => {
+  it('the login cookie is __Host-gatehouse-tx-<id> with Secure, HttpOnly, Path=/, SameSite=Lax, Max-Age <= 600 and no Domain', async () => {
     const { l, tx, cbUrl } = await login('tx-https');
     expect(l.authorizationUrl.searchParams.get('redirect_uri')).toBe(`${PUBLIC}/auth/callback`);
     expect(cbUrl.origin).toBe(PUBLIC);

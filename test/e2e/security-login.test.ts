@@ -119,7 +119,7 @@ describe('security: login and callback (R1–R19)', () => {
     expect(p.has('prompt')).toBe(false);
   });
 
-  it('R5: the login’s gatehouse-tx-<id> cookie is HttpOnly, Path=/, SameSite=Lax, Max-Age <= 600, and holds no state, nonce or verifier', async () => {
+  it('the login’s gatehouse-tx-<id> cookie is HttpOnly, Path=/, SameSite=Lax, Max-Age <= 600, and holds no state, nonce or verifier', async () => {
     const l = await startLogin(gw());
     const tx = issuedCookie(l.start, txCookieName(l.start));
     expect(tx.attrs.has('httponly')).toBe(true);

@@ -29,6 +29,13 @@ describe('upstreamHeaders: headers an upstream may trust', () => {
     expect(forwarded(Object.fromEntries(forged.map((n) => [n, 'forged'])))).toEqual([]);
   });
 
+  it('drops a listed name spelt with underscores, which CGI-style servers read as the dashed one', () => {
+    const forged = ['X_Forwarded_User', 'remote_user', 'x_auth_request_email', 'x_real_ip', 'X-Amzn_Oidc-Identity', 'cookie_'];
+    expect(forwarded(Object.fromEntries(forged.map((n) => [n.toLowerCase(), 'forged'])))).toEqual(['cookie_']);
+    const drop = droppedNames(['x-tenant-id']);
+    expect(forwarded({ x_tenant_id: 't', x_request_id: 'r' }, drop)).toEqual(['x_request_id']);
+  });
+
   it('keeps the fields an API needs', () => {
     const kept = ['accept', 'accept-language', 'content-type', 'if-none-match', 'x-request-id', 'traceparent', 'x-client-version'];
     expect(forwarded(Object.fromEntries(kept.map((n) => [n, 'v'])))).toEqual(kept);

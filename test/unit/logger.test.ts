@@ -68,6 +68,24 @@ describe('logger (STYLE §14: secrets never reach logs)', () => {
     expect(only(lines)).toMatchObject({ url: 'https://app.example/auth/callback?code=[redacted]&state=S&iss=https%3A%2F%2Fidp' });
   });
 
+  it('redacts the first parameter of a form body and a bearer credential quoted in a string', () => {
+    const { log, lines } = capture();
+    log.warn(
+      {
+        body: 'refresh_token=RT-FIRST&grant_type=refresh_token',
+        said: 'sent body: code=CODE-FIRST&state=S',
+        hint: 'id_token_hint=eyJ.HINT.sig',
+        header: 'Authorization: Bearer eyJhbGciOi.BEARER-SECRET.sig',
+      },
+      'x',
+    );
+    expect(lines[0]).not.toMatch(/RT-FIRST|CODE-FIRST|HINT|BEARER-SECRET/);
+    expect(only(lines)).toMatchObject({
+      body: 'refresh_token=[redacted]&grant_type=refresh_token',
+      header: 'Authorization: Bearer [redacted]',
+    });
+  });
+
   it('logs errors by type, message and code along their cause chain, plain objects and aggregates included', () => {
     const { log, lines } = capture();
     // What fetch() throws when nothing listens (the connection refused on every address).

@@ -41,11 +41,17 @@ describe('tokensFrom (RFC 6749 §5.1, §6)', () => {
     expect(t.expiresAt).toBe(1_000_060_000);
   });
 
-  it('keeps expires_in when a JWT has no exp, an exp later than expires_in, or one already past (clocks far apart)', () => {
+  it('keeps expires_in when a JWT has no exp or an exp later than expires_in says', () => {
     const at = 1_000_000_000;
-    for (const payload of [{}, { exp: 'soon' }, { exp: 1_000_600 }, { exp: 999_000 }])
+    for (const payload of [{}, { exp: 'soon' }, { exp: 1_000_600 }])
       expect(tokensFrom({ ...base, accessToken: jwt(payload), expiresIn: 60 }, at, T).expiresAt).toBe(at + 60_000);
     expect(tokensFrom({ ...base, accessToken: 'not.a-jwt.!', expiresIn: 60 }, at, T).expiresAt).toBe(at + 60_000);
+  });
+
+  it('lets an exp far earlier than expires_in (an IdP clock far behind ours) shorten the token by 5 s at most', () => {
+    const at = 1_000_000_000;
+    expect(tokensFrom({ ...base, accessToken: jwt({ exp: 999_000 }), expiresIn: 60 }, at, T).expiresAt).toBe(at + 55_000);
+    expect(tokensFrom({ ...base, accessToken: jwt({ exp: 999_000 }), expiresIn: 8 }, at, T).expiresAt).toBe(at + 6_000);
   });
 
   it('stops using the token a margin before its end, and refreshes no later than that', () => {
