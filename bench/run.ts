@@ -51,6 +51,8 @@ function setting(name: string, fallback: number): number {
   const v = Number(process.env[name]);
   return process.env[name] && Number.isFinite(v) && v > 0 ? v : fallback;
 }
+/** How long the IdP takes per token request in the due waves: a slow IdP (a deploy, a region away). */
+const IDP_DELAY_MS = 1000;
 const S = {
   connections: setting('BENCH_CONNECTIONS', 32),
   roundSeconds: setting('BENCH_ROUND_SECONDS', 6),
@@ -164,41 +166,73 @@ async function loginMany(gateway: Gateway, idp: TestIdp, count: number): Promise
 }
 
 /**
- * The refresh wave: N sessions whose access tokens are all due, M concurrent calls each. Exactly-once
- * refresh means N refresh grants at the IdP, however the M calls of a session interleave.
+ * The refresh waves: N sessions, M concurrent calls each, at three points of their access tokens' life.
+ *   fresh     no refresh due: the same burst's own steady state, the baseline of the next one
+ *   due       inside the refresh skew, outside the expiry margin, with the IdP taking IDP_DELAY_MS per token
+ *             request: the calls go on with the current tokens while one refresh per session runs behind them
+ *   expired   past their end: every call waits for its session's one refresh (the IdP at full speed, then
+ *             slow, to show what the due waves spare)
+ * Exactly-once refresh means N refresh grants per due or expired wave, however the M calls of a session
+ * interleave.
  */
-async function refreshWave(rig: Rig, upstreamPort: number, prefix: string): Promise<WaveRecord[]> {
-  const ttl = 4; // refresh due after half of it (skew 30 s > lifetime/2, see tokensFrom)
+async function refreshWaves(rig: Rig, upstreamPort: number, prefix: string): Promise<WaveRecord[]> {
+  // Tokens live 12 s; the skew (30 s) is capped at half of that and the margin (2 s) at a quarter: a refresh
+  // is due from 6 s on, and a token is sent until 10 s.
+  const ttl = 12;
   const idp = await startTestIdp({ accessTokenTtl: ttl, refreshTokenTtl: 3600 });
   const gateway = await startGateway({ name: 'wave-gateway', idp, upstreamPort, redisUrl: rig.redis.url, keyPrefix: `${prefix}wave:` });
+  const waves: WaveRecord[] = [];
+  const run = async (kind: WaveRecord['kind'], idpDelayMs: number, cookies: string[]) => {
+    idp.resetCounters();
+    await resetStats(rig.redis.client);
+    idp.delay(idpDelayMs);
+    const idpCpu0 = process.cpuUsage();
+    const result = await rig.loader.wave({ url: `${gateway.url}/api/items`, cookies, callsPerSession: S.waveCalls });
+    // A due wave's refreshes run behind its answers: the grants are counted once they are all answered.
+    const expected = kind === 'fresh' ? 0 : cookies.length;
+    for (const end = Date.now() + 30_000; idp.refreshSucceeded + idp.refreshFailed < expected && Date.now() < end;) await sleep(50);
+    const idpCpu = process.cpuUsage(idpCpu0); // this process only runs the IdP meanwhile
+    idp.delay(0);
+    await sleep(100); // lock releases are sent after the answers
+    const record: WaveRecord = {
+      wave: waves.length + 1,
+      kind,
+      idpDelayMs,
+      sessions: cookies.length,
+      callsPerSession: S.waveCalls,
+      result,
+      refreshGrants: idp.grants.refresh_token,
+      refreshSucceeded: idp.refreshSucceeded,
+      reuseDetected: idp.reuseDetected,
+      idpCpuMs: (idpCpu.user + idpCpu.system) / 1000,
+      redisCalls: await commandStats(rig.redis.client),
+    };
+    waves.push(record);
+    say(
+      `refresh wave ${record.wave} (${kind}${idpDelayMs ? `, IdP ${idpDelayMs} ms per token request` : ''}): ` +
+        `${cookies.length}×${S.waveCalls} calls, ${record.refreshGrants} grants, p99 ${result.latencyMs.p99.toFixed(1)} ms, ` +
+        `IdP CPU ${record.idpCpuMs.toFixed(0)} ms, statuses ${JSON.stringify(result.byStatus)}`,
+    );
+    return Date.now();
+  };
   try {
+    const loginsStart = Date.now();
     const cookies = await loginMany(gateway, idp, S.waveSessions);
-    const waves: WaveRecord[] = [];
+    // The tokens date from the logins: the first due wave comes 6.5 s after the last, while the first is sent.
+    let refreshedAt = Date.now();
+    if (refreshedAt - loginsStart > 3000) say(`logins took ${refreshedAt - loginsStart} ms: the first tokens may be inside the margin`);
+    // A new gateway process answers its first burst slowly (JIT, connection pools): the baseline is the second.
+    await rig.loader.wave({ url: `${gateway.url}/api/items`, cookies, callsPerSession: S.waveCalls });
+    await run('fresh', 0, cookies);
     for (let w = 1; w <= S.waves; w++) {
-      await sleep((ttl / 2) * 1000 + 300); // every session's token (from its login or the last wave) is due
-      idp.resetCounters();
-      await resetStats(rig.redis.client);
-      const idpCpu0 = process.cpuUsage();
-      const result = await rig.loader.wave({ url: `${gateway.url}/api/items`, cookies, callsPerSession: S.waveCalls });
-      const idpCpu = process.cpuUsage(idpCpu0); // this process only runs the IdP meanwhile
-      await sleep(100); // lock releases are sent after the answers
-      const calls = await commandStats(rig.redis.client);
-      waves.push({
-        wave: w,
-        sessions: S.waveSessions,
-        callsPerSession: S.waveCalls,
-        result,
-        refreshGrants: idp.grants.refresh_token,
-        refreshSucceeded: idp.refreshSucceeded,
-        reuseDetected: idp.reuseDetected,
-        idpCpuMs: (idpCpu.user + idpCpu.system) / 1000,
-        redisCalls: calls,
-      });
-      say(
-        `refresh wave ${w}: ${S.waveSessions}×${S.waveCalls} calls, ${idp.grants.refresh_token} grants, ` +
-          `p99 ${result.latencyMs.p99.toFixed(1)} ms, IdP CPU ${((idpCpu.user + idpCpu.system) / 1000).toFixed(0)} ms, statuses ${JSON.stringify(result.byStatus)}`,
-      );
+      await sleep(Math.max(0, refreshedAt + (ttl / 2) * 1000 + 500 - Date.now())); // due, still sent for 3.5 s
+      refreshedAt = await run('due', IDP_DELAY_MS, cookies);
     }
+    await sleep(Math.max(0, refreshedAt + ttl * 1000 + 300 - Date.now())); // every token has expired
+    refreshedAt = await run('expired', 0, cookies);
+    // What a call inside the margin costs with the slow IdP: it waits for the refresh.
+    await sleep(Math.max(0, refreshedAt + ttl * 1000 + 300 - Date.now()));
+    await run('expired', IDP_DELAY_MS, cookies);
     return waves;
   } finally {
     await gateway.stop();
@@ -314,7 +348,7 @@ async function main(): Promise<void> {
 
     if (S.long) rounds.push(await measure(rig, gw, S.longSeconds, 'long', 1));
 
-    const waves = await refreshWave(rig, upstream.ready, prefix);
+    const waves = await refreshWaves(rig, upstream.ready, prefix);
 
     const results: BenchResults = {
       date: new Date().toISOString(),

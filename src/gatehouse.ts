@@ -128,9 +128,9 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     lockLeaseMs: 10_000,
     lockWaitMs: cfg.idpTimeoutSeconds * 1000 + 5000,
     events: {
-      onRefresh: (outcome, seconds) => {
-        metrics.refreshed(outcome, seconds);
-        deps.events?.onRefresh?.(outcome, seconds);
+      onRefresh: (outcome, seconds, mode) => {
+        metrics.refreshed(outcome, seconds, mode);
+        deps.events?.onRefresh?.(outcome, seconds, mode);
       },
       onLockWait: () => metrics.lockWaited(),
       onLockTimeout: () => metrics.lockTimedOut(),

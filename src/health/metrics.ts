@@ -19,7 +19,7 @@ export type LoginRefusal = 'rate_limit' | 'in_flight';
 export interface Metrics {
   readonly registry: Registry;
   proxied(statusCode: number, seconds: number): void;
-  refreshed(outcome: RefreshOutcome, seconds: number): void;
+  refreshed(outcome: RefreshOutcome, seconds: number, mode: 'foreground' | 'background'): void;
   lockWaited(): void;
   lockTimedOut(): void;
   sessionCreated(): void;
@@ -55,8 +55,10 @@ export function createMetrics(): Metrics {
   });
   const refreshTotal = new Counter({
     name: 'gatehouse_refresh_total',
-    help: 'Refresh grants sent to the IdP, by outcome.',
-    labelNames: ['outcome'] as const,
+    help:
+      'Refresh grants sent to the IdP, by outcome, and by mode (foreground: a call waited for it, its token ' +
+      'inside the expiry margin; background: calls went on with the current token).',
+    labelNames: ['outcome', 'mode'] as const,
     registers: [registry],
   });
   const refreshSeconds = new Histogram({
@@ -135,7 +137,8 @@ export function createMetrics(): Metrics {
   });
   for (const reason of ['rate_limit', 'in_flight']) loginRefusals.labels(reason).inc(0);
   // Labelled series appear at zero from the start, so dashboards and alerts see them before the first event.
-  for (const outcome of ['ok', 'invalid_grant', 'transient', 'race_recovered']) refreshTotal.labels(outcome).inc(0);
+  for (const outcome of ['ok', 'invalid_grant', 'transient', 'race_recovered'])
+    for (const mode of ['foreground', 'background']) refreshTotal.labels(outcome, mode).inc(0);
   for (const reason of ['logout', 'invalid_grant', 'idle', 'absolute', 'backchannel', 'admin', 'anomaly']) ended.labels(reason).inc(0);
 
   return {
@@ -144,8 +147,8 @@ export function createMetrics(): Metrics {
       proxiedTotal.labels('api', `${Math.floor(statusCode / 100)}xx`).inc();
       proxiedSeconds.labels('api').observe(seconds);
     },
-    refreshed(outcome, seconds) {
-      refreshTotal.labels(outcome).inc();
+    refreshed(outcome, seconds, mode) {
+      refreshTotal.labels(outcome, mode).inc();
       refreshSeconds.observe(seconds);
     },
     lockWaited: () => lockWaits.inc(),

@@ -37,9 +37,15 @@ export type AccessResult =
   /** The IdP could not refresh an already expired token; the session is kept. */
   | { kind: 'unavailable'; retryAfterSeconds: number };
 
+/** foreground: a call waits for the refresh (its token is inside the margin); background: none does. */
+export type RefreshMode = 'foreground' | 'background';
+
 export interface RefreshEvents {
-  /** Called once per refresh grant sent, with its outcome and how long the IdP took. */
-  onRefresh?(outcome: 'ok' | 'invalid_grant' | 'transient' | 'race_recovered', seconds: number): void;
+  /**
+   * Called once per refresh grant sent, with its outcome, how long the IdP took, and whether a call waited
+   * for it (foreground) or went on with the current token (background).
+   */
+  onRefresh?(outcome: 'ok' | 'invalid_grant' | 'transient' | 'race_recovered', seconds: number, mode: RefreshMode): void;
   /** A request found another replica refreshing and waited for it; or gave up waiting. */
   onLockWait?(): void;
   onLockTimeout?(): void;
@@ -91,15 +97,33 @@ export class TokenService {
 
   constructor(private readonly o: TokenServiceOptions) {}
 
-  /** The access token to send upstream, refreshed first when it is within the skew of its end. */
+  /**
+   * The access token to send upstream. Within the skew of its end it is refreshed: in the background while
+   * it is still outside the margin (this call goes on with it at once), else first, this call waiting.
+   */
   async accessToken(keys: SessionKeys, gh: GatehouseSession): Promise<AccessResult> {
     const entry = await this.o.vault.readFor(gh, keys);
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
-    if (this.o.now() < entry.tokens.refreshAt) return bearer(entry.tokens);
+    const now = this.o.now();
+    if (now < entry.tokens.refreshAt) return bearer(entry.tokens);
+    // Still good to send: no call waits for the IdP. The refresh is the same single flight (and the same
+    // lock across replicas) that a call inside the margin joins and waits for; a failure keeps the session
+    // and the current token, and the next call inside the window tries again (after the cooldown).
+    if (usable(entry.tokens, now)) {
+      this.flight(keys, gh, entry, 'background').catch((err: unknown) =>
+        this.o.log.warn({ err, session: keys.hash }, 'background refresh failed; the next call tries again'),
+      );
+      return bearer(entry.tokens);
+    }
+    return this.flight(keys, gh, entry, 'foreground');
+  }
+
+  /** This process's one refresh of the session, started by the first call that needs it. */
+  private flight(keys: SessionKeys, gh: GatehouseSession, entry: VaultEntry & { dead: false }, mode: RefreshMode): Promise<AccessResult> {
     let flight = this.inflight.get(keys.tokensKey);
     if (!flight) {
-      flight = this.refreshAcrossReplicas(keys, gh, entry.version)
+      flight = this.refreshAcrossReplicas(keys, gh, entry.version, mode)
         .catch((err: unknown) => {
           // R42: a store that cannot coordinate a refresh (a Sentinel failover, Redis away) keeps the session,
           // and the current access token is used while it is still valid.
@@ -118,7 +142,7 @@ export class TokenService {
   }
 
   /** `due` is the version of the record found due for refresh: any newer record is another request's result. */
-  private async refreshAcrossReplicas(keys: SessionKeys, gh: GatehouseSession, due: number): Promise<AccessResult> {
+  private async refreshAcrossReplicas(keys: SessionKeys, gh: GatehouseSession, due: number, mode: RefreshMode): Promise<AccessResult> {
     const { kv, vault, now } = this.o;
     const owner = randomId();
     const deadline = now() + this.o.lockWaitMs;
@@ -126,7 +150,7 @@ export class TokenService {
     for (;;) {
       if (await kv.setIfAbsent(keys.lockKey, owner, this.o.lockLeaseMs)) {
         try {
-          return await this.refreshHoldingLock(keys, gh, owner, due);
+          return await this.refreshHoldingLock(keys, gh, owner, due, mode);
         } finally {
           // Not awaited: a stalled store must not hold the answer (the lock expires by itself), and the
           // release is queued behind the token write on the same connection, so it never overtakes it.
@@ -173,7 +197,13 @@ export class TokenService {
     return usable(tokens, this.o.now()) ? bearer(tokens) : { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
   }
 
-  private async refreshHoldingLock(keys: SessionKeys, gh: GatehouseSession, owner: string, due: number): Promise<AccessResult> {
+  private async refreshHoldingLock(
+    keys: SessionKeys,
+    gh: GatehouseSession,
+    owner: string,
+    due: number,
+    mode: RefreshMode,
+  ): Promise<AccessResult> {
     const { vault, idp, log, now } = this.o;
     // R39: re-read after taking the lock; the previous holder may have refreshed already.
     const cur = await vault.read(keys);
@@ -204,21 +234,21 @@ export class TokenService {
         // R39: before ending the session, check that nobody rotated the token while we asked.
         const again = await vault.read(keys);
         if (again && !again.dead && again.tokens.refreshToken !== sent) {
-          this.o.events?.onRefresh?.('race_recovered', (now() - sentAt) / 1000);
+          this.o.events?.onRefresh?.('race_recovered', (now() - sentAt) / 1000, mode);
           return this.settled(again, entry.version) ?? this.degrade(again.tokens);
         }
-        this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000);
+        this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000, mode);
         log.info({ session: keys.hash }, 'refresh token rejected (invalid_grant): ending the session');
         return this.kill(keys, again?.version ?? entry.version);
       }
       if (failure === 'foreign_issuer') {
         // R43 / STANDARDS.md §3: an ID token from another issuer ends the session (openid-client caught it first).
         log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
-        this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000);
+        this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000, mode);
         if (rotated) void this.o.revokeLater?.(rotated, undefined); // issued for someone else: never this user's shared grant
         return this.kill(keys, entry.version);
       }
-      this.o.events?.onRefresh?.('transient', (now() - sentAt) / 1000);
+      this.o.events?.onRefresh?.('transient', (now() - sentAt) / 1000, mode);
       this.o.events?.onIdpError?.(failure);
       log.warn({ session: keys.hash, failure, err }, 'refresh failed; keeping the session');
       // Replaces our own lock only (owner-checked), so the release that follows leaves the marker in place.
@@ -237,12 +267,12 @@ export class TokenService {
     // OIDC Core §12.2 / R43: a refreshed ID token must name the same issuer and subject.
     if (response.claims && (response.claims.iss !== gh.iss || response.claims.sub !== gh.sub)) {
       log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
-      this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000);
+      this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000, mode);
       if (response.refreshToken) void this.o.revokeLater?.(response.refreshToken, undefined); // issued for someone else
       return this.kill(keys, entry.version);
     }
     const tokens = tokensFrom(response, sentAt, this.o.timing, entry.tokens);
-    this.o.events?.onRefresh?.('ok', (now() - sentAt) / 1000);
+    this.o.events?.onRefresh?.('ok', (now() - sentAt) / 1000, mode);
     const stored = await this.store(keys, gh, entry.version, tokens);
     return stored.kind === 'bearer' ? this.checkRate(keys, entry.version + 1, stored) : stored;
   }

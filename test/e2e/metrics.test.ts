@@ -42,9 +42,9 @@ describe('Prometheus metrics on the admin port', () => {
     expect(value(text, 'gatehouse_proxy_requests_total{route="api",status_class="2xx"}')).toBe(4);
     expect(value(text, 'gatehouse_proxy_requests_total{route="api",status_class="4xx"}')).toBe(3);
     expect(value(text, 'gatehouse_proxy_request_duration_seconds_count{route="api"}')).toBe(7);
-    expect(value(text, 'gatehouse_refresh_total{outcome="ok"}')).toBe(1);
-    expect(value(text, 'gatehouse_refresh_total{outcome="invalid_grant"}')).toBe(1);
-    expect(value(text, 'gatehouse_refresh_total{outcome="transient"}')).toBe(0);
+    expect(value(text, 'gatehouse_refresh_total{outcome="ok",mode="foreground"}')).toBe(1);
+    expect(value(text, 'gatehouse_refresh_total{outcome="invalid_grant",mode="foreground"}')).toBe(1);
+    expect(value(text, 'gatehouse_refresh_total{outcome="transient",mode="foreground"}')).toBe(0);
     expect(value(text, 'gatehouse_refresh_duration_seconds_count')).toBe(2);
     expect(value(text, 'gatehouse_sessions_created_total')).toBe(2);
     expect(value(text, 'gatehouse_sessions_ended_total{reason="invalid_grant"}')).toBe(1);

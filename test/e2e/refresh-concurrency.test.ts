@@ -15,21 +15,13 @@ import {
   refreshCounters,
   refreshTokenReuse,
   setCookies,
-  sleep,
   transcript,
+  waitFor,
 } from './refresh-support';
 
 const AT_TTL = 2; // the test IdP's default access-token lifetime (s)
 const MARKER = 'MARKER-refresh-concurrency-9c1';
 const CLEARING = /^gatehouse=; Path=\/; HttpOnly; Max-Age=0; .*SameSite=Strict$/;
-
-/** Polls `cond` until it holds (a count-based wait, never a timing assertion). */
-async function waitFor(cond: () => boolean | Promise<boolean>, what: string, limitMs = 10_000): Promise<void> {
-  for (let waited = 0; !(await cond()); waited += 10) {
-    if (waited > limitMs) throw new Error(`gave up waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 /** `n` concurrent /api calls with one cookie, dealt round-robin over `instances`. */
 function burst(instances: Instance[], cookie: string, n: number, tag: string) {

@@ -11,6 +11,14 @@ import { SESSION_SECRET, SPA, type Instance, type Stack } from '../support/stack
 
 export { sleep };
 
+/** Polls `cond` until it holds (a count-based wait, never a timing assertion). */
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, limitMs = 10_000): Promise<void> {
+  for (let waited = 0; !(await cond()); waited += 10) {
+    if (waited > limitMs) throw new Error(`gave up waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
 /** Every gateway response a refresh test received: status, headers and body text. */
 export const transcript: Array<{ status: number; headers: Record<string, unknown>; text: string }> = [];
 
