@@ -138,7 +138,7 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
   // Called as a handler rather than mounted, so Gatehouse inherits none of this app's settings.
   web.use('/demo', express.static(resolve(root, 'dist/demo'), { index: false }));
   web.use('/client', express.static(resolve(root, 'dist/client'), { index: false }));
-  web.use((req, res) => gatehouse.app(req, res));
+  web.use((req, res) => gatehouse.frontDoor(req, res));
 
   return {
     url: publicUrl,

@@ -1,10 +1,10 @@
 /**
  * The whole request pipeline, in order, on one screen: cookie → session → token vault → refresh → proxy.
  *
- * /api, the hot path, runs on node:http directly: `gatehouse.app` is the Express app, but a request for
- * /api never enters Express (issue 6: Express' per-request work, its router and the prototype swap of
- * every request and response, cost more than the session, token and proxy work together). Its steps are
- * written against node:http (http/exchange.ts) and are the same ones /auth uses where they overlap.
+ * The API lane, the hot path, runs on node:http directly and never enters Express (Express' per-request
+ * work, its router and the prototype swap of every request and response, cost more than the session, token
+ * and proxy work together). Its steps are written against node:http (http/exchange.ts) and are the same
+ * ones /auth uses where they overlap. The front door (frontDoor.ts) sends each request to one or the other.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type Express, type RequestHandler } from 'express';
@@ -53,7 +53,8 @@ export interface AppDeps {
   now: () => number;
 }
 
-export function createApp(d: AppDeps): Express {
+/** The Express app (`/auth/*`, health, static files) and the API lane, on node:http (frontDoor.ts joins them). */
+export function createApp(d: AppDeps): { app: Express; api: (req: IncomingMessage, res: ServerResponse) => void } {
   const { cfg, lifecycle: lc } = d;
   const app = express();
   app.disable('x-powered-by');
@@ -78,10 +79,7 @@ export function createApp(d: AppDeps): Express {
     attachAccessToken(lc, d.tokens),
     d.proxy.forward,
   );
-  const internals = app as unknown as ExpressInternals;
-  const handleInExpress = internals.handle.bind(app);
-  internals.handle = (req, res, next) => {
-    if (!API_TARGET.test(req.url ?? '')) return handleInExpress(req, res, next);
+  const lane = (req: IncomingMessage, res: ServerResponse): void => {
     (res as HttpResponse).locals ??= Object.create(null) as Record<string, unknown>;
     void api(req as HttpRequest, res as HttpResponse, (err) =>
       err === undefined ? sendError(res, 404, 'not_found') : answerError(d.log, err, req, res),
@@ -136,22 +134,9 @@ export function createApp(d: AppDeps): Express {
   if (postLogout.origin === cfg.publicOrigin) app.get(postLogout.pathname, logoutReturn({ lifecycle: lc, kv: d.kv }));
 
   if (cfg.staticDir) app.use(express.static(cfg.staticDir, { index: 'index.html', dotfiles: 'ignore' }));
-  app.use((_req, res) => sendError(res, 404, 'not_found'));
+  // No 404 here: the front door answers it, or passes the request on to a host app (frontDoor.ts).
   app.use(errorHandler(d.log));
-  return app;
-}
-
-/**
- * The targets the /api lane takes: `/api` itself, below it, or with a query (case-insensitive, as Express'
- * routing was: `/API/x` reaches the path guard and is refused there, 400), and `/api\…`, which Express' URL
- * parser could read as `/api/…`: the path guard refuses it (400). An absolute-form target (R49) does not
- * start with `/` and goes to Express, which refuses it.
- */
-const API_TARGET = /^\/api(?:[/?#\\]|$)/i;
-
-/** Express' own entry point (`app(req, res)` calls it), replaced on this app to send /api past Express. */
-interface ExpressInternals {
-  handle(req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void): void;
+  return { app, api: lane };
 }
 
 /** Every /api answer, whoever gives it (upstream, refresh, session, CSRF), by status class and latency. */

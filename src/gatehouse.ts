@@ -1,6 +1,6 @@
 /**
  * createGatehouse(): wires every module from a validated configuration. Used by main.ts and by anyone
- * embedding Gatehouse (supertest: `request(gatehouse.app)`).
+ * embedding Gatehouse (supertest: `request(gatehouse.frontDoor)`).
  */
 import type { Express } from 'express';
 import session from 'express-session';
@@ -32,6 +32,7 @@ import { Vault } from './tokens/vault';
 import { TokenService, type RefreshEvents } from './tokens/refresh';
 import { createApiProxy } from './proxy/apiProxy';
 import { createApp } from './app';
+import { createFrontDoor, type FrontDoor } from './frontDoor';
 import { createMetrics } from './health/metrics';
 import { createAdminApp } from './admin/adminApp';
 import { sessionAdmin, type SessionAdmin } from './admin/sessionAdmin';
@@ -48,6 +49,12 @@ export interface GatehouseDeps {
 }
 
 export interface Gatehouse {
+  /**
+   * Every request's entry point: `http.createServer(gatehouse.frontDoor)`, `request(gatehouse.frontDoor)` in
+   * supertest, or `hostApp.use(gatehouse.frontDoor)` in an Express app (what Gatehouse does not serve goes on).
+   */
+  readonly frontDoor: FrontDoor;
+  /** The Express app behind the front door: `/auth/*`, health and static files (never the API lane). */
   readonly app: Express;
   /** The admin port's app (GATEHOUSE_METRICS_PORT): the session API when GATEHOUSE_ADMIN_TOKEN is set. */
   readonly adminApp: Express;
@@ -153,7 +160,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   });
 
   let draining = false;
-  const app = createApp({
+  const { app, api } = createApp({
     cfg,
     log,
     kv,
@@ -192,6 +199,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   });
 
   return {
+    frontDoor: createFrontDoor({ api, app }),
     app,
     adminApp,
     sessions,

@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   }
   const log = createLogger(cfg.logLevel);
   const gatehouse = await createGatehouse(cfg, { logger: log });
-  const server = guardServer(http.createServer(gatehouse.app));
+  const server = guardServer(http.createServer(gatehouse.frontDoor));
   listen(server, 'GATEHOUSE_PORT', cfg.port, undefined, () =>
     log.info({ port: cfg.port, publicUrl: cfg.publicOrigin }, 'gatehouse listening'),
   );

@@ -43,7 +43,7 @@ export interface TestGatehouse {
   /**
    * The gateway as supertest wants it: `request.agent(gw.app)`. An http.Server already listening at `url`
    * (so requests arrive at the public origin, and CONNECT is guarded as in production) serving Gatehouse's
-   * Express app, which is `gatehouse.app`. Supertest never closes a server it did not start itself.
+   * front door, `gatehouse.frontDoor`. Supertest never closes a server it did not start itself.
    */
   readonly app: ReservedServer;
   /** `http://127.0.0.1:<port>`: where `app` listens; also the public URL unless `gateway.publicUrl` set one. */
@@ -144,7 +144,7 @@ export async function createTestGatehouse(options: TestGatehouseOptions = {}): P
       },
       options.deps,
     ));
-    server.on('request', gatehouse.app);
+    server.on('request', gatehouse.frontDoor);
     guardServer(server);
 
     let closing: Promise<void> | undefined;

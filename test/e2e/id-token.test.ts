@@ -66,7 +66,7 @@ async function startGateway(idp: FakeIdp, upstream: TestUpstream): Promise<Gatew
     },
     { logger: createLogger('debug', (line) => logs.push(line)), now: () => Date.now() + offset },
   );
-  server.on('request', gatehouse.app);
+  server.on('request', gatehouse.frontDoor);
   if (!(await gatehouse.ready())) throw new Error(`the gateway is not ready: ${logs.join('')}`);
   return {
     server,

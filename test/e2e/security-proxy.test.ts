@@ -322,7 +322,7 @@ describe('security: the /api proxy (R46–R51)', () => {
         },
         { logger: createLogger('silent') },
       );
-      server.on('request', gatehouse.app);
+      server.on('request', gatehouse.frontDoor);
       dead = { server, gatehouse, deadPort };
     });
     afterAll(async () => {

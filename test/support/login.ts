@@ -5,7 +5,7 @@
  *   const gw = await reserveServer();                        // listening, app attached later
  *   const idp = await startTestIdp({ redirectUri: `${gw.url}/auth/callback`, ... });
  *   const gh = await createGatehouse({ publicUrl: gw.url, issuer: idp.issuer, ... });
- *   gw.on('request', gh.app);
+ *   gw.on('request', gh.frontDoor);
  *   const agent = request.agent(gw);
  *   const cb = await loginAs(agent, idp, 'alice', '/dashboard');   // the gateway's /auth/callback response
  *   expect(cb.status).toBe(302);
