@@ -4,6 +4,7 @@
  * validate() turns options into a frozen Config or a list of every problem at once.
  */
 import type { RedisSettings, RedisTopology } from './redisTopology';
+import type { RouteOptions } from './routes';
 
 export type ClientAuth = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -51,6 +52,8 @@ export interface GatehouseOptions {
   loginsInFlightMax?: number | string;
   adminHost?: string;
   tokenExpiryMarginSeconds?: number | string;
+  /** The API routes (or GATEHOUSE_ROUTES, the same JSON as a string); default: one route `/api` → `upstream`. */
+  routes?: RouteOptions[] | string;
 }
 
 export interface Setting {
