@@ -22,8 +22,8 @@ module.exports = {
   transform: { '^.+\\.ts$': swc },
   // The package's own names, as users import them (README's testing example runs as is), from the sources.
   moduleNameMapper: {
-    '^gatehouse$': '<rootDir>/src/index.ts',
-    '^gatehouse/testing$': '<rootDir>/src/testing/index.ts',
+    '^gatehouse-bff$': '<rootDir>/src/index.ts',
+    '^gatehouse-bff/testing$': '<rootDir>/src/testing/index.ts',
   },
   globalSetup: '<rootDir>/test/support/globalSetup.ts',
   globalTeardown: '<rootDir>/test/support/globalTeardown.ts',

@@ -1,5 +1,5 @@
 /**
- * gatehouse/client: the SPA side of the Gatehouse contract (DESIGN.md "The SPA contract"), in one small,
+ * gatehouse-bff/client: the SPA side of the Gatehouse contract (DESIGN.md "The SPA contract"), in one small,
  * dependency-free ES module.
  *
  *   - every call carries `X-CSRF: 1` and `credentials: 'same-origin'`;
@@ -122,7 +122,7 @@ const NOT_FORWARDED = new Set(['token_refresh_unavailable', 'session_store_unava
 
 function browserLocation(): BrowserLocation {
   const loc = (globalThis as { location?: BrowserLocation }).location;
-  if (!loc) throw new Error('gatehouse/client: no `location` here; pass `navigate` and `currentPath`');
+  if (!loc) throw new Error('gatehouse-bff/client: no `location` here; pass `navigate` and `currentPath`');
   return loc;
 }
 

@@ -1,5 +1,5 @@
 /**
- * The demo SPA, built on gatehouse/client: it talks only to its own origin and never sees a token.
+ * The demo SPA, built on gatehouse-bff/client: it talks only to its own origin and never sees a token.
  * While logged in, the live view polls /auth/session (which never extends the session nor refreshes the
  * token) and counts the access token down; an API call after it expired is refreshed by Gatehouse, and the
  * count goes up. Logged out, it asks once at load and again when the tab gets the focus back (a login in

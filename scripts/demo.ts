@@ -133,7 +133,7 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
     logLevel: opts.logLevel ?? 'warn',
     staticDir: resolve(root, 'demo/public'),
   });
-  // The SPA's script and gatehouse/client, as `npm run build` compiled them (tsconfig.client.json); the rest,
+  // The SPA's script and gatehouse-bff/client, as `npm run build` compiled them (tsconfig.client.json); the rest,
   // index.html included, is Gatehouse's (GATEHOUSE_STATIC_DIR=demo/public).
   // Called as a handler rather than mounted, so Gatehouse inherits none of this app's settings.
   web.use('/demo', express.static(resolve(root, 'dist/demo'), { index: false }));

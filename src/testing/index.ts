@@ -1,6 +1,6 @@
 /**
- * `gatehouse/testing`: test your app's use of Gatehouse against real peers (README "Testing with
- * gatehouse/testing"). Test-only: it needs the optional peers oidc-provider and supertest, so nothing in the
+ * `gatehouse-bff/testing`: test your app's use of Gatehouse against real peers (README "Testing with
+ * gatehouse-bff/testing"). Test-only: it needs the optional peers oidc-provider and supertest, so nothing in the
  * production entry points (src/index.ts, src/main.ts) imports it.
  */
 export {

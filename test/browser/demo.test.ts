@@ -3,7 +3,7 @@
  * against the demo stack of `npm run demo` (scripts/demo.ts startDemo) on ephemeral ports: the real
  * oidc-provider with its HTML login form and sign-out confirmation (no consent form: the demo's client is
  * its first-party app) and 3 s access tokens, the demo API, real Redis
- * (REDIS_URL from jest's globalSetup) and Gatehouse serving the SPA built on gatehouse/client.
+ * (REDIS_URL from jest's globalSetup) and Gatehouse serving the SPA built on gatehouse-bff/client.
  *
  * Without Chromium the suite is skipped with a loud warning, except in CI (CI=true), where .ci/run
  * installs it: there a missing browser fails the suite rather than passing by skipping.
@@ -62,7 +62,7 @@ interface SessionBody {
   const prefix = `gatehouse-browser-${randomBytes(4).toString('hex')}:`;
 
   beforeAll(async () => {
-    // The SPA and gatehouse/client as `npm run build` makes them (only this suite needs them).
+    // The SPA and gatehouse-bff/client as `npm run build` makes them (only this suite needs them).
     execFileSync(join(ROOT, 'node_modules/.bin/tsc'), ['-p', join(ROOT, 'tsconfig.client.json')], { stdio: 'inherit' });
     mkdirSync(SHOTS, { recursive: true });
     demo = await startDemo({

@@ -1,6 +1,6 @@
 /**
- * `gatehouse/testing` as a user gets it: built to dist/, resolved through package.json "exports" from a project
- * that has gatehouse (and supertest) in its node_modules, run by the project's Node outside jest. Also keeps the
+ * `gatehouse-bff/testing` as a user gets it: built to dist/, resolved through package.json "exports" from a project
+ * that has gatehouse-bff (and supertest) in its node_modules, run by the project's Node outside jest. Also keeps the
  * README example and test/e2e/testing-kit.test.ts (which runs it) identical.
  */
 import { execFileSync } from 'node:child_process';
@@ -12,11 +12,11 @@ import { buildOnce } from '../support/build';
 const root = join(__dirname, '..', '..');
 const node = join(root, 'node_modules', '.bin', 'node');
 
-/** A user's project: node_modules/gatehouse is this repository, as `npm link` or a file: dependency makes it. */
+/** A user's project: node_modules/gatehouse-bff is this repository, as `npm link` or a file: dependency makes it. */
 function userProject(): string {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-kit-user-'));
   mkdirSync(join(dir, 'node_modules'));
-  symlinkSync(root, join(dir, 'node_modules', 'gatehouse'), 'dir');
+  symlinkSync(root, join(dir, 'node_modules', 'gatehouse-bff'), 'dir');
   symlinkSync(join(root, 'node_modules', 'supertest'), join(dir, 'node_modules', 'supertest'), 'dir');
   writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'kit-user', private: true, type: 'commonjs' }));
   return dir;
@@ -29,7 +29,7 @@ function run(dir: string, script: string): string {
   return execFileSync(node, ['check.cjs'], { cwd: dir, env, encoding: 'utf8', timeout: 60_000 });
 }
 
-describe('gatehouse/testing, built and installed', () => {
+describe('gatehouse-bff/testing, built and installed', () => {
   let dir: string;
   beforeAll(() => {
     buildOnce();
@@ -40,9 +40,9 @@ describe('gatehouse/testing, built and installed', () => {
   it('resolves through package exports to dist and has startTestIdp, createTestGatehouse and loginAs', () => {
     const out = run(
       dir,
-      `const kit = require('gatehouse/testing');
+      `const kit = require('gatehouse-bff/testing');
        console.log(JSON.stringify({
-         path: require.resolve('gatehouse/testing'),
+         path: require.resolve('gatehouse-bff/testing'),
          types: ['startTestIdp', 'createTestGatehouse', 'loginAs'].map((name) => typeof kit[name]),
        }));`,
     );
@@ -54,7 +54,7 @@ describe('gatehouse/testing, built and installed', () => {
   it('is not loaded by the production entry point', () => {
     const out = run(
       dir,
-      `require('gatehouse');
+      `require('gatehouse-bff');
        console.log(JSON.stringify(Object.keys(require.cache).filter((f) => f.includes('/testing/'))));`,
     );
     expect(JSON.parse(out)).toEqual([]);
@@ -64,7 +64,7 @@ describe('gatehouse/testing, built and installed', () => {
     const out = run(
       dir,
       `const request = require('supertest');
-       const { createTestGatehouse, loginAs } = require('gatehouse/testing');
+       const { createTestGatehouse, loginAs } = require('gatehouse-bff/testing');
        (async () => {
          const gw = await createTestGatehouse();
          try {
@@ -81,10 +81,10 @@ describe('gatehouse/testing, built and installed', () => {
   });
 });
 
-describe('README "Testing with gatehouse/testing"', () => {
+describe('README "Testing with gatehouse-bff/testing"', () => {
   it('shows exactly the example test/e2e/testing-kit.test.ts runs', () => {
     const readme = readFileSync(join(root, 'README.md'), 'utf8');
-    const section = readme.split(/^#{2,3} /m).find((s) => s.startsWith('Testing with gatehouse/testing')) ?? '';
+    const section = readme.split(/^#{2,3} /m).find((s) => s.startsWith('Testing with gatehouse-bff/testing')) ?? '';
     const example = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
     expect(example).toBe(readFileSync(join(__dirname, 'testing-kit.test.ts'), 'utf8'));
   });

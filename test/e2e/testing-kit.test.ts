@@ -1,6 +1,6 @@
 import request from 'supertest';
-import type { GatehouseOptions } from 'gatehouse';
-import { createTestGatehouse, loginAs, type EchoResponse, type TestGatehouse } from 'gatehouse/testing';
+import type { GatehouseOptions } from 'gatehouse-bff';
+import { createTestGatehouse, loginAs, type EchoResponse, type TestGatehouse } from 'gatehouse-bff/testing';
 
 // Your own settings; the kit wires the IdP, the public URL, the upstream and the secrets.
 const settings: GatehouseOptions = { sessionIdleSeconds: 900 };

@@ -1,5 +1,5 @@
 /**
- * Login helpers for Gatehouse's own tests: the kit's (src/testing, published as `gatehouse/testing`), plus the
+ * Login helpers for Gatehouse's own tests: the kit's (src/testing, published as `gatehouse-bff/testing`), plus the
  * signatures these tests grew up with, which name the IdP and never judge the callback's outcome.
  *
  *   const gw = await reserveServer();                        // listening, app attached later

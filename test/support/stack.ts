@@ -1,5 +1,5 @@
 /**
- * A whole Gatehouse deployment for end-to-end tests, built from the test kit (src/testing, `gatehouse/testing`):
+ * A whole Gatehouse deployment for end-to-end tests, built from the test kit (src/testing, `gatehouse-bff/testing`):
  * the real in-process IdP, a recording upstream, real Redis (REDIS_URL from globalSetup, under a key prefix
  * of its own) and one or more gateway instances on real ports sharing it.
  */

@@ -1,5 +1,5 @@
 /**
- * gatehouse/client against an injected fetch and navigation: the fetch is the client's boundary, so a
+ * gatehouse-bff/client against an injected fetch and navigation: the fetch is the client's boundary, so a
  * scripted one is the peer here (the real-browser suite in test/browser runs it against a real gateway).
  */
 import { createGatehouseClient, parseRetryAfter, type GatehouseClientOptions } from '../../client/index';
@@ -40,7 +40,7 @@ function harness(answers: Answer[], options: GatehouseClientOptions = {}): Harne
 
 const header = (init: RequestInit, name: string) => new Headers(init.headers).get(name);
 
-describe('gatehouse/client fetch', () => {
+describe('gatehouse-bff/client fetch', () => {
   it('sends X-CSRF: 1 and credentials same-origin, keeping the caller’s headers and options', async () => {
     const h = harness([json(200, { ok: true })]);
     const res = await h.client.fetch('/api/things', { method: 'PUT', headers: { 'Content-Type': 'text/plain', 'X-CSRF': '0' }, body: 'x' });
@@ -98,7 +98,7 @@ describe('gatehouse/client fetch', () => {
   });
 });
 
-describe('gatehouse/client retries', () => {
+describe('gatehouse-bff/client retries', () => {
   it('retries 502/503 with exponential backoff until an answer that is not', async () => {
     const h = harness([json(502, { error: 'bad_gateway' }), json(503, {}), json(503, {}), json(200, { ok: 1 })]);
     const res = await h.client.fetch('/api/a');
@@ -193,7 +193,7 @@ describe('parseRetryAfter', () => {
   it.each([null, '', 'soon', '-1', '1.5'])('ignores %j', (value) => expect(parseRetryAfter(value, now)).toBeUndefined());
 });
 
-describe('gatehouse/client session and logout', () => {
+describe('gatehouse-bff/client session and logout', () => {
   it('getSession returns the /auth/session body, with X-CSRF, and null on 401 without navigating', async () => {
     const session = {
       authenticated: true,
