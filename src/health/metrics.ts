@@ -33,6 +33,8 @@ export interface Metrics {
   upstreamError(kind: UpstreamErrorKind): void;
   /** An /api request refused because its session had its upstream requests in flight (503 upstream_busy). */
   upstreamBusy(): void;
+  /** An upstream 401 invalid_token to a request without a body, answered by refreshing the token (replayed at most once). */
+  upstreamTokenRetried(): void;
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -122,6 +124,11 @@ export function createMetrics(): Metrics {
     help: 'Requests of /api refused with 503 upstream_busy: their session already had its upstream requests in flight.',
     registers: [registry],
   });
+  const tokenRetries = new Counter({
+    name: 'gatehouse_upstream_token_retries_total',
+    help: 'Upstream 401 invalid_token answers to requests without a body that led to a token refresh (and at most one replay).',
+    registers: [registry],
+  });
   const adminAuthFailures = new Counter({
     name: 'gatehouse_admin_auth_failures_total',
     help: 'Calls to the admin session API refused for a missing or wrong admin token.',
@@ -165,5 +172,6 @@ export function createMetrics(): Metrics {
     adminAuthFailed: () => adminAuthFailures.inc(),
     upstreamError: (kind) => upstreamErrors.labels(kind).inc(),
     upstreamBusy: () => upstreamBusy.inc(),
+    upstreamTokenRetried: () => tokenRetries.inc(),
   };
 }

@@ -8,7 +8,8 @@
  * the operator's dropHeaders); then set exactly one Authorization and our own X-Forwarded-*.
  *
  * Browser (R50, R51): no upstream Set-Cookie (an upstream could otherwise overwrite our session cookie on
- * our origin), no hop-by-hop fields, and `Cache-Control: no-store` when the upstream set no caching policy.
+ * our origin) unless its route allows them, and then never one named like one of ours; no hop-by-hop
+ * fields, and `Cache-Control: no-store` when the upstream set no caching policy.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
@@ -121,7 +122,8 @@ function connectionNamed(headers: IncomingHttpHeaders): readonly string[] {
 
 export interface Forwarded {
   method: string | undefined;
-  accessToken: string;
+  /** The bearer to send; absent: no Authorization field at all. */
+  accessToken?: string;
   clientIp: string | undefined;
   proto: string;
   host: string;
@@ -148,8 +150,8 @@ export function framingNamedInConnection(headers: IncomingHttpHeaders): boolean 
 }
 
 /**
- * The header fields the upstream receives, built from the browser's, as the flat `[name, value, ...]` list
- * node:http takes without building a header object of its own (issue 6: the hot path).
+ * The header fields the upstream receives, built from the browser's, as a flat `[name, value, ...]` list (a
+ * repeated field stays repeated). Authorization only when `fwd.accessToken` is given.
  */
 export function upstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded, drop: ReadonlySet<string> = DROP_UPSTREAM): string[] {
   const named = connectionNamed(headers);
@@ -172,20 +174,41 @@ export function upstreamHeaders(headers: IncomingHttpHeaders, fwd: Forwarded, dr
   // RFC 9112 §6.3: a request with neither field has no body. Given its head up front, node:http would frame
   // a POST, PUT or PATCH as chunked; say so as Content-Length: 0, as it does when it sees the empty body.
   else if (headers['content-length'] === undefined && !BODYLESS_BY_DEFAULT.has(fwd.method ?? '')) out.push('content-length', '0');
-  out.push('host', fwd.upstreamHost, 'authorization', `Bearer ${fwd.accessToken}`);
+  out.push('host', fwd.upstreamHost);
+  if (fwd.accessToken !== undefined) out.push('authorization', `Bearer ${fwd.accessToken}`);
   if (fwd.clientIp) out.push('x-forwarded-for', fwd.clientIp);
   out.push('x-forwarded-proto', fwd.proto, 'x-forwarded-host', fwd.host);
   return out;
 }
 
-/** The headers the browser receives, built from the upstream's. */
-export function downstreamHeaders(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
+/**
+ * The upstream's cookies a route lets through: every Set-Cookie but those that would set one of the gateway's
+ * own cookies. Judged on the name a browser stores, and on the name it would send back: a cookie with an empty
+ * name (`=gatehouse=x`, RFC 6265bis §5.7) is sent as its bare value, which a server reads as `gatehouse=x`.
+ */
+export function allowedSetCookies(values: readonly string[], own: (name: string) => boolean): string[] {
+  return values.filter((line) => {
+    const pair = (line.split(';', 1)[0] ?? '').replace(/^[\s=]+/, '');
+    const eq = pair.indexOf('=');
+    return !own((eq < 0 ? pair : pair.slice(0, eq)).trim());
+  });
+}
+
+/**
+ * The headers the browser receives, built from the upstream's. `ownCookie`: the route lets the upstream's
+ * Set-Cookie through, but never one for a cookie this predicate names (the gateway's own).
+ */
+export function downstreamHeaders(headers: IncomingHttpHeaders, ownCookie?: (name: string) => boolean): OutgoingHttpHeaders {
   const named = connectionNamed(headers);
   const out: OutgoingHttpHeaders = {};
   for (const name of Object.keys(headers)) {
     if (DROP_DOWNSTREAM.has(name)) continue;
     if (named.length > 0 && named.includes(name) && name !== 'close' && name !== 'keep-alive') continue;
     out[name] = headers[name];
+  }
+  if (ownCookie && headers['set-cookie'] !== undefined && !named.includes('set-cookie')) {
+    const kept = allowedSetCookies(headers['set-cookie'], ownCookie);
+    if (kept.length > 0) out['set-cookie'] = kept;
   }
   if (out['cache-control'] === undefined) out['cache-control'] = 'no-store';
   return out;
