@@ -30,7 +30,8 @@ import { logout, logoutReturn } from './oidc/logout';
 import { backchannelLogout, type BackchannelDeps } from './oidc/backchannelLogout';
 import type { TokenService } from './tokens/refresh';
 import { attachAccessToken } from './tokens/attachAccessToken';
-import type { ApiProxy } from './proxy/apiProxy';
+import { apiGuard } from './api/guard';
+import type { Forwarder } from './api/forward';
 import { healthz, readyz } from './health/health';
 import type { Metrics } from './health/metrics';
 
@@ -43,7 +44,8 @@ export interface AppDeps {
   cookies: CookiePolicy;
   transactions: LoginTransactions;
   tokens: TokenService;
-  proxy: ApiProxy;
+  /** The upstream of /api (api/forward.ts). */
+  proxy: Forwarder;
   session: RequestHandler;
   /** The read-only session loader of /api (session/apiSession.ts). */
   apiSession: Step;
@@ -71,13 +73,13 @@ export function createApp(d: AppDeps): { app: Express; api: (req: IncomingMessag
     logRequest,
     secure,
     measure(d.metrics),
-    d.proxy.guard,
+    apiGuard,
     csrf,
     cookies,
     d.apiSession,
     requireSession(lc),
     attachAccessToken(lc, d.tokens),
-    d.proxy.forward,
+    forwardTo(d.proxy, lc),
   );
   const lane = (req: IncomingMessage, res: ServerResponse): void => {
     (res as HttpResponse).locals ??= Object.create(null) as Record<string, unknown>;
@@ -146,6 +148,16 @@ function measure(metrics: Metrics): Step {
     res.on('finish', () => metrics.proxied(res.statusCode, (performance.now() - start) / 1000));
     next();
   };
+}
+
+/** The lane's last step: what the steps before it decided, handed to the forwarder. */
+function forwardTo(forwarder: Forwarder, lc: Lifecycle): Step {
+  return (req, res) =>
+    forwarder.forward(req, res, {
+      upstreamPath: res.locals.upstreamPath as string,
+      accessToken: res.locals.accessToken as string | undefined,
+      bound: sessionKeys(req, lc).hash,
+    });
 }
 
 /** Runs steps in order as one, as Express would: an error, thrown or a rejected promise, ends it. */

@@ -30,7 +30,7 @@ import { EndedIdpSessions } from './oidc/endedIdpSessions';
 import { Revoker } from './oidc/revoker';
 import { Vault } from './tokens/vault';
 import { TokenService, type RefreshEvents } from './tokens/refresh';
-import { createApiProxy } from './proxy/apiProxy';
+import { createForwarder, forwardShared } from './api/forward';
 import { createApp } from './app';
 import { createFrontDoor, type FrontDoor } from './frontDoor';
 import { createMetrics } from './health/metrics';
@@ -147,7 +147,12 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     anomaly: { perHour: cfg.anomalyRefreshesPerHour, endSession: cfg.anomalyEndSession },
     revokeLater,
   });
-  const proxy = createApiProxy(cfg, log, metrics);
+  const proxy = createForwarder(
+    { upstream: cfg.upstream, timeoutSeconds: cfg.upstreamTimeoutSeconds, allowSetCookie: false },
+    forwardShared(cfg),
+    log,
+    metrics,
+  );
   const sessionMiddleware = session({
     name: cookies.sessionName,
     secret: [...cfg.sessionSecrets],

@@ -1,0 +1,20 @@
+/**
+ * The first /api step that looks at the request itself: paths that would leave the upstream base (pathGuard.ts),
+ * TRACE and CONNECT, and smuggling-shaped headers are refused before any other step runs; what passes leaves
+ * its upstream-relative path and query in res.locals.upstreamPath.
+ */
+import type { Step } from '../http/exchange';
+import { sendError } from '../http/errors';
+import { upstreamPath } from '../proxy/pathGuard';
+import { framingNamedInConnection } from '../proxy/headers';
+
+export const apiGuard: Step = (req, res, next) => {
+  if (req.method === 'TRACE' || req.method === 'CONNECT') {
+    res.setHeader('Allow', 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS');
+    return sendError(res, 405, 'method_not_allowed');
+  }
+  const path = upstreamPath(req.url ?? '');
+  if (path === undefined || framingNamedInConnection(req.headers)) return sendError(res, 400, 'bad_request');
+  res.locals.upstreamPath = path;
+  next();
+};

@@ -1,0 +1,47 @@
+import { invalidTokenChallenge, isGatehouseCookie } from '../../src/api/forward';
+import { allowedSetCookies } from '../../src/proxy/headers';
+
+describe('invalidTokenChallenge: a Bearer challenge saying the token is not good (RFC 6750 §3.1)', () => {
+  it.each([
+    'Bearer error="invalid_token"',
+    'Bearer realm="api", error="invalid_token", error_description="expired"',
+    'bearer Realm="api",Error = "invalid_token"',
+    'Bearer error=invalid_token',
+    'Basic realm="x", Bearer realm="api", error="invalid_token"',
+    'Bearer realm="a, error=\\"x\\"", error="invalid_token"',
+  ])('%s → yes', (header) => expect(invalidTokenChallenge(header)).toBe(true));
+
+  it.each([
+    undefined,
+    '',
+    'Bearer',
+    'Bearer realm="api"',
+    'Bearer error="insufficient_scope"',
+    'Bearer error="invalid_request"',
+    'Bearer error="INVALID_TOKEN"',
+    'DPoP error="invalid_token"',
+    'Bearer realm="api", DPoP error="invalid_token"',
+    'Bearer realm="error=\\"invalid_token\\""',
+    'Basic error="invalid_token"',
+  ])('%s → no', (header) => expect(invalidTokenChallenge(header)).toBe(false));
+});
+
+describe('the gateway’s own cookie names, which no upstream may set', () => {
+  it.each([
+    'gatehouse',
+    '__Host-Http-gatehouse',
+    'gatehouse-tx',
+    'gatehouse-tx-AbCdEf0123456789',
+    '__Host-gatehouse-tx-x',
+    'GATEHOUSE',
+    '__host-http-gatehouse',
+  ])('%s is ours', (name) => expect(isGatehouseCookie(name)).toBe(true));
+  it.each(['gatehouse2', 'my-gatehouse', '__Host-gatehouse', 'theme', ''])('%s is not', (name) =>
+    expect(isGatehouseCookie(name)).toBe(false),
+  );
+
+  it('a Set-Cookie is judged on the name a browser stores and on the one it sends back', () => {
+    const lines = ['a=1', 'gatehouse=x; Path=/', '=gatehouse=x', ' gatehouse = x', 'gatehouse', '==gatehouse-tx-1=x', 'b=gatehouse'];
+    expect(allowedSetCookies(lines, isGatehouseCookie)).toEqual(['a=1', 'b=gatehouse']);
+  });
+});
