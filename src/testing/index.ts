@@ -3,6 +3,7 @@
  * gatehouse-bff/testing"). Test-only: it needs the optional peers oidc-provider and supertest, so nothing in the
  * production entry points (src/index.ts, src/main.ts) imports it.
  */
+import '../jestEsm';
 export {
   startTestIdp,
   type TestIdp,
