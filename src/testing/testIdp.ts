@@ -25,7 +25,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { Provider, type ClientAuthMethod, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import { Provider, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import { CompactSign, exportJWK, generateKeyPair, importJWK, type CompactJWSHeaderParameters } from 'jose';
 
 export const DEFAULT_CLIENT_ID = 'gatehouse';
@@ -41,7 +41,7 @@ export interface TestIdpOptions {
   /** default DEFAULT_CLIENT_SECRET (45 chars) */
   clientSecret?: string;
   /** default 'client_secret_basic' */
-  tokenEndpointAuthMethod?: ClientAuthMethod;
+  tokenEndpointAuthMethod?: 'client_secret_basic' | 'client_secret_post' | 'client_secret_jwt' | 'private_key_jwt' | 'none';
   /**
    * e.g. `${publicUrl}/auth/callback`; several allowed. May be omitted/empty when the gateway URLs are not known
    * yet (a placeholder is registered; add the real ones later with allowGateway()/addClientUris()).
@@ -68,8 +68,8 @@ export interface TestIdpOptions {
    * client's first login ('dev' shows its consent form).
    */
   skipConsent?: boolean;
-  /** more registered clients, passed to oidc-provider as-is */
-  extraClients?: ClientMetadata[];
+  /** more registered clients: client metadata (RFC 7591 names), passed to oidc-provider as-is */
+  extraClients?: { client_id: string; [metadata: string]: unknown }[];
   /** account used by the next 'auto' login (default 'alice') */
   account?: string;
   /** claims of an account (default: sub, email `<sub>@example.test`, email_verified true, name `Test <sub>`) */
@@ -160,7 +160,13 @@ export interface BackchannelLogoutRecord {
 export interface TestIdp {
   /** `http://127.0.0.1:<port>` */
   readonly issuer: string;
-  readonly provider: Provider;
+  /**
+   * oidc-provider's Provider instance, for what the options here do not cover. Typed `unknown` so that the kit's
+   * types compile without types for oidc-provider, which ships none (@types/oidc-provider brings @types/koa, which
+   * fails with skipLibCheck: false against the typed content-disposition 1 that Express 5 installs). Cast it:
+   * `idp.provider as Provider`, with `import type { Provider } from 'oidc-provider'` and @types/oidc-provider.
+   */
+  readonly provider: unknown;
   readonly clientId: string;
   readonly clientSecret: string;
   /** token endpoint path and URL */
@@ -348,7 +354,7 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
   const REVOCATION_PATH = '/token/revocation';
 
   const configuration: Configuration = {
-    clients: [mainClient, ...(opts.extraClients ?? [])],
+    clients: [mainClient, ...((opts.extraClients ?? []) as ClientMetadata[])],
     clockTolerance: opts.clockTolerance ?? 0,
     jwks: { keys: [signingKey] },
     cookies: { keys: [randomBytes(32).toString('hex')] },

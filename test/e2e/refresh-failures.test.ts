@@ -48,7 +48,7 @@ function loggedFailures(s: Stack, cookie: string): unknown[] {
  * refresh-token lookup (before it consumes anything). Returns the undo.
  */
 function resetConnectionsOnRefresh(s: Stack): () => void {
-  const RT = s.idp.provider.RefreshToken as unknown as { find: (...args: unknown[]) => Promise<unknown> };
+  const RT = (s.idp.provider as Provider).RefreshToken as unknown as { find: (...args: unknown[]) => Promise<unknown> };
   const own = Object.getOwnPropertyDescriptor(RT, 'find');
   RT.find = async () => {
     cut.add(s.idp.tokenRequests.at(-1)!);

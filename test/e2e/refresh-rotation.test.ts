@@ -3,6 +3,7 @@
  * refreshes once, sends the upstream the newest access token, presents only the newest refresh token, and
  * keeps the old refresh token when the IdP does not issue a new one (RFC 6749 §6).
  */
+import type { Provider } from 'oidc-provider';
 import type { TestIdp, TokenRequestRecord } from '../support/idp';
 import { startStack, type Stack } from '../support/stack';
 import { api, bearersSeen, login, outliveAccessToken, refreshCounters, refreshTokenReuse, sessionInfo } from './refresh-support';
@@ -38,7 +39,10 @@ function presentedSince(idp: TestIdp, from: number): Array<{ rt: string | undefi
  * `refresh_token` (oidc-provider drops undefined members). Returns the undo.
  */
 function stopRotating(idp: TestIdp): () => void {
-  const proto = idp.provider.RefreshToken.prototype as unknown as { consume(): Promise<void>; save(): Promise<string | undefined> };
+  const proto = (idp.provider as Provider).RefreshToken.prototype as unknown as {
+    consume(): Promise<void>;
+    save(): Promise<string | undefined>;
+  };
   const consume = Object.getOwnPropertyDescriptor(proto, 'consume');
   const save = Object.getOwnPropertyDescriptor(proto, 'save');
   proto.consume = async () => undefined;

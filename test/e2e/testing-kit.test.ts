@@ -3,7 +3,7 @@ import type { GatehouseOptions } from 'gatehouse-bff';
 import { createTestGatehouse, loginAs, type EchoResponse, type TestGatehouse } from 'gatehouse-bff/testing';
 
 // Your own settings; the kit wires the IdP, the public URL, the upstream and the secrets.
-const settings: GatehouseOptions = { sessionIdleSeconds: 900 };
+const settings: Partial<GatehouseOptions> = { sessionIdleSeconds: 900 };
 // The header every /api call of the SPA carries (Gatehouse's CSRF check).
 const SPA = { 'X-CSRF': '1' };
 

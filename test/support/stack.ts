@@ -34,13 +34,13 @@ export interface Stack {
   /** Every log line the gateways wrote. */
   logs: string[];
   /** Another gateway instance sharing the same IdP client, Redis and prefix (a replica); `overrides` change its options. */
-  addInstance(overrides?: GatehouseOptions): Promise<Instance>;
+  addInstance(overrides?: Partial<GatehouseOptions>): Promise<Instance>;
   close(): Promise<void>;
 }
 
 export interface StackOptions {
   idp?: Partial<TestIdpOptions>;
-  gateway?: GatehouseOptions;
+  gateway?: Partial<GatehouseOptions>;
   /** 'redis' (default) or 'memory'. */
   store?: 'redis' | 'memory';
   instances?: number;
@@ -65,7 +65,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const instances: Instance[] = [];
 
   // Every instance is a kit gateway on its own port, sharing the first one's IdP, the upstream and the prefix.
-  const addInstance = async (overrides: GatehouseOptions = {}): Promise<Instance> => {
+  const addInstance = async (overrides: Partial<GatehouseOptions> = {}): Promise<Instance> => {
     const kit = await createTestGatehouse({
       idp: kits[0]?.idp ?? opts.idp ?? {},
       backchannel: kits.length === 0 && opts.backchannel === true,
