@@ -39,7 +39,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       problems.push(`GATEHOUSE_CONFIG: ${(e as Error).message}`);
     }
   }
-  return validate({ ...fromFile, ...fromEnv }, problems, env);
+  return validate({ ...fromFile, ...fromEnv }, problems, env, 'env');
 }
 
 function readConfigFile(path: string): GatehouseOptions {
@@ -63,17 +63,25 @@ function readConfigFile(path: string): GatehouseOptions {
 /** Options given as one value (a variable); `redis` is an object of its own (redisTopology.ts). */
 type Setting = Exclude<keyof GatehouseOptions, 'redis'>;
 
-export function validate(options: GatehouseOptions, problems: string[] = [], env: NodeJS.ProcessEnv = process.env): Config {
+export function validate(
+  options: GatehouseOptions,
+  problems: string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
+  names: 'option' | 'env' = 'option',
+): Config {
   const warnings: string[] = [];
+  // Problems name settings as the caller wrote them: variables for loadConfig(), options for createGatehouse().
+  const nameOf = (k: Setting): string => (names === 'env' ? ENV_OF.get(k)! : k);
+  const setTo = (k: Setting, v: string): string => (names === 'env' ? `${ENV_OF.get(k)}=${v}` : `${k}: '${v}'`);
   const raw = (k: Setting): string | undefined => {
     const v = options[k] ?? DEFAULTS.get(k);
     if (v === undefined || v === '') return undefined;
     return Array.isArray(v) ? v.join(',') : String(v).trim();
   };
-  const fail = (k: Setting, msg: string) => problems.push(`${ENV_OF.get(k)}: ${msg}`);
+  const fail = (k: Setting, msg: string) => problems.push(`${nameOf(k)}: ${msg}`);
   const required = (k: Setting, example: string): string | undefined => {
     const v = raw(k);
-    if (v === undefined) fail(k, `is required — set it, e.g. ${ENV_OF.get(k)}=${example}`);
+    if (v === undefined) fail(k, `is required — set it, e.g. ${setTo(k, example)}`);
     return v;
   };
   const url = (k: Setting, v: string | undefined, example: string): URL | undefined => {
@@ -107,7 +115,7 @@ export function validate(options: GatehouseOptions, problems: string[] = [], env
   if (issuer?.protocol === 'http:') {
     if (LOOPBACK.test(issuer.hostname)) {
       allowInsecureIdp = true;
-      warnings.push('GATEHOUSE_ISSUER is http:// on a loopback host: acceptable for local development only');
+      warnings.push(`${nameOf('issuer')} is http:// on a loopback host: acceptable for local development only`);
     } else fail('issuer', "must be https:// (http:// is allowed only for localhost) — use the IdP's https issuer URL");
   }
 
@@ -120,7 +128,8 @@ export function validate(options: GatehouseOptions, problems: string[] = [], env
   let clientPrivateKeyPem: string | undefined;
   if (clientAuth === 'private_key_jwt') {
     const k = raw('clientPrivateKey');
-    if (!k) fail('clientPrivateKey', 'is required with GATEHOUSE_CLIENT_AUTH=private_key_jwt — set a PKCS#8 PEM key or the path of one');
+    if (!k)
+      fail('clientPrivateKey', `is required with ${setTo('clientAuth', 'private_key_jwt')} — set a PKCS#8 PEM key or the path of one`);
     else if (k.includes('-----BEGIN')) clientPrivateKeyPem = k;
     else if (existsSync(k)) clientPrivateKeyPem = readFileSync(k, 'utf8');
     else fail('clientPrivateKey', `file ${k} does not exist — give the path of a PKCS#8 PEM private key`);
@@ -130,7 +139,7 @@ export function validate(options: GatehouseOptions, problems: string[] = [], env
   } else if (!clientSecret) {
     fail(
       'clientSecret',
-      `is required with ${clientAuth} — set the secret registered at the IdP, or use GATEHOUSE_CLIENT_AUTH=private_key_jwt`,
+      `is required with ${clientAuth} — set the secret registered at the IdP, or use ${setTo('clientAuth', 'private_key_jwt')}`,
     );
   }
 
@@ -141,7 +150,7 @@ export function validate(options: GatehouseOptions, problems: string[] = [], env
     if (publicUrl.pathname !== '/') fail('publicUrl', `must be an origin without a path — use ${publicUrl.origin}`);
     publicOrigin = publicUrl.origin;
     if (publicUrl.protocol === 'http:') {
-      warnings.push('GATEHOUSE_PUBLIC_URL is http://: the session cookie drops Secure and the __Host- prefix (development only)');
+      warnings.push(`${nameOf('publicUrl')} is http://: the session cookie drops Secure and the __Host- prefix (development only)`);
     }
   }
   const postLogoutRedirectUri = raw('postLogoutRedirectUri') ?? (publicOrigin ? `${publicOrigin}/` : '');
@@ -175,7 +184,7 @@ export function validate(options: GatehouseOptions, problems: string[] = [], env
     redis = parseRedisTopology(options.redis, env, problems);
     if (redis?.mode === 'standalone') redisUrl = redis.url;
   } else {
-    warnings.push('GATEHOUSE_REDIS_URL is not set: sessions live in memory, are lost on restart and cannot be shared by replicas');
+    warnings.push(`${nameOf('redisUrl')} is not set: sessions live in memory, are lost on restart and cannot be shared by replicas`);
   }
 
   const port = int('port', 0, 65535, 'a port');
@@ -183,7 +192,7 @@ export function validate(options: GatehouseOptions, problems: string[] = [], env
   if (metricsPort !== 0 && metricsPort === port)
     fail(
       'metricsPort',
-      `must differ from GATEHOUSE_PORT (${port}) — the admin port never answers on the public port; use another port or 0`,
+      `must differ from ${nameOf('port')} (${port}) — the admin port never answers on the public port; use another port or 0`,
     );
 
   const scopes = raw('scopes')!;
@@ -197,7 +206,7 @@ export function validate(options: GatehouseOptions, problems: string[] = [], env
   if (sessionIdleSeconds > sessionAbsoluteSeconds) {
     fail(
       'sessionIdleSeconds',
-      `${sessionIdleSeconds} is longer than GATEHOUSE_SESSION_ABSOLUTE_SECONDS (${sessionAbsoluteSeconds}) — make the idle timeout the shorter one`,
+      `${sessionIdleSeconds} is longer than ${nameOf('sessionAbsoluteSeconds')} (${sessionAbsoluteSeconds}) — make the idle timeout the shorter one`,
     );
   }
   // Issue 6: an ended session may be served from a replica's cache for at most a second.
@@ -226,7 +235,7 @@ export function validate(options: GatehouseOptions, problems: string[] = [], env
     else if (adminToken.startsWith('change-me'))
       fail('adminToken', 'is the placeholder from config/example.env — generate one with openssl rand -base64 32');
     if (metricsPort === 0)
-      fail('adminToken', 'is set but GATEHOUSE_METRICS_PORT is 0 — the admin API is served on the admin port; set a port');
+      fail('adminToken', `is set but ${nameOf('metricsPort')} is 0 — the admin API is served on the admin port; set a port`);
   }
 
   const anomalyRefreshesPerHour = int('anomalyRefreshesPerHour', 0, 100_000, 'a count');
