@@ -2,7 +2,10 @@
  * createGatehouse(options) names settings the way its caller wrote them: by option name, as in the options
  * object, while loadConfig() (the environment) keeps naming variables. The types say what is required.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ConfigError, createGatehouse, loadConfig, validate, type GatehouseOptions } from '../../src';
+import { SETTINGS } from '../../src/config/schema';
 
 function problemsOf(fn: () => unknown): string[] {
   try {
@@ -89,5 +92,16 @@ describe('the environment, read by loadConfig()', () => {
         expect.stringMatching(/^GATEHOUSE_CLIENT_SECRET: is required with client_secret_basic — .* GATEHOUSE_CLIENT_AUTH=private_key_jwt$/),
       ]),
     );
+  });
+});
+
+describe('docs/configuration.md', () => {
+  it('names every setting by its variable and its option, in one row of its table', () => {
+    const rows = readFileSync(join(__dirname, '..', '..', 'docs', 'configuration.md'), 'utf8')
+      .split('\n')
+      .filter((line) => line.startsWith('| `GATEHOUSE_'))
+      .map((line) => line.split('|').map((cell) => cell.trim()));
+    const undocumented = SETTINGS.filter((s) => !rows.some((cells) => cells[1] === `\`${s.env}\`` && cells[2] === `\`${s.option}\``));
+    expect(undocumented.map((s) => `${s.env} (${s.option})`)).toEqual([]);
   });
 });
