@@ -12,7 +12,18 @@
  * The project is run with a clean environment: nothing of this repository's jest, npm or Redis settings leaks in.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 
@@ -98,6 +109,7 @@ function copyTree(to: string): void {
     .filter(Boolean);
   for (const file of files) {
     try {
+      if (statSync(join(root, file)).isDirectory()) continue; // a symlink to a folder, e.g. a linked node_modules
       mkdirSync(dirname(join(to, file)), { recursive: true });
       copyFileSync(join(root, file), join(to, file));
     } catch (err) {
