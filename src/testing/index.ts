@@ -1,7 +1,7 @@
 /**
- * `gatehouse-bff/testing`: test your app's use of Gatehouse against real peers (README "Testing with
- * gatehouse-bff/testing"). Test-only: it needs the optional peers oidc-provider and supertest, so nothing in the
- * production entry points (src/index.ts, src/main.ts) imports it.
+ * `gatehouse-bff/testing`: test your app's use of Gatehouse against real peers (docs/testing.md). Test-only: it
+ * needs the optional peers oidc-provider and supertest, so nothing in the production entry points (src/index.ts,
+ * src/main.ts) imports it.
  */
 import '../jestEsm';
 export {
