@@ -15,12 +15,11 @@ import { cookieGuard } from './http/cookieGuard';
 import type { CookiePolicy } from './http/cookies';
 import { requireCsrf } from './http/csrf';
 import { requestLog } from './http/requestLog';
-import { answerError, errorHandler, sendError } from './http/errors';
-import type { HttpRequest, HttpResponse, Step } from './http/exchange';
+import { errorHandler, sendError } from './http/errors';
+import type { Step } from './http/exchange';
 import { securityHeaders, setHeaders } from './http/securityHeaders';
 import { noStore, requireOriginForm } from './http/requestShape';
 import { sessionKeys, type Lifecycle } from './session/lifecycle';
-import { requireSession } from './session/requireSession';
 import type { Idp } from './oidc/idp';
 import type { LoginTransactions } from './oidc/loginTx';
 import { login, loginErrorPage, loginRateLimit } from './oidc/login';
@@ -29,9 +28,10 @@ import { sessionInfo } from './oidc/sessionInfo';
 import { logout, logoutReturn } from './oidc/logout';
 import { backchannelLogout, type BackchannelDeps } from './oidc/backchannelLogout';
 import type { TokenService } from './tokens/refresh';
-import { attachAccessToken } from './tokens/attachAccessToken';
 import { apiGuard } from './api/guard';
 import type { Forwarder } from './api/forward';
+import { createApiLane } from './api/lane';
+import type { Route } from './api/routes';
 import { healthz, readyz } from './health/health';
 import type { Metrics } from './health/metrics';
 
@@ -45,7 +45,8 @@ export interface AppDeps {
   transactions: LoginTransactions;
   tokens: TokenService;
   /** The upstream of /api (api/forward.ts). */
-  proxy: Forwarder;
+  /** Each route's forwarder (api/forward.ts). */
+  forwarders: ReadonlyMap<Route, Forwarder>;
   session: RequestHandler;
   /** The read-only session loader of /api (session/apiSession.ts). */
   apiSession: Step;
@@ -68,25 +69,19 @@ export function createApp(d: AppDeps): { app: Express; api: (req: IncomingMessag
   const csrf = requireCsrf(cfg.publicOrigin, d.log);
   const cookies = cookieGuard(d.cookies);
 
-  // DESIGN.md /api table order: request shape (400/405), CSRF (403), session (401), tokens (401/503), upstream.
-  const api = chain(
-    logRequest,
-    secure,
-    measure(d.metrics),
-    apiGuard,
+  const lane = createApiLane({
+    routes: cfg.routes,
+    forwarders: d.forwarders,
+    before: [logRequest, secure, measure(d.metrics)],
+    guard: apiGuard,
     csrf,
-    cookies,
-    d.apiSession,
-    requireSession(lc),
-    attachAccessToken(lc, d.tokens),
-    forwardTo(d.proxy, lc),
-  );
-  const lane = (req: IncomingMessage, res: ServerResponse): void => {
-    (res as HttpResponse).locals ??= Object.create(null) as Record<string, unknown>;
-    void api(req as HttpRequest, res as HttpResponse, (err) =>
-      err === undefined ? sendError(res, 404, 'not_found') : answerError(d.log, err, req, res),
-    );
-  };
+    cookieGuard: cookies,
+    loadSession: d.apiSession,
+    lifecycle: lc,
+    tokens: d.tokens,
+    trustProxy: cfg.trustProxy,
+    log: d.log,
+  });
 
   app.use(logRequest);
   app.use(requireOriginForm());
@@ -146,35 +141,6 @@ function measure(metrics: Metrics): Step {
   return (_req, res, next) => {
     const start = performance.now();
     res.on('finish', () => metrics.proxied(res.statusCode, (performance.now() - start) / 1000));
-    next();
-  };
-}
-
-/** The lane's last step: what the steps before it decided, handed to the forwarder. */
-function forwardTo(forwarder: Forwarder, lc: Lifecycle): Step {
-  return (req, res) =>
-    forwarder.forward(req, res, {
-      upstreamPath: res.locals.upstreamPath as string,
-      accessToken: res.locals.accessToken as string | undefined,
-      bound: sessionKeys(req, lc).hash,
-    });
-}
-
-/** Runs steps in order as one, as Express would: an error, thrown or a rejected promise, ends it. */
-function chain(...steps: Step[]): Step {
-  return (req, res, done) => {
-    let i = 0;
-    const next = (err?: unknown): void => {
-      if (err) return done(err);
-      const step = steps[i++];
-      if (!step) return done();
-      try {
-        const result = step(req, res, next);
-        if (result instanceof Promise) result.catch((e: unknown) => done(e ?? new Error('middleware rejected')));
-      } catch (e) {
-        done(e);
-      }
-    };
     next();
   };
 }

@@ -147,11 +147,18 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     anomaly: { perHour: cfg.anomalyRefreshesPerHour, endSession: cfg.anomalyEndSession },
     revokeLater,
   });
-  const proxy = createForwarder(
-    { upstream: cfg.upstream, timeoutSeconds: cfg.upstreamTimeoutSeconds, allowSetCookie: false },
-    forwardShared(cfg),
-    log,
-    metrics,
+  // One forwarder (one proxy and one connection pool) per route.
+  const shared = forwardShared(cfg);
+  const forwarders = new Map(
+    cfg.routes.map((route) => [
+      route,
+      createForwarder(
+        { upstream: route.upstream, timeoutSeconds: route.timeoutSeconds, allowSetCookie: route.allowSetCookie },
+        shared,
+        log,
+        metrics,
+      ),
+    ]),
   );
   const sessionMiddleware = session({
     name: cookies.sessionName,
@@ -174,7 +181,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     cookies,
     transactions: new LoginTransactions(kv, keyring, { key: `${cfg.keyPrefix}logins`, max: cfg.loginsInFlightMax, now }),
     tokens,
-    proxy,
+    forwarders,
     session: sessionMiddleware,
     apiSession: apiSession(store, cfg.sessionSecrets, cookies.sessionName),
     metrics,
@@ -228,7 +235,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
       while (tokens.pending > 0) await new Promise((r) => setTimeout(r, 20));
       idp.close();
       await revoker.close();
-      proxy.close();
+      for (const forwarder of forwarders.values()) forwarder.close();
       await invalidations.close();
       if (ownsRedis) await redis!.quit().catch(() => redis!.disconnect());
     },

@@ -7,6 +7,7 @@ import { isAbsolute, resolve } from 'node:path';
 import type { ClientAuth, Config, GatehouseOptions, LogLevel } from './schema';
 import { SETTINGS } from './schema';
 import { parseRedisTopology, REDIS_URL_PATTERN, type RedisTopology } from './redisTopology';
+import { parseRoutes } from '../api/routes';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -61,7 +62,7 @@ function readConfigFile(path: string): GatehouseOptions {
 
 /** Validates options (from loadConfig or an embedder) into a frozen Config; throws ConfigError listing every problem. */
 /** Options given as one value (a variable); `redis` is an object of its own (redisTopology.ts). */
-type Setting = Exclude<keyof GatehouseOptions, 'redis'>;
+type Setting = Exclude<keyof GatehouseOptions, 'redis' | 'routes'>;
 
 export function validate(
   options: GatehouseOptions,
@@ -156,7 +157,13 @@ export function validate(
   const postLogoutRedirectUri = raw('postLogoutRedirectUri') ?? (publicOrigin ? `${publicOrigin}/` : '');
   if (raw('postLogoutRedirectUri')) url('postLogoutRedirectUri', postLogoutRedirectUri, 'https://app.example.com/');
 
-  const upstream = url('upstream', required('upstream', 'https://api.internal.example'), 'https://api.internal.example');
+  // GATEHOUSE_UPSTREAM is the default route's upstream: needed only when no routes are configured.
+  const routesGiven = options.routes !== undefined && options.routes !== '';
+  const upstreamGiven = raw('upstream') !== undefined;
+  const upstream =
+    routesGiven && !upstreamGiven
+      ? undefined
+      : url('upstream', required('upstream', 'https://api.internal.example'), 'https://api.internal.example');
 
   const secretsRaw = required('sessionSecret', '$(openssl rand -base64 48)');
   const sessionSecrets = (secretsRaw ?? '')
@@ -261,6 +268,13 @@ export function validate(
       `"${adminHost}" is not an address — use an interface address such as 127.0.0.1 or ::, or unset it for every interface`,
     );
   const tokenExpiryMarginSeconds = int('tokenExpiryMarginSeconds', 0, 300, 'a duration in seconds');
+  const routesName = names === 'env' ? 'GATEHOUSE_ROUTES' : 'routes';
+  const routes = parseRoutes(
+    routesGiven ? options.routes : undefined,
+    { upstream, timeoutSeconds: upstreamTimeoutSeconds },
+    routesName,
+    (p) => problems.push(p),
+  );
 
   if (problems.length) throw new ConfigError(problems);
   return Object.freeze({
@@ -274,7 +288,9 @@ export function validate(
     publicOrigin,
     redirectUri: `${publicOrigin}/auth/callback`,
     secureCookies: publicUrl!.protocol === 'https:',
-    upstream: upstream!,
+    // The default route's upstream; with configured routes and no GATEHOUSE_UPSTREAM, the first route's.
+    upstream: upstream ?? routes[0]!.upstream,
+    routes: Object.freeze(routes),
     sessionSecrets: Object.freeze(sessionSecrets),
     redisUrl,
     redis,

@@ -5,6 +5,7 @@
  */
 import type { RedisSettings, RedisTopology } from './redisTopology';
 import type { RouteOptions } from './routes';
+import type { Route } from '../api/routes';
 
 export type ClientAuth = 'client_secret_basic' | 'client_secret_post' | 'private_key_jwt';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -75,7 +76,12 @@ export const SETTINGS: readonly Setting[] = [
     why: 'where the IdP sends the browser after logout (default <PUBLIC_URL>/)',
   },
   { option: 'publicUrl', env: 'GATEHOUSE_PUBLIC_URL', why: 'origin the browser sees; the redirect URI is <PUBLIC_URL>/auth/callback' },
-  { option: 'upstream', env: 'GATEHOUSE_UPSTREAM', why: 'base URL for /api/*' },
+  { option: 'upstream', env: 'GATEHOUSE_UPSTREAM', why: 'base URL for /api/* (the default route), unless routes are configured' },
+  {
+    option: 'routes',
+    env: 'GATEHOUSE_ROUTES',
+    why: 'the API routes as JSON (the config file\'s routes array; this variable wins): path, upstream, token, methods, timeoutSeconds, allowSetCookie',
+  },
   {
     option: 'sessionSecret',
     env: 'GATEHOUSE_SESSION_SECRET',
@@ -193,6 +199,8 @@ export interface Config {
   /** https public URL: Secure cookies with the __Host- prefix. */
   readonly secureCookies: boolean;
   readonly upstream: URL;
+  /** The API routes, checked and frozen (api/routes.ts). */
+  readonly routes: readonly Route[];
   readonly sessionSecrets: readonly string[];
   /** The standalone URL when Redis is one server (GATEHOUSE_REDIS_URL or redis.url). */
   readonly redisUrl: string | undefined;

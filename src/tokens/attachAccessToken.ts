@@ -1,29 +1,38 @@
-/** Puts a fresh access token on the request (res.locals.accessToken), or answers per DESIGN.md's /api table. */
-import type { Step } from '../http/exchange';
+/** Puts a fresh access token on the request (res.locals.accessToken), or answers as the /api table says. */
+import type { HttpRequest, HttpResponse, Step } from '../http/exchange';
 import { endSession, rejectSession, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import { sendError } from '../http/errors';
 import type { GatehouseSession } from '../session/sessionData';
-import type { TokenService } from './refresh';
+import type { AccessResult, TokenService } from './refresh';
 
 export function attachAccessToken(lc: Lifecycle, tokens: TokenService): Step {
   return async (req, res, next) => {
     const gh = res.locals.session as GatehouseSession;
     const result = await tokens.accessToken(sessionKeys(req, lc), gh);
-    switch (result.kind) {
-      case 'bearer':
-        res.locals.accessToken = result.accessToken;
-        return next();
-      case 'session-expired':
-        // R40: invalid_grant ends the session: records gone, cookie cleared, 401 session_expired.
-        await endSession(req, lc, { keepTokenRecord: true });
-        lc.metrics.sessionEnded(result.reason ?? 'invalid_grant');
-        return rejectSession(res, lc, 'session_expired');
-      case 'gone':
-        await endSession(req, lc, { keepTokenRecord: false });
-        return rejectSession(res, lc, 'unauthenticated');
-      case 'unavailable':
-        // R41: every other refresh failure keeps the session; the SPA retries after Retry-After.
-        return sendError(res, 503, 'token_refresh_unavailable', { 'Retry-After': String(result.retryAfterSeconds) });
-    }
+    if (result.kind !== 'bearer') return answerNoToken(req, res, lc, result);
+    res.locals.accessToken = result.accessToken;
+    next();
   };
+}
+
+/** The answer when a session has no access token to give: its end (401) or the IdP's unavailability (503). */
+export async function answerNoToken(
+  req: HttpRequest,
+  res: HttpResponse,
+  lc: Lifecycle,
+  result: Exclude<AccessResult, { kind: 'bearer' }>,
+): Promise<void> {
+  switch (result.kind) {
+    case 'session-expired':
+      // invalid_grant ends the session: records gone, cookie cleared, 401 session_expired.
+      await endSession(req, lc, { keepTokenRecord: true });
+      lc.metrics.sessionEnded(result.reason ?? 'invalid_grant');
+      return rejectSession(res, lc, 'session_expired');
+    case 'gone':
+      await endSession(req, lc, { keepTokenRecord: false });
+      return rejectSession(res, lc, 'unauthenticated');
+    case 'unavailable':
+      // Every other refresh failure keeps the session; the SPA retries after Retry-After.
+      return sendError(res, 503, 'token_refresh_unavailable', { 'Retry-After': String(result.retryAfterSeconds) });
+  }
 }

@@ -119,11 +119,37 @@ export class TokenService {
     return this.flight(keys, gh, entry, 'foreground');
   }
 
-  /** This process's one refresh of the session, started by the first call that needs it. */
-  private flight(keys: SessionKeys, gh: GatehouseSession, entry: VaultEntry & { dead: false }, mode: RefreshMode): Promise<AccessResult> {
+  /**
+   * A replacement for an access token the upstream rejected (401 invalid_token: revoked early, or replaced
+   * at the IdP): the stored token when another request already replaced it, else one refresh under the same
+   * exactly-once rules (many requests rejected with one token cause one grant, on however many replicas).
+   * Never the rejected token again: a refresh that cannot happen is `unavailable`.
+   */
+  async replacement(keys: SessionKeys, gh: GatehouseSession, rejected: string): Promise<AccessResult> {
+    const entry = await this.o.vault.read(keys);
+    if (!entry) return { kind: 'gone' };
+    if (entry.dead) return { kind: 'session-expired' };
+    if (entry.tokens.accessToken !== rejected) return bearer(entry.tokens);
+    const result = await this.flight(keys, gh, entry, 'foreground', rejected);
+    return result.kind === 'bearer' && result.accessToken === rejected
+      ? { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS }
+      : result;
+  }
+
+  /**
+   * This process's one refresh of the session, started by the first call that needs it. `rejected`: the
+   * upstream refused this access token, so only a different one settles the refresh.
+   */
+  private flight(
+    keys: SessionKeys,
+    gh: GatehouseSession,
+    entry: VaultEntry & { dead: false },
+    mode: RefreshMode,
+    rejected?: string,
+  ): Promise<AccessResult> {
     let flight = this.inflight.get(keys.tokensKey);
     if (!flight) {
-      flight = this.refreshAcrossReplicas(keys, gh, entry.version, mode)
+      flight = this.refreshAcrossReplicas(keys, gh, entry.version, mode, rejected)
         .catch((err: unknown) => {
           // R42: a store that cannot coordinate a refresh (a Sentinel failover, Redis away) keeps the session,
           // and the current access token is used while it is still valid.
@@ -142,7 +168,13 @@ export class TokenService {
   }
 
   /** `due` is the version of the record found due for refresh: any newer record is another request's result. */
-  private async refreshAcrossReplicas(keys: SessionKeys, gh: GatehouseSession, due: number, mode: RefreshMode): Promise<AccessResult> {
+  private async refreshAcrossReplicas(
+    keys: SessionKeys,
+    gh: GatehouseSession,
+    due: number,
+    mode: RefreshMode,
+    rejected: string | undefined,
+  ): Promise<AccessResult> {
     const { kv, vault, now } = this.o;
     const owner = randomId();
     const deadline = now() + this.o.lockWaitMs;
@@ -150,7 +182,7 @@ export class TokenService {
     for (;;) {
       if (await kv.setIfAbsent(keys.lockKey, owner, this.o.lockLeaseMs)) {
         try {
-          return await this.refreshHoldingLock(keys, gh, owner, due, mode);
+          return await this.refreshHoldingLock(keys, gh, owner, due, mode, rejected);
         } finally {
           // Not awaited: a stalled store must not hold the answer (the lock expires by itself), and the
           // release is queued behind the token write on the same connection, so it never overtakes it.
@@ -164,13 +196,13 @@ export class TokenService {
       await sleep(pause);
       pause = Math.min(pause * 2, 200);
       const cur = await vault.read(keys);
-      const settled = this.settled(cur, due);
+      const settled = this.settled(cur, due, rejected);
       if (settled) return settled;
-      if ((await kv.get(keys.lockKey)) === COOLDOWN) return this.degrade((cur as VaultEntry & { dead: false }).tokens);
+      if ((await kv.get(keys.lockKey)) === COOLDOWN) return this.degrade((cur as VaultEntry & { dead: false }).tokens, rejected);
       if (now() > deadline) {
         this.o.log.warn({ session: keys.hash }, 'gave up waiting for another replica to refresh');
         this.o.events?.onLockTimeout?.();
-        return this.degrade((cur as VaultEntry & { dead: false }).tokens);
+        return this.degrade((cur as VaultEntry & { dead: false }).tokens, rejected);
       }
     }
   }
@@ -179,9 +211,11 @@ export class TokenService {
    * The outcome visible in a record without refreshing: gone, dead, a token that is still fresh, or (R39)
    * the result of a refresh that another request or replica completed after we found version `due` due.
    */
-  private settled(entry: VaultEntry | null, due: number): AccessResult | undefined {
+  private settled(entry: VaultEntry | null, due: number, rejected?: string): AccessResult | undefined {
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
+    // A token the upstream refused settles nothing, however fresh: only another one does.
+    if (rejected !== undefined) return entry.tokens.accessToken !== rejected ? bearer(entry.tokens) : undefined;
     if (this.o.now() < entry.tokens.refreshAt) return bearer(entry.tokens);
     // R39 (waiters reuse the winner's result): a slow IdP can hand back a token that is already inside its
     // skew window (expiry counts from when the grant was sent). It is still valid, so refreshing it again
@@ -192,9 +226,11 @@ export class TokenService {
     return undefined;
   }
 
-  /** R42: a failed refresh keeps the session; the current token is used while it is still valid. */
-  private degrade(tokens: Tokens): AccessResult {
-    return usable(tokens, this.o.now()) ? bearer(tokens) : { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
+  /** R42: a failed refresh keeps the session; the current token is used while it is still valid (and not refused). */
+  private degrade(tokens: Tokens, rejected?: string): AccessResult {
+    return usable(tokens, this.o.now()) && tokens.accessToken !== rejected
+      ? bearer(tokens)
+      : { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
   }
 
   private async refreshHoldingLock(
@@ -203,17 +239,18 @@ export class TokenService {
     owner: string,
     due: number,
     mode: RefreshMode,
+    rejected: string | undefined,
   ): Promise<AccessResult> {
     const { vault, idp, log, now } = this.o;
     // R39: re-read after taking the lock; the previous holder may have refreshed already.
     const cur = await vault.read(keys);
-    const settled = this.settled(cur, due);
+    const settled = this.settled(cur, due, rejected);
     if (settled) return settled;
     const entry = cur as VaultEntry & { dead: false };
     const sent = entry.tokens.refreshToken;
     if (!sent) {
       // No refresh token was issued (no offline_access): the session ends with its access token.
-      return usable(entry.tokens, now()) ? bearer(entry.tokens) : this.kill(keys, entry.version);
+      return usable(entry.tokens, now()) && entry.tokens.accessToken !== rejected ? bearer(entry.tokens) : this.kill(keys, entry.version);
     }
 
     const renew = setInterval(
@@ -235,7 +272,7 @@ export class TokenService {
         const again = await vault.read(keys);
         if (again && !again.dead && again.tokens.refreshToken !== sent) {
           this.o.events?.onRefresh?.('race_recovered', (now() - sentAt) / 1000, mode);
-          return this.settled(again, entry.version) ?? this.degrade(again.tokens);
+          return this.settled(again, entry.version, rejected) ?? this.degrade(again.tokens, rejected);
         }
         this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000, mode);
         log.info({ session: keys.hash }, 'refresh token rejected (invalid_grant): ending the session');
@@ -259,7 +296,7 @@ export class TokenService {
         const kept = await this.store(keys, gh, entry.version, { ...entry.tokens, refreshToken: rotated });
         if (kept.kind !== 'bearer') return kept;
       }
-      return this.degrade(entry.tokens);
+      return this.degrade(entry.tokens, rejected);
     } finally {
       clearInterval(renew);
     }

@@ -4,6 +4,8 @@
  * Routes (matched on the path, any method):
  * - `/sse?events=N`        text/event-stream: N (default 3) `data:` events 100 ms apart, then ends
  * - `/set-cookie`          200 JSON with `Set-Cookie: gatehouse=evil; Path=/` and `Set-Cookie: __Host-Http-gatehouse=evil; Path=/; Secure`
+ * - `/set-cookie-app`      200 JSON with the upstream's own `app-pref=dark; Path=/` and two named like Gatehouse's
+ * - any path, with a bearer listed in `rejectedTokens`: 401 `WWW-Authenticate: Bearer error="invalid_token"`
  * - `/slow?ms=N`           the echo, after N ms (default 1000)
  * - `/status/:code`        that status with a JSON body `{status: code}` (no body for 204/304)
  * - `/big-upload`          streams the request body, counting bytes: 200 `{bytes: n}` (the body is not recorded)
@@ -47,6 +49,8 @@ export interface TestUpstream {
   last(): RecordedRequest;
   /** forget recorded requests */
   reset(): void;
+  /** Access tokens this API refuses (401 invalid_token), as an API does with a token revoked early. */
+  readonly rejectedTokens: Set<string>;
   close(): Promise<void>;
 }
 
@@ -87,6 +91,7 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown, extra
 
 export async function startUpstream(): Promise<TestUpstream> {
   const requests: RecordedRequest[] = [];
+  const rejectedTokens = new Set<string>();
   const pendingTimers = new Set<NodeJS.Timeout>();
   const later = (ms: number, fn: () => void) => {
     const t = setTimeout(() => {
@@ -135,6 +140,12 @@ export async function startUpstream(): Promise<TestUpstream> {
         sub: subFromBearer(req.headers.authorization),
       };
 
+      const bearer = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1];
+      if (bearer !== undefined && rejectedTokens.has(bearer)) {
+        sendJson(res, 401, { error: 'invalid_token' }, { 'www-authenticate': 'Bearer realm="api", error="invalid_token"' });
+        return;
+      }
+
       if (path === '/sse') {
         const events = Number(parsed.searchParams.get('events') ?? '3');
         res.writeHead(200, {
@@ -158,6 +169,13 @@ export async function startUpstream(): Promise<TestUpstream> {
       if (path === '/set-cookie') {
         sendJson(res, 200, echo, {
           'set-cookie': ['gatehouse=evil; Path=/', '__Host-Http-gatehouse=evil; Path=/; Secure'],
+        });
+        return;
+      }
+
+      if (path === '/set-cookie-app') {
+        sendJson(res, 200, echo, {
+          'set-cookie': ['app-pref=dark; Path=/', 'gatehouse=evil; Path=/', 'gatehouse-tx-0123456789abcdef=evil; Path=/'],
         });
         return;
       }
@@ -201,6 +219,7 @@ export async function startUpstream(): Promise<TestUpstream> {
     reset: () => {
       requests.length = 0;
     },
+    rejectedTokens,
     close: () =>
       new Promise<void>((resolve) => {
         for (const t of pendingTimers) clearTimeout(t);

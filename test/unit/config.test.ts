@@ -211,3 +211,46 @@ describe('config file: the redis topology', () => {
     );
   });
 });
+
+describe('routes', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gh-routes-'));
+  const { GATEHOUSE_UPSTREAM: _u, ...noUpstream } = good;
+  const routes = [
+    { path: '/api', upstream: 'https://api.internal' },
+    { path: '/api/public', upstream: 'https://cms.internal/v2', token: 'none' },
+  ];
+
+  it('without routes, one route /api → GATEHOUSE_UPSTREAM with the user token', () => {
+    const c = loadConfig(good);
+    expect(c.routes.map((r) => [r.path, r.upstream.href, r.token])).toEqual([['/api', 'https://api.internal.example/v1', 'user']]);
+  });
+
+  it('reads GATEHOUSE_ROUTES, and then needs no GATEHOUSE_UPSTREAM', () => {
+    const c = loadConfig({ ...noUpstream, GATEHOUSE_ROUTES: JSON.stringify(routes) });
+    expect(c.routes.map((r) => [r.path, r.token])).toEqual([
+      ['/api', 'user'],
+      ['/api/public', 'none'],
+    ]);
+  });
+
+  it('reads the config file’s routes array, and GATEHOUSE_ROUTES wins over it', () => {
+    const file = join(dir, 'routes.json');
+    writeFileSync(file, JSON.stringify({ routes }));
+    expect(loadConfig({ ...noUpstream, GATEHOUSE_CONFIG: file }).routes).toHaveLength(2);
+    const env = { ...noUpstream, GATEHOUSE_CONFIG: file, GATEHOUSE_ROUTES: '[{"path": "/api/only", "upstream": "http://only"}]' };
+    expect(loadConfig(env).routes.map((r) => r.path)).toEqual(['/api/only']);
+  });
+
+  it('stops start-up with one line per route problem, naming the route and field', () => {
+    const p = problems({
+      ...noUpstream,
+      GATEHOUSE_ROUTES: '[{"path": "/orders", "upstream": "x"}, {"path": "/api", "upstream": "http://a", "token": "admin"}]',
+    });
+    expect(p).toEqual([
+      expect.stringMatching(/^GATEHOUSE_ROUTES\[0\]\.path: "\/orders" is not \/api/),
+      expect.stringMatching(/^GATEHOUSE_ROUTES\[0\]\.upstream: "x" is not an absolute URL/),
+      expect.stringMatching(/^GATEHOUSE_ROUTES\[1\]\.token: "admin" is not a token policy/),
+    ]);
+    expect(problems(noUpstream)).toEqual([expect.stringMatching(/^GATEHOUSE_UPSTREAM: is required/)]);
+  });
+});
