@@ -13,7 +13,9 @@
  *   credentials, identity and hop-by-hop fields out; our Bearer, X-Forwarded-* and the upstream's Host in).
  * - The answer is relayed here (`selfHandleResponse`): the status and reason phrase are checked, the header
  *   rules applied, and a 401 invalid_token to a request without a body can be replayed once with a new token
- *   before the browser sees anything.
+ *   before the browser sees anything. The replay goes straight to the proxy's engine, with the options the
+ *   proxy prepared for the first request and an empty body (httpxy's `buffer`), so that no per-request hook
+ *   (a `router`) costs every other request anything.
  * - Timeouts are ours: the proxy's `proxyTimeout` is a socket-idle timer that would cut a quiet SSE stream.
  *
  * The upstream is not trusted to behave: whatever it answers (or does not), every exchange ends with the
@@ -112,10 +114,14 @@ interface Flight {
   readonly path: string;
   /** The bearer of the current upstream request. */
   token: string | undefined;
-  /** No body was sent: the request can be sent again. */
-  readonly bodyless: boolean;
+  /** The request announced a body (Content-Length > 0 or Transfer-Encoding). */
+  readonly hasBody: boolean;
+  /** A method whose request, without a body, can be sent again. */
+  readonly replayable: boolean;
   /** The current upstream request is the replay (its body is an empty stream, the browser's was read). */
   replay: boolean;
+  /** The proxy's options for this request, as it prepared them for the first upstream request. */
+  options: EngineOptions | undefined;
   /** connect: until a connected socket is ours (queued in the pool counts); wait: until the response head. */
   phase: 'connect' | 'wait' | 'answer';
   timer: NodeJS.Timeout | undefined;
@@ -125,6 +131,17 @@ interface Flight {
   /** Logged, counted and answered once. */
   failed: boolean;
 }
+
+/**
+ * Each response carries its flight under this key: the proxy's events name the response. (Measured under
+ * load: a WeakMap keyed by every response kept the garbage collector busy several times longer.)
+ */
+const FLIGHT = Symbol('gatehouse.flight');
+/** http-proxy-middleware's engine (httpxy's ProxyServer), as a plugin gets it, and its per-request options. */
+type Engine = Parameters<Plugin>[0];
+type EngineOptions = NonNullable<Parameters<Engine['web']>[2]>;
+type Carrier = ServerResponse & { [FLIGHT]?: Flight };
+const flightOf = (res: unknown): Flight | undefined => (res as Carrier)[FLIGHT];
 
 export function createForwarder(route: ForwardRoute, shared: ForwardShared, log: Logger, metrics: Metrics): Forwarder {
   const upstream = route.upstream;
@@ -140,7 +157,6 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
   // Upstream requests in flight per bound (a session): one user's requests can hold at most this share of the pool.
   const inFlight = new Map<string, number>();
   const retryAfter = { 'Retry-After': String(RETRY_AFTER_SECONDS) };
-  const flights = new WeakMap<ServerResponse, Flight>();
 
   const fail = (f: Flight, kind: UpstreamErrorKind, err?: NodeJS.ErrnoException): void => {
     f.phase = 'answer';
@@ -187,6 +203,11 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
     f.phase = 'connect';
     f.upstream = undefined;
     f.timer = setTimeout(() => fail(f, 'connect_timeout'), connectMs);
+    if (f.replay) {
+      // httpxy's `buffer` is what is piped upstream instead of the browser's request, which was read already.
+      engine!.web(f.req, f.res, { ...f.options, buffer: Readable.from([]) }).catch((err: unknown) => broken(f, err));
+      return;
+    }
     void proxy(f.req, f.res, (err?: unknown) => {
       // The proxy calls this when it did not forward: after its 'error' event (handled below), or, without an
       // error, when it would not take the request at all.
@@ -253,11 +274,14 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
       );
   };
 
+  let engine: Engine | undefined;
   const plugin: Plugin = (server) => {
-    server.on('proxyReq', (up, req, res) => {
-      const f = flights.get(res);
+    engine = server;
+    server.on('proxyReq', (up, req, res, options) => {
+      const f = flightOf(res);
       if (!f || f.failed || f.gone) return void up.destroy();
       f.upstream = up;
+      f.options ??= options;
       // Node sends the head with the first piece of body, after this: the path and header section are ours.
       try {
         up.path = f.path;
@@ -281,14 +305,14 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
       if (socket.connecting) socket.once(secure ? 'secureConnect' : 'connect', () => waitForAnswer(f, up));
       else waitForAnswer(f, up);
       // The proxy pipes the body right after this event (listening now loses none of it).
-      if (!f.replay)
+      if (f.hasBody && !f.replay)
         req.on('data', () => {
           if (f.phase === 'wait' && f.upstream === up) f.timer?.refresh();
         });
     });
 
     server.on('proxyRes', (answer, _req, res) => {
-      const f = flights.get(res);
+      const f = flightOf(res);
       if (!f || f.failed || f.gone) return void answer.destroy();
       f.phase = 'answer';
       clearTimeout(f.timer);
@@ -298,7 +322,14 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
       if (status < 200 || status > 599) return fail(f, 'malformed', new Error(`status ${status}`));
       const hook = f.exchange.retryWithNewToken;
       try {
-        if (status === 401 && hook && !f.replay && f.bodyless && invalidTokenChallenge(answer.headers['www-authenticate'])) {
+        if (
+          status === 401 &&
+          hook &&
+          !f.replay &&
+          f.replayable &&
+          !f.hasBody &&
+          invalidTokenChallenge(answer.headers['www-authenticate'])
+        ) {
           return replay(f, answer, hook);
         }
         relay(f, answer, status);
@@ -308,14 +339,14 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
     });
 
     server.on('error', (err: NodeJS.ErrnoException, _req, res) => {
-      const f = res && flights.get(res as ServerResponse);
+      const f = res && flightOf(res);
       if (!f) return void log.error({ err }, 'upstream proxy error outside any request');
       fail(f, err.code?.startsWith('HPE_') ? 'malformed' : f.phase === 'connect' ? 'unreachable' : 'reset', err);
     });
 
     // The browser's connection broke while its request was on its way: nothing to answer.
     server.on('econnreset', (_err, _req, res) => {
-      const f = flights.get(res);
+      const f = flightOf(res);
       if (!f) return;
       f.gone = true;
       fail(f, 'reset');
@@ -329,11 +360,6 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
     selfHandleResponse: true,
     ejectPlugins: true,
     plugins: [plugin],
-    // Not a route: the only per-request option, the body of a replay (the browser's was read already).
-    router: (_req, res, options) => {
-      if (res && flights.get(res)?.replay) options.buffer = Readable.from([]);
-      return options.target!;
-    },
   });
 
   const forward = (req: IncomingMessage, res: ServerResponse, exchange: Exchange): void => {
@@ -343,13 +369,6 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
       metrics.upstreamBusy();
       return sendError(res, 503, 'upstream_busy', retryAfter);
     }
-    inFlight.set(bound, open + 1);
-    // Given back when the browser's exchange ends, however it ends (registered first: nothing below may leak it).
-    res.on('close', () => {
-      const left = inFlight.get(bound)! - 1;
-      if (left === 0) inFlight.delete(bound);
-      else inFlight.set(bound, left);
-    });
 
     // Node's server has answered 100-continue already (RFC 9110 §10.1.1). Passed on, Expect would make
     // node:http send the upstream head at once, the browser's, before the header section is rewritten.
@@ -367,23 +386,29 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
       ),
       path: base + exchange.upstreamPath,
       token: exchange.accessToken,
-      bodyless: REPLAYABLE.has(method) && req.headers['transfer-encoding'] === undefined && (length === undefined || Number(length) === 0),
+      hasBody: req.headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) > 0),
+      replayable: REPLAYABLE.has(method),
       replay: false,
+      options: undefined,
       phase: 'connect',
       timer: undefined,
       upstream: undefined,
       gone: false,
       failed: false,
     };
-    flights.set(res, f);
-    const away = (): void => {
+    (res as Carrier)[FLIGHT] = f;
+    inFlight.set(bound, open + 1);
+    // However the browser's exchange ends: its place in the bound is given back (nothing below may leak it),
+    // and when it ends before its answer did, the browser went away and the upstream request is stopped.
+    res.on('close', () => {
+      const left = inFlight.get(bound)! - 1;
+      if (left === 0) inFlight.delete(bound);
+      else inFlight.set(bound, left);
       if (res.writableFinished) return;
       f.gone = true;
       clearTimeout(f.timer);
-      f.upstream?.destroy(); // stop the upstream request too
-    };
-    req.on('error', away);
-    res.on('close', away);
+      f.upstream?.destroy();
+    });
     send(f);
   };
 
