@@ -10,7 +10,7 @@ import { createForwarder, forwardShared, type Forwarder, type ForwardRoute } fro
 import { createMetrics } from '../../src/health/metrics';
 import { createLogger } from '../../src/log/logger';
 import { upstreamPath } from '../../src/proxy/pathGuard';
-import { rawRequest } from './security-support';
+import { rawRequest, rawSocket } from './security-support';
 
 interface Seen {
   url: string;
@@ -130,6 +130,32 @@ describe('the forwarder, given an exchange', () => {
     expect(s.headers['x-forwarded-for']).toBe('127.0.0.1');
     expect(s.headers.host).toBe(new URL(upstreamUrl).host);
     expect(s.body).toBe(body);
+  });
+
+  it('a chunked body goes upstream chunked, on a connection closed after it; a body-less POST says Content-Length: 0', async () => {
+    const url = await front({}, 'ours');
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(`${url}/api/chunks`, { method: 'POST', agent: false, headers: { 'Content-Type': 'text/plain' } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+      req.write('first,');
+      setTimeout(() => req.end('second'), 20);
+    });
+    expect(status).toBe(200);
+    const chunked = seen.at(-1)!;
+    expect([chunked.headers['transfer-encoding'], chunked.headers['content-length'], chunked.headers.connection]).toEqual([
+      'chunked',
+      undefined,
+      'close',
+    ]);
+    expect(chunked.body).toBe('first,second');
+    // A raw socket: an HTTP client library would add Content-Length: 0 itself.
+    const empty = await rawSocket(Number(new URL(url).port), 'POST /api/empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 2000);
+    expect(empty.status).toBe(200);
+    expect(seen.at(-1)!.url).toBe('/empty');
+    expect([seen.at(-1)!.headers['content-length'], seen.at(-1)!.headers['transfer-encoding']]).toEqual(['0', undefined]);
   });
 
   it('a route that allows upstream cookies passes them, but never one named like the gateway’s own', async () => {
