@@ -130,6 +130,9 @@ export function createApp(d: AppDeps): { app: Express; api: (req: IncomingMessag
   const postLogout = new URL(cfg.postLogoutRedirectUri);
   if (postLogout.origin === cfg.publicOrigin) app.get(postLogout.pathname, logoutReturn({ lifecycle: lc, kv: d.kv }));
 
+  // Express answers OPTIONS on a path it routes by itself (200 with Allow): Gatehouse serves no CORS, so a
+  // preflight to its own paths is refused, never granted by default.
+  app.options(/^\/(?:auth(?:\/|$)|healthz$|readyz$)/, methodNotAllowed('GET, POST'));
   if (cfg.staticDir) app.use(express.static(cfg.staticDir, { index: 'index.html', dotfiles: 'ignore' }));
   // No 404 here: the front door answers it, or passes the request on to a host app (frontDoor.ts).
   app.use(errorHandler(d.log));

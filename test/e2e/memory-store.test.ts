@@ -19,7 +19,7 @@ describe('a gateway without redisUrl (in-memory store)', () => {
       .map((line) => JSON.parse(line) as { level: string; msg: string })
       .filter((l) => l.level === 'warn' && /memory/i.test(l.msg));
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]!.msg).toMatch(/GATEHOUSE_REDIS_URL/);
+    expect(warnings[0]!.msg).toMatch(/redisUrl/); // named as createGatehouse() was given it
     expect(warnings[0]!.msg).toMatch(/restart|replica/i);
   });
 

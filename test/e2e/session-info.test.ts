@@ -35,8 +35,9 @@ describe('/auth/session token information', () => {
     expect(first.accessTokenExpiresAt).toBeGreaterThanOrEqual(loggedInAt + 1);
     expect(first.accessTokenExpiresAt).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000) + 2);
 
-    // an API call after the token expired refreshes it once; /auth/session itself never refreshes
-    while (Date.now() / 1000 <= first.accessTokenExpiresAt) await sleep(100);
+    // an API call after the token expired refreshes it once (and waits for it); /auth/session itself never
+    // refreshes. accessTokenExpiresAt is in whole seconds, rounded down: the token ends within the next one.
+    while (Date.now() / 1000 <= first.accessTokenExpiresAt + 1) await sleep(100);
     const stillOld = (await browser.get('/auth/session').set(SPA).expect(200)).body as SessionBody;
     expect(stillOld).toMatchObject({ refreshCount: 0, accessTokenExpiresAt: first.accessTokenExpiresAt });
     const grants = s.idp.grants.refresh_token;
