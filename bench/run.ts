@@ -149,7 +149,9 @@ async function sanityCheck(targets: Target[], headers: Record<string, string>): 
     const r = await fetch(t.url, { headers });
     await r.arrayBuffer();
     const bearer = r.headers.get('x-saw-bearer');
-    if (r.status !== 200 || (t.key !== 'direct' && bearer !== '1')) {
+    // A `none` route sends no token; every other proxy sends one.
+    const wanted = t.key === 'direct' || t.key === 'none' ? bearer !== '1' : bearer === '1';
+    if (r.status !== 200 || !wanted) {
       throw new Error(`sanity check: ${t.key} answered ${r.status} (upstream saw a bearer: ${bearer})`);
     }
   }
@@ -297,7 +299,23 @@ async function main(): Promise<void> {
     children.push(upstream.child, bare.child, loader.child);
     const idp = await startTestIdp({ accessTokenTtl: 3600, refreshTokenTtl: 3600 });
     cleanup.push(() => idp.close());
-    const gateway = await startGateway({ name: 'gateway', idp, upstreamPort: upstream.ready, redisUrl: redis.url, keyPrefix: prefix });
+    // A route table as a deployment might have one: the measured path is the catch-all, found after the
+    // longer prefixes (matching must cost nothing measurable), and a `none` route is measured on its own.
+    const api = `http://127.0.0.1:${upstream.ready}`;
+    const routes = [
+      { path: '/api', upstream: api },
+      { path: '/api/orders', upstream: api },
+      { path: '/api/catalog', upstream: api, token: 'optional' },
+      { path: '/api/status', upstream: api, token: 'none' },
+    ];
+    const gateway = await startGateway({
+      name: 'gateway',
+      idp,
+      upstreamPort: upstream.ready,
+      redisUrl: redis.url,
+      keyPrefix: prefix,
+      env: { GATEHOUSE_ROUTES: JSON.stringify(routes) },
+    });
     cleanup.push(() => gateway.stop());
     const cookie = await login(gateway.url, idp.issuer, 'bench-user');
     const rig: Rig = { redis, loader, headers: { cookie, 'x-csrf': '1' }, rss: [], pids: [] };
@@ -305,6 +323,7 @@ async function main(): Promise<void> {
       { key: 'direct', url: `http://127.0.0.1:${upstream.ready}/api/items`, pid: upstream.child.pid },
       { key: 'bare', url: `http://127.0.0.1:${bare.ready}/api/items`, pid: bare.child.pid },
       { key: 'gateway', url: `${gateway.url}/api/items`, pid: gateway.child.pid, heap: () => gateway.heap() },
+      { key: 'none', url: `${gateway.url}/api/status/items`, pid: gateway.child.pid },
     ];
     const gw = targets[2]!;
     rig.pids = [upstream.child.pid, bare.child.pid, loader.child.pid, gateway.child.pid, ...(redis.pid ? [redis.pid] : [])];
