@@ -80,7 +80,7 @@ export const SETTINGS: readonly Setting[] = [
   {
     option: 'routes',
     env: 'GATEHOUSE_ROUTES',
-    why: 'the API routes as JSON (the config file\'s routes array; this variable wins): path, upstream, token, methods, timeoutSeconds, allowSetCookie',
+    why: "the API routes as JSON (the config file's routes array; this variable wins): path, upstream, token, methods, timeoutSeconds, allowSetCookie",
   },
   {
     option: 'sessionSecret',
