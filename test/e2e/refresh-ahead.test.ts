@@ -19,6 +19,7 @@ import {
   outliveRefreshCooldown,
   refreshCounters,
   refreshTokenReuse,
+  sessionInfo,
   setCookies,
   sleep,
   waitFor,
@@ -72,7 +73,11 @@ describe('refresh ahead, off the request path', () => {
     } finally {
       s.idp.delay(0);
     }
-    await sleep(100); // the rotated tokens are stored right after the IdP's answer
+    // Stored, not only answered by the IdP: the session's refresh count moves when the new tokens are written.
+    await waitFor(
+      async () => ((await sessionInfo(b, cookie)).body as { refreshCount: number }).refreshCount === 1,
+      'the tokens to be stored',
+    );
     expect(refreshCounters(s.idp).grants - before.grants).toBe(1);
     expect((await api(b, cookie, '/ahead-next')).status).toBe(200);
     const [fresh] = accessTokensIssuedSince(s.idp, issued);
