@@ -1,5 +1,5 @@
 /**
- * gatehouse-bff/client: the SPA side of the Gatehouse contract (DESIGN.md "The SPA contract"), in one small,
+ * gatehouse-bff/client: the SPA side of the Gatehouse contract (the README's "The SPA contract"), in one small,
  * dependency-free ES module.
  *
  *   - every call carries `X-CSRF: 1` and `credentials: 'same-origin'`;

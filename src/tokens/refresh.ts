@@ -226,7 +226,7 @@ export class TokenService {
     return undefined;
   }
 
-  /** R42: a failed refresh keeps the session; the current token is used while it is still valid (and not refused). */
+  /** A failed refresh keeps the session; the current token is used while it is still valid (and not refused). */
   private degrade(tokens: Tokens, rejected?: string): AccessResult {
     return usable(tokens, this.o.now()) && tokens.accessToken !== rejected
       ? bearer(tokens)
