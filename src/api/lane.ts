@@ -14,11 +14,10 @@ import { clientAddress } from '../http/clientAddress';
 import type { Logger } from '../log/logger';
 import { liveSession, sessionKeys, slideIdle, type Lifecycle } from '../session/lifecycle';
 import { requireSession } from '../session/requireSession';
-import type { GatehouseSession } from '../session/sessionData';
 import { answerNoToken, attachAccessToken } from '../tokens/attachAccessToken';
 import type { TokenService } from '../tokens/refresh';
 import type { Exchange, Forwarder } from './forward';
-import { RouteTable, type Route, type RouteMatch, type TokenPolicy } from './routes';
+import { RouteTable, type Route, type TokenPolicy } from './routes';
 
 export interface LaneDeps {
   routes: readonly Route[];
@@ -43,7 +42,7 @@ export function createApiLane(d: LaneDeps): (req: IncomingMessage, res: ServerRe
   const lc = d.lifecycle;
 
   const route: Step = (_req, res, next) => {
-    const match = table.match(res.locals.upstreamPath as string);
+    const match = table.match(res.locals.upstreamPath!);
     if (!match) return sendError(res, 404, 'not_found');
     // The upstream's path starts after the route's: a leading `@` there could read as credentials in a URL
     // built by string concatenation upstream (the guard checks it only right below /api).
@@ -52,7 +51,7 @@ export function createApiLane(d: LaneDeps): (req: IncomingMessage, res: ServerRe
     next();
   };
   const methods: Step = (req, res, next) => {
-    const allowed = (res.locals.route as RouteMatch).route.methods;
+    const allowed = res.locals.route!.route.methods;
     if (allowed && !allowed.has(req.method ?? '')) {
       res.setHeader('Allow', [...allowed].join(', '));
       return sendError(res, 405, 'method_not_allowed');
@@ -68,9 +67,9 @@ export function createApiLane(d: LaneDeps): (req: IncomingMessage, res: ServerRe
   const attach = attachAccessToken(lc, d.tokens);
 
   const forward: Step = (req, res) => {
-    const { route: r, rest } = res.locals.route as RouteMatch;
-    const gh = res.locals.session as GatehouseSession | undefined;
-    const accessToken = res.locals.accessToken as string | undefined;
+    const { route: r, rest } = res.locals.route!;
+    const gh = res.locals.session;
+    const accessToken = res.locals.accessToken;
     const keys = gh ? sessionKeys(req, lc) : undefined;
     const exchange: Exchange = {
       upstreamPath: rest,
@@ -99,11 +98,11 @@ export function createApiLane(d: LaneDeps): (req: IncomingMessage, res: ServerRe
     none: forward,
   };
   const lane = chain(...d.before, d.guard, route, methods, d.csrf, (req, res, next) =>
-    tails[(res.locals.route as RouteMatch).route.token](req, res, next),
+    tails[res.locals.route!.route.token](req, res, next),
   );
 
   return (req, res) => {
-    (res as HttpResponse).locals ??= Object.create(null) as Record<string, unknown>;
+    (res as HttpResponse).locals ??= {};
     void lane(req as HttpRequest, res as HttpResponse, (err) =>
       err === undefined ? sendError(res, 404, 'not_found') : answerError(d.log, err, req, res),
     );

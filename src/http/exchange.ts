@@ -6,12 +6,32 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Request } from 'express';
+import type { CookieState } from './cookieGuard';
+import type { GatehouseSession } from '../session/sessionData';
+import type { RouteMatch } from '../api/routes';
 
 /** A request, with the session express-session or the /api session loader put on it (when there is one). */
 export type HttpRequest = IncomingMessage & Pick<Request, 'session' | 'sessionID' | 'sessionStore'>;
 
-/** A response, with per-request values passed between steps (Express' `res.locals`; the /api lane makes one). */
-export type HttpResponse = ServerResponse & { locals: Record<string, unknown> };
+/**
+ * What the steps of one request tell the steps after them (Express' `res.locals` on /auth; the API lane
+ * makes its own). Each field is set by one step, named here.
+ */
+export interface Locals {
+  /** cookieGuard: whether a session cookie was sent (a 401 then clears it). */
+  cookie?: CookieState;
+  /** The API lane's guard: the path and query below /api, checked. */
+  upstreamPath?: string;
+  /** The API lane: the route serving the request, and the path and query below it. */
+  route?: RouteMatch;
+  /** The session rules: the live session, its idle window slid. */
+  session?: GatehouseSession;
+  /** attachAccessToken: the bearer to send upstream. */
+  accessToken?: string;
+}
+
+/** A response, with the values passed between steps. */
+export type HttpResponse = ServerResponse & { locals: Locals };
 
 export type Next = (err?: unknown) => void;
 

@@ -8,7 +8,7 @@
  */
 import type { RequestHandler } from 'express';
 import { clearSessionCookie } from '../http/cookies';
-import type { CookieState } from '../http/cookieGuard';
+import type { Locals } from '../http/exchange';
 import { endSession, liveSession, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import type { Logger } from '../log/logger';
 import type { Kv } from '../store/kv';
@@ -31,7 +31,7 @@ export function logout(deps: LogoutDeps): RequestHandler {
     res.set('Cache-Control', 'no-store');
     const gh = await liveSession(req, lc);
     if (!gh) {
-      if ((res.locals.cookie as CookieState | undefined)?.sent) clearSessionCookie(res, lc.cookies);
+      if ((res.locals as Locals).cookie?.sent) clearSessionCookie(res, lc.cookies);
       res.json({ logoutUrl: null });
       return;
     }

@@ -11,7 +11,6 @@ import type { SessionIndex } from './sessionIndex';
 import type { ExpiryLedger } from './expiryLedger';
 import type { Metrics } from '../health/metrics';
 import { clearSessionCookie, type CookiePolicy } from '../http/cookies';
-import type { CookieState } from '../http/cookieGuard';
 import { sendError, type ErrorCode } from '../http/errors';
 import { StoreUnavailableError } from '../store/kv';
 import type { RevokeLater } from '../oidc/revoker';
@@ -115,7 +114,7 @@ export async function retire(
  * is cleared (with the attributes it was set with, R52).
  */
 export function rejectSession(res: HttpResponse, lc: Lifecycle, code: ErrorCode & ('unauthenticated' | 'session_expired')): void {
-  if ((res.locals.cookie as CookieState | undefined)?.sent || code === 'session_expired') clearSessionCookie(res, lc.cookies);
+  if (res.locals.cookie?.sent || code === 'session_expired') clearSessionCookie(res, lc.cookies);
   res.setHeader('Cache-Control', 'no-store');
   sendError(res, 401, code);
 }

@@ -2,12 +2,11 @@
 import type { HttpRequest, HttpResponse, Step } from '../http/exchange';
 import { endSession, rejectSession, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import { sendError } from '../http/errors';
-import type { GatehouseSession } from '../session/sessionData';
 import type { AccessResult, TokenService } from './refresh';
 
 export function attachAccessToken(lc: Lifecycle, tokens: TokenService): Step {
   return async (req, res, next) => {
-    const gh = res.locals.session as GatehouseSession;
+    const gh = res.locals.session!; // set by the session rules, which run first
     const result = await tokens.accessToken(sessionKeys(req, lc), gh);
     if (result.kind !== 'bearer') return answerNoToken(req, res, lc, result);
     res.locals.accessToken = result.accessToken;
