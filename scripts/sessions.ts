@@ -15,6 +15,7 @@ import { createGatehouse, loadConfig, ConfigError, type Config } from '../src';
 import { createLogger } from '../src/log/logger';
 import { createRedis, waitForRedis, type RedisClient } from '../src/store/redisClient';
 import { Keyring } from '../src/session/keyring';
+import { openIndexEntry } from '../src/session/sessionIndex';
 import { inSeconds } from '../src/admin/adminApp';
 
 const USAGE = 'usage: npm run sessions -- list --sub <sub> | revoke --sub <sub> [--session <hash>]';
@@ -95,7 +96,7 @@ const SAMPLED_INDEXES = 100;
  */
 async function storedUnderOtherSecrets(redis: RedisClient, cfg: Config): Promise<boolean> {
   const keyring = new Keyring(cfg.sessionSecrets, cfg.keyPrefix);
-  const pattern = `${cfg.keyPrefix.replace(/[*?[\]\\]/g, '\\$&')}u:*`;
+  const pattern = keyring.indexKeyPattern('sub');
   let seen = 0;
   for (const node of redis instanceof Cluster ? redis.nodes('master') : [redis]) {
     let cursor = '0';
@@ -104,8 +105,7 @@ async function storedUnderOtherSecrets(redis: RedisClient, cfg: Config): Promise
       cursor = next;
       for (const key of keys) {
         for (const [hash, sealed] of Object.entries(await node.hgetall(key))) {
-          // Sealed with `<index key>|<session hash>` as additional data, as SessionIndex writes them.
-          if (keyring.openIndexEntry(sealed, `${key}|${hash}`) !== undefined) return false;
+          if (openIndexEntry(keyring, key, hash, sealed)) return false;
         }
         if (++seen >= SAMPLED_INDEXES) return true;
       }

@@ -12,7 +12,7 @@ import type { HttpRequest, HttpResponse, Step } from '../http/exchange';
 import { answerError, sendError } from '../http/errors';
 import { clientAddress } from '../http/clientAddress';
 import type { Logger } from '../log/logger';
-import { liveSession, sessionKeys, slideIdle, type Lifecycle } from '../session/lifecycle';
+import { sessionKeys, type Lifecycle } from '../session/lifecycle';
 import { requireSession } from '../session/requireSession';
 import { answerNoToken, attachAccessToken } from '../tokens/attachAccessToken';
 import type { TokenService } from '../tokens/refresh';
@@ -58,11 +58,6 @@ export function createApiLane(d: LaneDeps): (req: IncomingMessage, res: ServerRe
     }
     next();
   };
-  const optionalSession: Step = async (req, res, next) => {
-    const gh = await liveSession(req, lc);
-    if (gh) res.locals.session = await slideIdle(req, lc, gh);
-    next();
-  };
   const tokenIfSession: Step = (req, res, next) => (res.locals.session ? attach(req, res, next) : next());
   const attach = attachAccessToken(lc, d.tokens);
 
@@ -94,7 +89,7 @@ export function createApiLane(d: LaneDeps): (req: IncomingMessage, res: ServerRe
   // The route's token policy decides the rest, once the shape, route and CSRF steps have passed.
   const tails: Record<TokenPolicy, Step> = {
     user: chain(d.cookieGuard, d.loadSession, requireSession(lc), attach, forward),
-    optional: chain(d.cookieGuard, d.loadSession, optionalSession, tokenIfSession, forward),
+    optional: chain(d.cookieGuard, d.loadSession, requireSession(lc, false), tokenIfSession, forward),
     none: forward,
   };
   const lane = chain(...d.before, d.guard, route, methods, d.csrf, (req, res, next) =>

@@ -113,6 +113,11 @@ export class Keyring {
     return `${this.prefix}${kind === 'sub' ? 'u' : 'p'}:{${keyedHash(s.index, `${kind}:${iss}|${value}`).toString('base64url').slice(0, 32)}}`;
   }
 
+  /** The SCAN pattern matching every index of one kind, under any secret. */
+  indexKeyPattern(kind: 'sub' | 'sid'): string {
+    return `${this.prefix.replace(/[*?[\]\\]/g, '\\$&')}${kind === 'sub' ? 'u' : 'p'}:*`;
+  }
+
   sealIndexEntry(plaintext: string, aad: string): string {
     return seal(this.secrets[0]!.indexSeal, plaintext, aad);
   }

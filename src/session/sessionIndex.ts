@@ -40,6 +40,15 @@ export function indexEntry(keys: SessionKeys, gh: GatehouseSession): IndexEntry 
   return e;
 }
 
+/**
+ * The entry of session `hash` in the index stored under `key`, opened under any configured secret (each is
+ * sealed with the index key and the session hash as additional data); undefined when none opens it.
+ */
+export function openIndexEntry(keyring: Keyring, key: string, hash: string, sealed: string): IndexEntry | undefined {
+  const json = keyring.openIndexEntry(sealed, `${key}|${hash}`);
+  return json === undefined ? undefined : (JSON.parse(json) as IndexEntry);
+}
+
 export function keysOfEntry(keyring: Keyring, e: IndexEntry): SessionKeys {
   return keyring.keysOf(e.h, keyFromBytes(Buffer.from(e.sk, 'base64url')));
 }
@@ -79,10 +88,8 @@ export class SessionIndex {
     for (let i = 0; i < this.keyring.secretCount; i++) {
       const key = this.keyring.indexKey(kind, iss, value, i);
       for (const [hash, sealed] of Object.entries(await this.kv.hashGetAll(key))) {
-        const json = this.keyring.openIndexEntry(sealed, `${key}|${hash}`);
-        if (json === undefined) continue;
-        const e = JSON.parse(json) as IndexEntry;
-        if (e.absoluteExpiresAt > this.now()) found.set(e.h, e);
+        const e = openIndexEntry(this.keyring, key, hash, sealed);
+        if (e && e.absoluteExpiresAt > this.now()) found.set(e.h, e);
       }
     }
     return [...found.values()];
@@ -91,8 +98,8 @@ export class SessionIndex {
   private async prune(key: string): Promise<void> {
     const stale: string[] = [];
     for (const [hash, sealed] of Object.entries(await this.kv.hashGetAll(key))) {
-      const json = this.keyring.openIndexEntry(sealed, `${key}|${hash}`);
-      if (json === undefined || (JSON.parse(json) as IndexEntry).absoluteExpiresAt <= this.now()) stale.push(hash);
+      const e = openIndexEntry(this.keyring, key, hash, sealed);
+      if (!e || e.absoluteExpiresAt <= this.now()) stale.push(hash);
     }
     if (stale.length) await this.kv.hashDelete(key, ...stale);
   }

@@ -5,7 +5,8 @@
  * - `/sse?events=N`        text/event-stream: N (default 3) `data:` events 100 ms apart, then ends
  * - `/set-cookie`          200 JSON with `Set-Cookie: gatehouse=evil; Path=/` and `Set-Cookie: __Host-Http-gatehouse=evil; Path=/; Secure`
  * - `/set-cookie-app`      200 JSON with the upstream's own `app-pref=dark; Path=/` and two named like Gatehouse's
- * - any path, with a bearer listed in `rejectedTokens`: 401 `WWW-Authenticate: Bearer error="invalid_token"`
+ * - any path, with a bearer listed in `rejectedTokens`, and `/refuse-every-token`: 401
+ *   `WWW-Authenticate: Bearer error="invalid_token"` (a token revoked early; an API that locked the user out)
  * - `/slow?ms=N`           the echo, after N ms (default 1000)
  * - `/status/:code`        that status with a JSON body `{status: code}` (no body for 204/304)
  * - `/big-upload`          streams the request body, counting bytes: 200 `{bytes: n}` (the body is not recorded)
@@ -141,7 +142,7 @@ export async function startUpstream(): Promise<TestUpstream> {
       };
 
       const bearer = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1];
-      if (bearer !== undefined && rejectedTokens.has(bearer)) {
+      if ((bearer !== undefined && rejectedTokens.has(bearer)) || path === '/refuse-every-token') {
         sendJson(res, 401, { error: 'invalid_token' }, { 'www-authenticate': 'Bearer realm="api", error="invalid_token"' });
         return;
       }
