@@ -29,7 +29,7 @@ interface CpuProfile {
 
 export interface HotSpot {
   name: string;
-  /** `src/proxy/headers.js:42`, `express/lib/router/index.js:10`, `node:internal/...`, or '' (native). */
+  /** `src/api/headers.js:42`, `express/lib/router/index.js:10`, `node:internal/...`, or '' (native). */
   location: string;
   /** The file of src/, the package or the runtime part it belongs to. */
   where: string;

@@ -13,7 +13,7 @@ import { createRedis, waitForRedis, type RedisClient } from './store/redisClient
 import { randomId } from './crypto/seal';
 import { cookiePolicy } from './http/cookies';
 import { Keyring } from './session/keyring';
-import { apiSession } from './session/apiSession';
+import { sessionLoader } from './api/sessionLoader';
 import { KvBackingStore, SealedSessionStore, redisBackingStore, type BackingStore } from './session/sealedStore';
 import type { Lifecycle } from './session/lifecycle';
 import { SessionIndex } from './session/sessionIndex';
@@ -24,14 +24,14 @@ import { localInvalidations, redisInvalidations } from './store/invalidations';
 
 /** How often each replica looks for sessions that timed out. */
 const SWEEP_INTERVAL_MS = 2000;
-import { Idp } from './oidc/idp';
-import { LoginTransactions } from './oidc/loginTx';
-import { EndedIdpSessions } from './oidc/endedIdpSessions';
-import { Revoker } from './oidc/revoker';
+import { Idp } from './idp/idp';
+import { LoginTransactions } from './auth/loginTx';
+import { EndedIdpSessions } from './session/endedIdpSessions';
+import { Revoker } from './idp/revoker';
 import { Vault } from './tokens/vault';
 import { TokenService, type RefreshEvents } from './tokens/refresh';
 import { createForwarder, forwardShared } from './api/forward';
-import { createApp } from './app';
+import { createApp } from './auth/app';
 import { createFrontDoor, type FrontDoor } from './frontDoor';
 import { createMetrics } from './health/metrics';
 import { createAdminApp } from './admin/adminApp';
@@ -183,7 +183,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     tokens,
     forwarders,
     session: sessionMiddleware,
-    apiSession: apiSession(store, cfg.sessionSecrets, cookies.sessionName),
+    sessionLoader: sessionLoader(store, cfg.sessionSecrets, cookies.sessionName),
     metrics,
     backchannel: {
       idp,

@@ -5,7 +5,7 @@
  */
 import type { IndexEntry, SessionIndex } from '../session/sessionIndex';
 import type { Terminator } from '../session/terminator';
-import type { RevocationOutcome } from '../oidc/revoker';
+import type { RevocationOutcome } from '../idp/revoker';
 
 export interface SessionSummary {
   /** The session's storage hash (the `session` field of log lines). */

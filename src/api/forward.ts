@@ -31,7 +31,7 @@ import type { Metrics, UpstreamErrorKind } from '../health/metrics';
 import { pathOf } from '../http/exchange';
 import { clientAddress } from '../http/clientAddress';
 import { answerError, RETRY_AFTER_SECONDS, sendError } from '../http/errors';
-import { downstreamHeaders, droppedNames, upstreamHeaders } from '../proxy/headers';
+import { downstreamHeaders, droppedNames, upstreamHeaders } from './headers';
 
 /** One route's upstream. */
 export interface ForwardRoute {

@@ -5,8 +5,8 @@
  */
 import type { Step } from '../http/exchange';
 import { sendError } from '../http/errors';
-import { upstreamPath } from '../proxy/pathGuard';
-import { framingNamedInConnection } from '../proxy/headers';
+import { upstreamPath } from './pathGuard';
+import { framingNamedInConnection } from './headers';
 
 export const apiGuard: Step = (req, res, next) => {
   if (req.method === 'TRACE' || req.method === 'CONNECT') {

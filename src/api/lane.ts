@@ -14,7 +14,7 @@ import { clientAddress } from '../http/clientAddress';
 import type { Logger } from '../log/logger';
 import { sessionKeys, type Lifecycle } from '../session/lifecycle';
 import { requireSession } from '../session/requireSession';
-import { answerNoToken, attachAccessToken } from '../tokens/attachAccessToken';
+import { answerNoToken, attachAccessToken } from './attachAccessToken';
 import type { TokenService } from '../tokens/refresh';
 import type { Exchange, Forwarder } from './forward';
 import { RouteTable, type Route, type TokenPolicy } from './routes';

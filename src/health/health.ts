@@ -1,7 +1,7 @@
 /** /healthz: the process runs. /readyz: the store answers and IdP metadata is loaded (Kubernetes probes). */
 import type { RequestHandler } from 'express';
 import type { Kv } from '../store/kv';
-import type { Idp } from '../oidc/idp';
+import type { Idp } from '../idp/idp';
 
 export function healthz(): RequestHandler {
   return (_req, res) => {

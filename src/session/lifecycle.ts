@@ -13,7 +13,7 @@ import type { Metrics } from '../health/metrics';
 import { clearSessionCookie, type CookiePolicy } from '../http/cookies';
 import { sendError, type ErrorCode } from '../http/errors';
 import { StoreUnavailableError } from '../store/kv';
-import type { RevokeLater } from '../oidc/revoker';
+import type { RevokeLater } from '../idp/revoker';
 
 export interface Lifecycle {
   readonly keyring: Keyring;
@@ -82,7 +82,7 @@ export async function endSession(
 
 /**
  * Everything endSession does but destroying the express-session: token record taken (GETDEL) and its
- * refresh token revoked when asked (and not possibly shared: oidc/revoker.ts), index and expiry-ledger
+ * refresh token revoked when asked (and not possibly shared: idp/revoker.ts), index and expiry-ledger
  * entries removed.
  */
 export async function retireSession(

@@ -13,7 +13,7 @@ import type { Keyring } from './keyring';
 import { keysOfEntry, type IndexEntry, type SessionIndex } from './sessionIndex';
 import type { ExpiryLedger } from './expiryLedger';
 import type { SessionCache } from './sessionCache';
-import type { RevocationOutcome, RevokeLater } from '../oidc/revoker';
+import type { RevocationOutcome, RevokeLater } from '../idp/revoker';
 
 /** `anomaly`: an IdP reported the refresh token reused (admin/adminApp.ts) and GATEHOUSE_ANOMALY_END_SESSION is on. */
 export type EndReason = 'backchannel' | 'admin' | 'anomaly' | 'expired';
@@ -40,7 +40,7 @@ export class Terminator {
 
   /**
    * Ends the listed sessions. Their refresh tokens are revoked (with `revoke`) unless another session of
-   * the user, not ended here, may share the grant (oidc/revoker.ts).
+   * the user, not ended here, may share the grant (idp/revoker.ts).
    */
   async end(entries: readonly IndexEntry[], reason: EndReason, opts: { revoke: boolean }): Promise<Ended> {
     let ended = 0;

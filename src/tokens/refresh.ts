@@ -16,13 +16,13 @@
  */
 import { StoreUnavailableError, type Kv } from '../store/kv';
 import type { Logger } from '../log/logger';
-import type { Idp, TokenSet } from '../oidc/idp';
-import { classifyRefreshError } from '../oidc/classify';
-import { RefreshResponseRejected } from '../oidc/idp';
+import type { Idp, TokenSet } from '../idp/idp';
+import { classifyRefreshError } from '../idp/classify';
+import { RefreshResponseRejected } from '../idp/idp';
 import { randomId } from '../crypto/seal';
 import type { SessionKeys } from '../session/keyring';
 import type { GatehouseSession } from '../session/sessionData';
-import type { RevokeLater } from '../oidc/revoker';
+import type { RevokeLater } from '../idp/revoker';
 import { tokensFrom, usable, type TokenTiming, type Tokens, type Vault, type VaultEntry } from './vault';
 
 export type AccessResult =

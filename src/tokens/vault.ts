@@ -12,7 +12,7 @@ import type { Kv } from '../store/kv';
 import { versionOf } from '../store/kv';
 import { open, seal } from '../crypto/seal';
 import type { SessionKeys } from '../session/keyring';
-import type { TokenSet } from '../oidc/idp';
+import type { TokenSet } from '../idp/idp';
 import { SessionCache } from '../session/sessionCache';
 
 export interface Tokens {

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { createForwarder, forwardShared, type Forwarder, type ForwardRoute } from '../../src/api/forward';
 import { createMetrics } from '../../src/health/metrics';
 import { createLogger } from '../../src/log/logger';
-import { upstreamPath } from '../../src/proxy/pathGuard';
+import { upstreamPath } from '../../src/api/pathGuard';
 import { rawRequest, rawSocket } from './security-support';
 
 interface Seen {

@@ -9,7 +9,7 @@ import { createForwarder, forwardShared, type Exchange, type Forwarder } from '.
 import { createMetrics, type Metrics } from '../../src/health/metrics';
 import { GatewayError, sendError } from '../../src/http/errors';
 import { createLogger } from '../../src/log/logger';
-import { upstreamPath } from '../../src/proxy/pathGuard';
+import { upstreamPath } from '../../src/api/pathGuard';
 import { sleep } from '../support/login';
 import { rawRequest } from './security-support';
 

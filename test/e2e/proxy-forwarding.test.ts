@@ -1,5 +1,5 @@
 /**
- * The /api forwarder (src/proxy/apiProxy.ts, node:http directly) against an upstream that misbehaves on
+ * The /api forwarder (src/api/forward.ts, http-proxy-middleware on node:http) against an upstream that misbehaves on
  * purpose: a base path, an answer before the request body was read, a browser that goes away, an
  * upstream that dies in the middle of its answer.
  */

@@ -103,7 +103,7 @@ describe('refresh-token revocation at logout (R52, R53, RFC 7009)', () => {
     await u.agent.post('/auth/logout').set(SPA).expect(200);
     await expectLoggedOut(u.agent);
 
-    // Attempts at 0 s, 1 s, 4 s and 13 s (src/oidc/revoker.ts), then it stops.
+    // Attempts at 0 s, 1 s, 4 s and 13 s (src/idp/revoker.ts), then it stops.
     const givenUp = () => s.logs.slice(logsBefore).some((l) => /revocation failed; giving up/.test(l));
     await waitFor(givenUp, 16_000);
     expect(givenUp()).toBe(true);

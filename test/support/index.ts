@@ -1,4 +1,4 @@
-/** Convenience re-exports: `import { startTestIdp, startUpstream, loginAs, reserveServer } from '../support';` */
+/** Convenience re-exports: `import { startTestIdp, startUpstream, loginAs, reserveServer } from '.';` */
 export * from './idp';
 export * from './upstream';
 export * from './login';

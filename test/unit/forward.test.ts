@@ -1,5 +1,5 @@
 import { invalidTokenChallenge, isGatehouseCookie } from '../../src/api/forward';
-import { allowedSetCookies } from '../../src/proxy/headers';
+import { allowedSetCookies } from '../../src/api/headers';
 
 describe('invalidTokenChallenge: a Bearer challenge saying the token is not good (RFC 6750 §3.1)', () => {
   it.each([

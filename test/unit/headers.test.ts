@@ -4,7 +4,7 @@ import {
   droppedNames,
   upstreamHeaders,
   type Forwarded,
-} from '../../src/proxy/headers';
+} from '../../src/api/headers';
 
 const FWD: Forwarded = {
   method: 'POST',

@@ -1,6 +1,6 @@
 import { CompactSign, SignJWT, createLocalJWKSet, exportJWK, generateKeyPair } from 'jose';
 import type { CryptoKey, JWK, JWTPayload, JWSHeaderParameters } from 'jose';
-import { validateLogoutToken, type LogoutTokenContext } from '../../src/oidc/logoutToken';
+import { validateLogoutToken, type LogoutTokenContext } from '../../src/idp/logoutToken';
 
 // STANDARDS.md R58 and §2 rows 27–35, the rows that apply to the token itself (replay and the HTTP shape are the route's).
 const ISSUER = 'https://idp.example';

@@ -1,4 +1,4 @@
-import { upstreamPath } from '../../src/proxy/pathGuard';
+import { upstreamPath } from '../../src/api/pathGuard';
 
 describe('upstreamPath (R49: /api/<p> reaches only <UPSTREAM>/<p>)', () => {
   it.each([

@@ -1,4 +1,4 @@
-import { parseReturnTo } from '../../src/oidc/returnTo';
+import { parseReturnTo } from '../../src/auth/returnTo';
 import { OPEN_REDIRECT_PAYLOADS } from '../support/payloads';
 
 const ORIGIN = 'https://app.example';

@@ -1,5 +1,5 @@
 import { tokensFrom } from '../../src/tokens/vault';
-import { toTokenSet } from '../../src/oidc/idp';
+import { toTokenSet } from '../../src/idp/idp';
 
 const base = { accessToken: 'at2', refreshToken: undefined, idToken: undefined, claims: undefined };
 const T = { skewSeconds: 30, marginSeconds: 0 };

@@ -16,7 +16,7 @@ import { StoreUnavailableError, type Kv } from '../store/kv';
 import type { Metrics } from '../health/metrics';
 import type { Logger } from '../log/logger';
 import type { Keyring } from '../session/keyring';
-import type { Idp } from './idp';
+import type { Idp } from '../idp/idp';
 import type { LoginTransactions } from './loginTx';
 import { HOME, parseReturnTo } from './returnTo';
 

@@ -12,11 +12,11 @@ import { retire, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import type { GatehouseSession } from '../session/sessionData';
 import { tokensFrom, type TokenTiming, type Vault } from '../tokens/vault';
 import { TOKEN_GRACE_MS } from '../session/expiryLedger';
-import { identityClaims } from './claims';
-import { classifyRefreshError } from './classify';
-import type { Idp } from './idp';
+import { identityClaims } from '../idp/claims';
+import { classifyRefreshError } from '../idp/classify';
+import type { Idp } from '../idp/idp';
 import type { LoginTransactions } from './loginTx';
-import type { EndedIdpSessions } from './endedIdpSessions';
+import type { EndedIdpSessions } from '../session/endedIdpSessions';
 
 export interface CallbackDeps {
   idp: Idp;

@@ -8,32 +8,32 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type Express, type RequestHandler } from 'express';
-import type { Config } from './config/schema';
-import type { Logger } from './log/logger';
-import type { Kv } from './store/kv';
-import { cookieGuard } from './http/cookieGuard';
-import type { CookiePolicy } from './http/cookies';
-import { requireCsrf } from './http/csrf';
-import { requestLog } from './http/requestLog';
-import { errorHandler, sendError } from './http/errors';
-import type { Step } from './http/exchange';
-import { securityHeaders, setHeaders } from './http/securityHeaders';
-import { noStore, requireOriginForm } from './http/requestShape';
-import { sessionKeys, type Lifecycle } from './session/lifecycle';
-import type { Idp } from './oidc/idp';
-import type { LoginTransactions } from './oidc/loginTx';
-import { login, loginErrorPage, loginRateLimit } from './oidc/login';
-import { callback } from './oidc/callback';
-import { sessionInfo } from './oidc/sessionInfo';
-import { logout, logoutReturn } from './oidc/logout';
-import { backchannelLogout, type BackchannelDeps } from './oidc/backchannelLogout';
-import type { TokenService } from './tokens/refresh';
-import { apiGuard } from './api/guard';
-import type { Forwarder } from './api/forward';
-import { createApiLane } from './api/lane';
-import type { Route } from './api/routes';
-import { healthz, readyz } from './health/health';
-import type { Metrics } from './health/metrics';
+import type { Config } from '../config/schema';
+import type { Logger } from '../log/logger';
+import type { Kv } from '../store/kv';
+import { cookieGuard } from '../http/cookieGuard';
+import type { CookiePolicy } from '../http/cookies';
+import { requireCsrf } from '../http/csrf';
+import { requestLog } from '../http/requestLog';
+import { errorHandler, sendError } from '../http/errors';
+import type { Step } from '../http/exchange';
+import { securityHeaders, setHeaders } from '../http/securityHeaders';
+import { noStore, requireOriginForm } from '../http/requestShape';
+import { sessionKeys, type Lifecycle } from '../session/lifecycle';
+import type { Idp } from '../idp/idp';
+import type { LoginTransactions } from './loginTx';
+import { login, loginErrorPage, loginRateLimit } from './login';
+import { callback } from './callback';
+import { sessionInfo } from './sessionInfo';
+import { logout, logoutReturn } from './logout';
+import { backchannelLogout, type BackchannelDeps } from './backchannelLogout';
+import type { TokenService } from '../tokens/refresh';
+import { apiGuard } from '../api/guard';
+import type { Forwarder } from '../api/forward';
+import { createApiLane } from '../api/lane';
+import type { Route } from '../api/routes';
+import { healthz, readyz } from '../health/health';
+import type { Metrics } from '../health/metrics';
 
 export interface AppDeps {
   cfg: Config;
@@ -48,8 +48,8 @@ export interface AppDeps {
   /** Each route's forwarder (api/forward.ts). */
   forwarders: ReadonlyMap<Route, Forwarder>;
   session: RequestHandler;
-  /** The read-only session loader of /api (session/apiSession.ts). */
-  apiSession: Step;
+  /** The read-only session loader of /api (api/sessionLoader.ts). */
+  sessionLoader: Step;
   metrics: Metrics;
   backchannel: BackchannelDeps;
   draining: () => boolean;
@@ -76,7 +76,7 @@ export function createApp(d: AppDeps): { app: Express; api: (req: IncomingMessag
     guard: apiGuard,
     csrf,
     cookieGuard: cookies,
-    loadSession: d.apiSession,
+    loadSession: d.sessionLoader,
     lifecycle: lc,
     tokens: d.tokens,
     trustProxy: cfg.trustProxy,

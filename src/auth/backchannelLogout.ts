@@ -15,9 +15,9 @@ import type { Logger } from '../log/logger';
 import type { Keyring } from '../session/keyring';
 import type { IndexEntry, SessionIndex } from '../session/sessionIndex';
 import type { Terminator } from '../session/terminator';
-import type { Idp } from './idp';
-import { validateLogoutToken } from './logoutToken';
-import type { EndedIdpSessions } from './endedIdpSessions';
+import type { Idp } from '../idp/idp';
+import { validateLogoutToken } from '../idp/logoutToken';
+import type { EndedIdpSessions } from '../session/endedIdpSessions';
 
 /** Clock difference between the IdP and Gatehouse tolerated when comparing a session's start with `iat`. */
 const SKEW_MS = 5000;

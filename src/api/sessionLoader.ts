@@ -15,12 +15,12 @@ import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'no
 import type { Request } from 'express';
 import type { Step } from '../http/exchange';
 import { cookieValues } from '../http/cookies';
-import type { SealedSessionStore } from './sealedStore';
+import type { SealedSessionStore } from '../session/sealedStore';
 
 /** Cookie values whose signature verified, oldest first. */
 const REMEMBERED_COOKIES = 10_000;
 
-export function apiSession(store: SealedSessionStore, secrets: readonly string[], cookieName: string): Step {
+export function sessionLoader(store: SealedSessionStore, secrets: readonly string[], cookieName: string): Step {
   const keys: KeyObject[] = secrets.map((s) => createSecretKey(Buffer.from(s, 'utf8')));
   const verified = new Map<string, string>();
   const idOf = (raw: string): string | undefined => {

@@ -14,7 +14,7 @@
  * neither the sid nor when it ended.
  */
 import type { Kv } from '../store/kv';
-import type { Keyring } from '../session/keyring';
+import type { Keyring } from './keyring';
 import { open, seal } from '../crypto/seal';
 import { TX_MAX_AGE_SECONDS } from '../http/cookies';
 

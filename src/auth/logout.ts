@@ -13,7 +13,7 @@ import { endSession, liveSession, sessionKeys, type Lifecycle } from '../session
 import type { Logger } from '../log/logger';
 import type { Kv } from '../store/kv';
 import { randomId } from '../crypto/seal';
-import type { Idp } from './idp';
+import type { Idp } from '../idp/idp';
 
 /** How long the IdP may take to send the browser back after logout. */
 const RETURN_TTL_MS = 10 * 60 * 1000;

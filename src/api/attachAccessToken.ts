@@ -2,7 +2,7 @@
 import type { HttpRequest, HttpResponse, Step } from '../http/exchange';
 import { endSession, rejectSession, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import { sendError } from '../http/errors';
-import type { AccessResult, TokenService } from './refresh';
+import type { AccessResult, TokenService } from '../tokens/refresh';
 
 export function attachAccessToken(lc: Lifecycle, tokens: TokenService): Step {
   return async (req, res, next) => {
