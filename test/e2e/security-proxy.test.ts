@@ -1,95 +1,166 @@
 /**
- * The /api proxy (R46–R51, DESIGN.md /api table, STANDARDS.md §2 rows 9, 14–17) and the health probes,
- * with raw node:http / net requests wherever a client library could normalise the path or the framing.
+ * The /api proxy's hygiene, run against two route set-ups: the default single route (`/api` → the upstream's
+ * root) and two routes whose upstream URLs carry different base paths (`/api` → `<upstream>/root-base`,
+ * `/api/orders` → `<upstream>/orders-base/v2`). Paths that would leave a route's base, refused methods, what
+ * the upstream sees, what comes back, streaming, framing, an unreachable upstream, and no token in any answer
+ * the gateway makes itself; then the health probes. Raw node:http / net requests wherever a client library
+ * could normalise the path or the framing.
  */
 import http from 'node:http';
+import type { Duplex } from 'node:stream';
 import request from 'supertest';
 import { createGatehouse, type Gatehouse } from '../../src';
+import type { RouteOptions } from '../../src/config/routes';
 import { createLogger } from '../../src/log/logger';
 import { closeServer, loginAs, reserveServer, type ReservedServer } from '../support/login';
-import { SESSION_SECRET, SPA, redisUrl, startStack, type Stack } from '../support/stack';
-import { issuedCookie, leaks, rawRequest, rawSocket, recordResponses, settle, tokenForms, type Recorded } from './security-support';
+import { SESSION_SECRET, SPA, redisUrl, startStack, type Instance, type Stack } from '../support/stack';
+import {
+  issuedCookie,
+  leaks,
+  rawRequest,
+  rawSocket,
+  recordResponses,
+  serveUnderBasePaths,
+  settle,
+  tokenForms,
+  type Recorded,
+} from './security-support';
 
 const BAD_REQUEST = { error: 'bad_request', message: 'The request is malformed.' };
 
-describe('security: the /api proxy (R46–R51)', () => {
+/** A way into the upstream: the route path a browser calls, and the base path of the route's upstream URL. */
+interface Lane {
+  path: string;
+  /** '' for the upstream's root */
+  base: string;
+}
+
+interface Setup {
+  title: string;
+  /** The route table for an upstream at `origin`; none: the default single route, `/api` → the upstream's root. */
+  routes?: (origin: string) => RouteOptions[];
+  /** The routes the suite goes through; the first one also carries the heavier tests (5 MB, SSE, framing). */
+  lanes: [Lane, ...Lane[]];
+}
+
+const SETUPS: Setup[] = [
+  { title: 'the default route, /api → the upstream root', lanes: [{ path: '/api', base: '' }] },
+  {
+    title: 'two routes with base paths, /api → <upstream>/root-base and /api/orders → <upstream>/orders-base/v2',
+    routes: (origin) => [
+      { path: '/api', upstream: `${origin}/root-base` },
+      { path: '/api/orders', upstream: `${origin}/orders-base/v2` },
+    ],
+    lanes: [
+      { path: '/api/orders', base: '/orders-base/v2' },
+      { path: '/api', base: '/root-base' },
+    ],
+  },
+];
+
+/** Paths under route path `p` that could leave its upstream base once decoded, or change the upstream's host. */
+const leavingPaths = (p: string): string[] => [
+  `${p}/../admin`,
+  `${p}/%2e%2e/admin`,
+  `${p}/%2E%2E/admin`,
+  `${p}/.%2e/admin`,
+  `${p}/..%2fadmin`,
+  `${p}/..%2Fadmin`,
+  `${p}/%5c..%5cadmin`,
+  `${p}/..\\admin`,
+  `${p}/x/../../admin`,
+  `${p}/./x`,
+  `${p}/x/..`,
+  `${p}//evil.example/x`,
+  `${p}/%2f%2fevil.example/x`,
+  `${p}/@evil.example/x`,
+  `${p}/%40evil.example/x`,
+  `${p}/x%00y`,
+  `${p}/%`,
+  `${p}/%E0%A4%A`,
+  `${p.toUpperCase()}/../admin`,
+  // one level up is already out: into the parent of the route's base (another route's, or the upstream root)
+  `${p}/..`,
+  `${p}/../x`,
+  `${p}/%2e%2e/x`,
+  `${p}/%2e./x`,
+  `${p}/..;/x`,
+  `${p}/%252e%252e/x`,
+  `${p}/x/%2e%2e/%2e%2e/x`,
+];
+
+describe.each(SETUPS)('security: the /api proxy, $title', (setup) => {
+  const [main] = setup.lanes;
+  const bases = setup.lanes.map((l) => l.base);
   let s: Stack;
+  let gateway: Instance;
   let recorded: Recorded[];
   let cookie: string;
   let port: number;
 
   beforeAll(async () => {
     s = await startStack();
-    recorded = recordResponses(s.gw.server);
-    port = s.gw.server.port;
-    const cb = await loginAs(s.gw.agent(), s.idp, 'proxy-user');
+    if (setup.routes) {
+      serveUnderBasePaths(s.upstream, bases);
+      gateway = await s.addInstance({ routes: setup.routes(s.upstream.url) });
+    } else gateway = s.gw;
+    recorded = recordResponses(gateway.server);
+    port = gateway.server.port;
+    const cb = await loginAs(gateway.agent(), s.idp, 'proxy-user');
     cookie = `gatehouse=${issuedCookie(cb, 'gatehouse').value}`;
   });
-  afterAll(() => s.close());
+  afterAll(() => s?.close());
 
-  const gw = () => request(s.gw.server);
+  const gw = () => request(gateway.server);
   const authed = { ...SPA, Cookie: '' };
   const withSession = (extra: http.OutgoingHttpHeaders = {}): http.OutgoingHttpHeaders => ({ ...authed, Cookie: cookie, ...extra });
   /** The access tokens the IdP issued (any of them may be the current one). */
   const accessTokens = () => new Set(s.idp.tokensIssued().filter((t) => t.split('.').length !== 3));
 
-  describe('R49 (§2 row 14): paths that would leave the upstream base → 400 bad_request, upstream untouched', () => {
-    const paths = [
-      '/api/../admin',
-      '/api/%2e%2e/admin',
-      '/api/%2E%2E/admin',
-      '/api/.%2e/admin',
-      '/api/..%2fadmin',
-      '/api/..%2Fadmin',
-      '/api/%5c..%5cadmin',
-      '/api/..\\admin',
-      '/api/x/../../admin',
-      '/api/./x',
-      '/api/x/..',
-      '/api//evil.example/x',
-      '/api/%2f%2fevil.example/x',
-      '/api/@evil.example/x',
-      '/api/%40evil.example/x',
-      '/api/x%00y',
-      '/api/%',
-      '/api/%E0%A4%A',
-      '/API/../admin',
-    ];
+  describe('paths that would leave the upstream base → 400 bad_request, upstream untouched', () => {
+    const paths = [...new Set(setup.lanes.flatMap((l) => leavingPaths(l.path)))];
 
     it.each(paths)('%s', async (path) => {
       const before = s.upstream.requests.length;
       for (const method of ['GET', 'POST']) {
-        const r = await rawRequest(s.gw.url, { method, path, headers: withSession(), body: method === 'POST' ? '{}' : undefined });
+        const r = await rawRequest(gateway.url, { method, path, headers: withSession(), body: method === 'POST' ? '{}' : undefined });
         expect(r.status).toBe(400);
         expect(JSON.parse(r.body)).toEqual(BAD_REQUEST);
       }
       expect(s.upstream.requests.length).toBe(before);
     });
 
-    it('an absolute-form request line (GET http://evil.example/api/x HTTP/1.1)', async () => {
+    it('an absolute-form request line (GET http://evil.example/api/x HTTP/1.1) or an authority-form one', async () => {
       const before = s.upstream.requests.length;
-      for (const target of ['http://evil.example/api/x', `http://127.0.0.1:${port}/api/x`, 'evil.example:80']) {
+      const targets = [
+        ...setup.lanes.flatMap(({ path }) => [`http://evil.example${path}/x`, `http://127.0.0.1:${port}${path}/x`]),
+        'evil.example:80',
+      ];
+      for (const target of targets) {
         const r = await rawSocket(
           port,
           `GET ${target} HTTP/1.1\r\nHost: evil.example\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nConnection: close\r\n\r\n`,
         );
-        expect(r.status).toBe(400);
+        expect([target, r.status]).toEqual([target, 400]);
       }
       expect(s.upstream.requests.length).toBe(before);
     });
   });
 
-  it('R49 (§2 row 15): TRACE /api/x → 405 method_not_allowed, upstream untouched', async () => {
+  it('TRACE → 405 method_not_allowed, upstream untouched', async () => {
     const before = s.upstream.requests.length;
-    const r = await rawRequest(s.gw.url, { method: 'TRACE', path: '/api/x', headers: withSession() });
-    expect(r.status).toBe(405);
-    expect(JSON.parse(r.body)).toMatchObject({ error: 'method_not_allowed' });
+    for (const { path } of setup.lanes) {
+      const r = await rawRequest(gateway.url, { method: 'TRACE', path: `${path}/x`, headers: withSession() });
+      expect(r.status).toBe(405);
+      expect(JSON.parse(r.body)).toMatchObject({ error: 'method_not_allowed' });
+    }
     expect(s.upstream.requests.length).toBe(before);
   });
 
-  it('§2 row 15: CONNECT answers 405 method_not_allowed and is never forwarded', async () => {
+  it('CONNECT answers 405 method_not_allowed and is never forwarded', async () => {
     const before = s.upstream.requests.length;
-    for (const target of ['/api/x', 'evil.example:443', `127.0.0.1:${new URL(s.upstream.url).port}`]) {
+    const targets = [...setup.lanes.map(({ path }) => `${path}/x`), 'evil.example:443', `127.0.0.1:${new URL(s.upstream.url).port}`];
+    for (const target of targets) {
       const r = await rawSocket(port, `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\n\r\n`, 1000);
       // Node hands CONNECT to the server's 'connect' event, never to Express: guardServer() answers it.
       expect(r.status).toBe(405);
@@ -99,66 +170,70 @@ describe('security: the /api proxy (R46–R51)', () => {
     await gw().get('/healthz').expect(200);
   });
 
-  it('R46–R48 (§2 row 16): the upstream sees exactly one Authorization (the gateway’s Bearer), no cookie, no browser identity or hop-by-hop headers', async () => {
-    const r = await rawRequest(s.gw.url, {
-      method: 'POST',
-      path: '/api/echo?x=1',
-      headers: {
-        ...SPA,
-        Cookie: `${cookie}; other=1`,
-        Authorization: 'Bearer attacker',
-        'Proxy-Authorization': 'Basic YXR0YWNrZXI6eA==',
-        'X-Forwarded-For': '1.2.3.4',
-        'X-Forwarded-Host': 'evil.example',
-        'X-Forwarded-Proto': 'gopher',
-        'X-Forwarded-Port': '1',
-        Forwarded: 'for=1.2.3.4;host=evil.example;proto=https',
-        'X-Real-IP': '1.2.3.4',
-        'X-User-Id': 'admin',
-        'X-Auth-Request-User': 'admin',
-        Connection: 'authorization, x-internal',
-        'X-Internal': '1',
-        'Keep-Alive': 'timeout=99',
-        'Content-Type': 'application/json',
-      },
-      body: '{"hello":"upstream"}',
-    });
-    expect(r.status).toBe(200);
-    const seen = s.upstream.last();
-    expect(seen.body).toBe('{"hello":"upstream"}');
-    const auth = seen.rawHeaders.filter((_v, i) => i % 2 === 0 && seen.rawHeaders[i]!.toLowerCase() === 'authorization');
-    expect(auth).toHaveLength(1);
-    const bearer = /^Bearer (\S+)$/.exec(String(seen.headers.authorization))?.[1];
-    expect(bearer).toBeDefined();
-    expect(accessTokens().has(bearer!)).toBe(true);
-    expect(seen.headers.cookie).toBeUndefined();
-    expect(seen.headers['proxy-authorization']).toBeUndefined();
-    expect(seen.headers['x-internal']).toBeUndefined();
-    expect(seen.headers['x-user-id']).toBeUndefined();
-    expect(seen.headers['x-auth-request-user']).toBeUndefined();
-    expect(seen.headers['x-real-ip']).toBeUndefined();
-    expect(seen.headers.forwarded).toBeUndefined();
-    expect(seen.headers['x-forwarded-port']).toBeUndefined();
-    expect(seen.headers['keep-alive']).toBeUndefined();
-    expect(seen.headers['x-csrf']).toBeUndefined();
-    expect(seen.headers['x-forwarded-for']).toBe('127.0.0.1');
-    expect(seen.headers['x-forwarded-proto']).toBe('http');
-    expect(seen.headers['x-forwarded-host']).toBe(new URL(s.gw.url).host);
-    expect(seen.headers.host).toBe(new URL(s.upstream.url).host);
-    expect(JSON.stringify(seen.rawHeaders)).not.toMatch(/1\.2\.3\.4|evil\.example|attacker|admin/);
-    expect(seen.url).toBe('/echo?x=1');
-  });
+  it.each(setup.lanes)(
+    'through $path: the upstream sees the request under its base path with exactly one Authorization (the gateway’s Bearer), no cookie, no browser identity or hop-by-hop headers',
+    async ({ path, base }) => {
+      const r = await rawRequest(gateway.url, {
+        method: 'POST',
+        path: `${path}/echo?x=1`,
+        headers: {
+          ...SPA,
+          Cookie: `${cookie}; other=1`,
+          Authorization: 'Bearer attacker',
+          'Proxy-Authorization': 'Basic YXR0YWNrZXI6eA==',
+          'X-Forwarded-For': '1.2.3.4',
+          'X-Forwarded-Host': 'evil.example',
+          'X-Forwarded-Proto': 'gopher',
+          'X-Forwarded-Port': '1',
+          Forwarded: 'for=1.2.3.4;host=evil.example;proto=https',
+          'X-Real-IP': '1.2.3.4',
+          'X-User-Id': 'admin',
+          'X-Auth-Request-User': 'admin',
+          Connection: 'authorization, x-internal',
+          'X-Internal': '1',
+          'Keep-Alive': 'timeout=99',
+          'Content-Type': 'application/json',
+        },
+        body: '{"hello":"upstream"}',
+      });
+      expect(r.status).toBe(200);
+      const seen = s.upstream.last();
+      expect(seen.body).toBe('{"hello":"upstream"}');
+      const auth = seen.rawHeaders.filter((_v, i) => i % 2 === 0 && seen.rawHeaders[i]!.toLowerCase() === 'authorization');
+      expect(auth).toHaveLength(1);
+      const bearer = /^Bearer (\S+)$/.exec(String(seen.headers.authorization))?.[1];
+      expect(bearer).toBeDefined();
+      expect(accessTokens().has(bearer!)).toBe(true);
+      expect(seen.headers.cookie).toBeUndefined();
+      expect(seen.headers['proxy-authorization']).toBeUndefined();
+      expect(seen.headers['x-internal']).toBeUndefined();
+      expect(seen.headers['x-user-id']).toBeUndefined();
+      expect(seen.headers['x-auth-request-user']).toBeUndefined();
+      expect(seen.headers['x-real-ip']).toBeUndefined();
+      expect(seen.headers.forwarded).toBeUndefined();
+      expect(seen.headers['x-forwarded-port']).toBeUndefined();
+      expect(seen.headers['keep-alive']).toBeUndefined();
+      expect(seen.headers['x-csrf']).toBeUndefined();
+      expect(seen.headers['x-forwarded-for']).toBe('127.0.0.1');
+      expect(seen.headers['x-forwarded-proto']).toBe('http');
+      expect(seen.headers['x-forwarded-host']).toBe(new URL(gateway.url).host);
+      expect(seen.headers.host).toBe(new URL(s.upstream.url).host);
+      expect(JSON.stringify(seen.rawHeaders)).not.toMatch(/1\.2\.3\.4|evil\.example|attacker|admin/);
+      expect(seen.url).toBe(`${base}/echo?x=1`);
+    },
+  );
 
-  it('R47 / request smuggling: a Connection header naming Content-Length, Transfer-Encoding or Host is refused with 400 and nothing reaches the upstream', async () => {
+  it('a Connection header naming Content-Length, Transfer-Encoding or Host is refused with 400 and nothing reaches the upstream (request smuggling)', async () => {
     const smuggled = 'GET /admin HTTP/1.1\r\nHost: up\r\nAuthorization: Bearer attacker\r\n\r\n';
     const before = s.upstream.requests.length;
-    const attempts = [
-      `GET /api/x HTTP/1.1\r\nHost: gw\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nConnection: content-length\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
-      `GET /api/x HTTP/1.1\r\nHost: gw\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nConnection: keep-alive, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`,
-      `DELETE /api/x HTTP/1.1\r\nHost: gw\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nConnection: host\r\nContent-Length: 0\r\n\r\n`,
-    ];
-    for (const raw of attempts) {
-      const r = await rawSocket(port, raw, 1000);
+    const attempts = setup.lanes.flatMap(({ path }) => [
+      `GET ${path}/x HTTP/1.1\r\nHost: gw\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nConnection: content-length\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+      `GET ${path}/x HTTP/1.1\r\nHost: gw\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nConnection: keep-alive, Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n${smuggled.length.toString(16)}\r\n${smuggled}\r\n0\r\n\r\n`,
+      `DELETE ${path}/x HTTP/1.1\r\nHost: gw\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nConnection: host\r\nContent-Length: 0\r\n\r\n`,
+    ]);
+    // each on its own connection, all at once: each waits out its connection's 1 s
+    const answers = await Promise.all(attempts.map((raw) => rawSocket(port, raw, 1000)));
+    for (const r of answers) {
       expect(r.status).toBe(400);
       expect(JSON.parse(r.body)).toMatchObject({ error: 'bad_request' });
     }
@@ -166,52 +241,73 @@ describe('security: the /api proxy (R46–R51)', () => {
     expect(s.upstream.requests.slice(before)).toEqual([]);
   });
 
-  it('R47: an Upgrade request on a plain route is not upgraded and the upstream sees no Upgrade', async () => {
-    const r = await rawRequest(s.gw.url, {
-      path: '/api/ws',
-      headers: withSession({
-        Connection: 'Upgrade',
-        Upgrade: 'websocket',
-        'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
-        'Sec-WebSocket-Version': '13',
-      }),
-    }).catch((e: Error) => ({ status: 0, headers: {}, rawHeaders: [], body: e.message }));
-    expect(r.status).not.toBe(101);
-    const seen = s.upstream.requests.filter((q) => q.url === '/ws');
-    for (const q of seen) {
-      expect(q.headers.upgrade).toBeUndefined();
-      expect(q.headers.connection ?? '').not.toMatch(/upgrade/i);
-    }
-  });
+  it.each(setup.lanes)(
+    'through $path: an Upgrade request on a plain route is not upgraded and the upstream sees no Upgrade',
+    async ({ path, base }) => {
+      // An upgrade that reached the upstream would be its server's 'upgrade' event, not a request.
+      const upgradesSeen: string[] = [];
+      const onUpgrade = (req: http.IncomingMessage, socket: Duplex) => {
+        upgradesSeen.push(req.url ?? '');
+        if (s.upstream.server.listenerCount('upgrade') === 1) socket.destroy(); // nobody else will answer it
+      };
+      s.upstream.server.on('upgrade', onUpgrade);
+      try {
+        const r = await rawRequest(gateway.url, {
+          path: `${path}/ws`,
+          headers: withSession({
+            Connection: 'Upgrade',
+            Upgrade: 'websocket',
+            'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+            'Sec-WebSocket-Version': '13',
+          }),
+        }).catch((e: Error) => ({ status: 0, headers: {}, rawHeaders: [], body: e.message }));
+        expect(r.status).not.toBe(101);
+        await settle();
+        expect(upgradesSeen).toEqual([]);
+        const seen = s.upstream.requests.filter((q) => q.url === `${base}/ws`);
+        for (const q of seen) {
+          expect(q.headers.upgrade).toBeUndefined();
+          expect(q.headers.connection ?? '').not.toMatch(/upgrade/i);
+        }
+      } finally {
+        s.upstream.server.off('upgrade', onUpgrade);
+      }
+    },
+  );
 
-  it('R50 (§2 row 17): an upstream Set-Cookie never reaches the browser', async () => {
-    const r = await rawRequest(s.gw.url, { path: '/api/set-cookie', headers: withSession() });
+  it.each(setup.lanes)('through $path: an upstream Set-Cookie never reaches the browser', async ({ path, base }) => {
+    const r = await rawRequest(gateway.url, { path: `${path}/set-cookie`, headers: withSession() });
     expect(r.status).toBe(200);
+    expect(s.upstream.last().url).toBe(`${base}/set-cookie`);
     expect(r.headers['set-cookie']).toBeUndefined();
     expect(r.rawHeaders.filter((h) => /^set-cookie$/i.test(h))).toEqual([]);
     // the session still works (nothing overwrote it)
     await gw().get('/auth/session').set(SPA).set('Cookie', cookie).expect(200);
   });
 
-  it('R51: a response without Cache-Control gets no-store; an upstream policy is kept', async () => {
-    const plain = await gw().get('/api/status/201').set(SPA).set('Cookie', cookie);
-    expect(plain.status).toBe(201);
-    expect(plain.headers['cache-control']).toBe('no-store');
-    const echo = await gw().get('/api/anything').set(SPA).set('Cookie', cookie);
-    expect(echo.headers['cache-control']).toBe('no-store');
-    const sse = await rawRequest(s.gw.url, { path: '/api/sse', headers: withSession() });
-    expect(sse.headers['cache-control']).toBe('no-cache');
-  });
+  it.each(setup.lanes)(
+    'through $path: a response without Cache-Control gets no-store; an upstream policy is kept',
+    async ({ path, base }) => {
+      const plain = await gw().get(`${path}/status/201`).set(SPA).set('Cookie', cookie);
+      expect(plain.status).toBe(201);
+      expect(s.upstream.last().url).toBe(`${base}/status/201`);
+      expect(plain.headers['cache-control']).toBe('no-store');
+      const echo = await gw().get(`${path}/anything`).set(SPA).set('Cookie', cookie);
+      expect(echo.headers['cache-control']).toBe('no-store');
+      const sse = await rawRequest(gateway.url, { path: `${path}/sse`, headers: withSession() });
+      expect(sse.headers['cache-control']).toBe('no-cache');
+    },
+  );
 
-  it('/api query strings pass through unchanged', async () => {
+  it.each(setup.lanes)('through $path: query strings pass through unchanged', async ({ path, base }) => {
     const query = '?a=1&a=2&b=x%20y&c=%2F..%2F&d=%E2%9C%93&e=&f';
-    const r = await rawRequest(s.gw.url, { path: `/api/things${query}`, headers: withSession() });
+    const r = await rawRequest(gateway.url, { path: `${path}/things${query}`, headers: withSession() });
     expect(r.status).toBe(200);
-    expect(s.upstream.last().url).toBe(`/things${query}`);
+    expect(s.upstream.last().url).toBe(`${base}/things${query}`);
     expect(s.upstream.last().url).not.toContain('access_token');
   });
 
-  it('a streamed 5 MB POST body arrives intact at the upstream', async () => {
+  it(`through ${main.path}: a streamed 5 MB POST body arrives intact at the upstream`, async () => {
     const size = 5 * 1024 * 1024;
     const chunk = Buffer.alloc(64 * 1024, 0x61);
     const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
@@ -220,7 +316,7 @@ describe('security: the /api proxy (R46–R51)', () => {
           host: '127.0.0.1',
           port,
           method: 'POST',
-          path: '/api/big-upload',
+          path: `${main.path}/big-upload`,
           agent: false,
           headers: withSession({ 'Content-Type': 'application/octet-stream' }),
         },
@@ -244,20 +340,23 @@ describe('security: the /api proxy (R46–R51)', () => {
     });
     expect(res.status).toBe(200);
     expect(JSON.parse(res.body)).toEqual({ bytes: size });
-    expect(s.upstream.last()).toMatchObject({ url: '/big-upload', bodyBytes: size });
+    expect(s.upstream.last()).toMatchObject({ url: `${main.base}/big-upload`, bodyBytes: size });
   });
 
-  it('SSE: the 3 events stream through, the first one before the upstream has finished its response', async () => {
+  it(`through ${main.path}: SSE, the 3 events stream through, the first one before the upstream has finished its response`, async () => {
     let upstreamFinished = false;
+    let upstreamSawIt = false;
     const onUpstream = (req: http.IncomingMessage, res: http.ServerResponse) => {
-      if (req.url === '/sse') res.on('finish', () => (upstreamFinished = true));
+      if (req.url !== `${main.base}/sse`) return;
+      upstreamSawIt = true;
+      res.on('finish', () => (upstreamFinished = true));
     };
     s.upstream.server.on('request', onUpstream);
     try {
       const chunks: Array<{ text: string; upstreamFinished: boolean }> = [];
       const status = await new Promise<number>((resolve, reject) => {
         const req = http.get(
-          { host: '127.0.0.1', port, path: '/api/sse', agent: false, headers: withSession({ Accept: 'text/event-stream' }) },
+          { host: '127.0.0.1', port, path: `${main.path}/sse`, agent: false, headers: withSession({ Accept: 'text/event-stream' }) },
           (r) => {
             r.setEncoding('utf8');
             r.on('data', (c: string) => chunks.push({ text: c, upstreamFinished }));
@@ -267,6 +366,7 @@ describe('security: the /api proxy (R46–R51)', () => {
         req.on('error', reject);
       });
       expect(status).toBe(200);
+      expect(upstreamSawIt).toBe(true);
       const events = chunks
         .map((c) => c.text)
         .join('')
@@ -283,14 +383,14 @@ describe('security: the /api proxy (R46–R51)', () => {
     }
   });
 
-  it('§2 row 9: Transfer-Encoding: chunked together with Content-Length → 400 from Node and nothing forwarded', async () => {
+  it(`through ${main.path}: Transfer-Encoding: chunked together with Content-Length → 400 from Node and nothing forwarded`, async () => {
     const before = s.upstream.requests.length;
     const body = '5\r\nhello\r\n0\r\n\r\n';
     const r = await rawSocket(
       port,
-      `POST /api/x HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nContent-Type: text/plain\r\n` +
+      `POST ${main.path}/x HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\nContent-Type: text/plain\r\n` +
         `Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n${body}` +
-        `GET /api/smuggled HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\n\r\n`,
+        `GET ${main.path}/smuggled HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nX-CSRF: 1\r\nCookie: ${cookie}\r\n\r\n`,
     );
     expect(r.status).toBe(400);
     await settle();
@@ -300,12 +400,16 @@ describe('security: the /api proxy (R46–R51)', () => {
 
   describe('upstream unreachable', () => {
     let dead: { server: ReservedServer; gatehouse: Gatehouse; deadPort: number };
+    /** What the unreachable upstream's URLs carry beyond the origin: none of it may show. */
+    const hidden = setup.routes ? bases : ['/base'];
 
     beforeAll(async () => {
       // a port that was just free: nothing listens there
       const tmp = await reserveServer();
       const deadPort = tmp.port;
       await closeServer(tmp);
+      const origin = `http://127.0.0.1:${deadPort}`;
+      const upstream = setup.routes ? { routes: setup.routes(origin) } : { upstream: `${origin}/base` };
       const server = await reserveServer();
       const gatehouse = await createGatehouse(
         {
@@ -313,10 +417,10 @@ describe('security: the /api proxy (R46–R51)', () => {
           clientId: s.idp.clientId,
           clientSecret: s.idp.clientSecret,
           publicUrl: server.url,
-          upstream: `http://127.0.0.1:${deadPort}/base`,
+          ...upstream,
           sessionSecret: SESSION_SECRET,
           redisUrl: redisUrl(),
-          keyPrefix: s.prefix, // shares the sessions of the main gateway, like a replica
+          keyPrefix: s.prefix, // shares the sessions of the gateway above, like a replica
           refreshSkewSeconds: 1,
           metricsPort: 0,
         },
@@ -330,38 +434,32 @@ describe('security: the /api proxy (R46–R51)', () => {
       await dead.gatehouse.close();
     });
 
-    it('→ 502 bad_gateway whose answer names no host, port, error code or stack', async () => {
-      for (const method of ['GET', 'POST']) {
-        const r = await rawRequest(dead.server.url, {
-          method,
-          path: '/api/things?q=1',
-          headers: withSession(),
-          body: method === 'POST' ? 'x' : undefined,
-        });
-        expect(r.status).toBe(502);
-        expect(JSON.parse(r.body)).toEqual({ error: 'bad_gateway', message: 'The upstream service could not be reached.' });
-        const text = JSON.stringify(r.rawHeaders) + r.body;
-        for (const bad of ['127.0.0.1', String(dead.deadPort), 'ECONNREFUSED', 'connect', ' at ', 'node_modules', '/base', 'Error'])
-          expect(text).not.toContain(bad);
+    it('→ 502 bad_gateway whose answer names no host, port, base path, error code or stack', async () => {
+      for (const { path } of setup.lanes) {
+        for (const method of ['GET', 'POST']) {
+          const r = await rawRequest(dead.server.url, {
+            method,
+            path: `${path}/things?q=1`,
+            headers: withSession(),
+            body: method === 'POST' ? 'x' : undefined,
+          });
+          expect(r.status).toBe(502);
+          expect(JSON.parse(r.body)).toEqual({ error: 'bad_gateway', message: 'The upstream service could not be reached.' });
+          const text = JSON.stringify(r.rawHeaders) + r.body;
+          for (const bad of ['127.0.0.1', String(dead.deadPort), 'ECONNREFUSED', 'connect', ' at ', 'node_modules', ...hidden, 'Error'])
+            expect(text).not.toContain(bad);
+        }
       }
     });
   });
 
-  describe('health probes', () => {
-    it('/healthz → 200 {"status":"ok"}', async () => {
-      const r = await gw().get('/healthz');
-      expect(r.status).toBe(200);
-      expect(r.body).toEqual({ status: 'ok' });
-    });
-
-    it('/readyz → 200 while Redis and the IdP are fine', async () => {
-      const r = await gw().get('/readyz');
-      expect(r.status).toBe(200);
-      expect(r.body).toMatchObject({ status: 'ok' });
-    });
+  it('every request the upstream received was under a route’s base path', () => {
+    expect(s.upstream.requests.length).toBeGreaterThan(5);
+    const outside = s.upstream.requests.map((q) => q.url).filter((url) => !bases.some((b) => url.startsWith(`${b}/`)));
+    expect(outside).toEqual([]);
   });
 
-  it('R65, R67: no gateway-made error carries a token, and no response has X-Powered-By', async () => {
+  it('no gateway-made error carries a token, and no response has X-Powered-By', async () => {
     await settle();
     expect(recorded.length).toBeGreaterThan(20);
     const tokens = tokenForms(s.idp.tokensIssued());
@@ -373,5 +471,25 @@ describe('security: the /api proxy (R46–R51)', () => {
     expect(own.length).toBeGreaterThan(10);
     expect(own.flatMap((r) => leaks(r.head + '\n' + r.body, tokens))).toEqual([]);
     for (const r of recorded) expect(r.head).not.toMatch(/x-powered-by/i);
+  });
+});
+
+describe('security: health probes', () => {
+  let s: Stack;
+  beforeAll(async () => {
+    s = await startStack();
+  });
+  afterAll(() => s?.close());
+
+  it('/healthz → 200 {"status":"ok"}', async () => {
+    const r = await request(s.gw.server).get('/healthz');
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ status: 'ok' });
+  });
+
+  it('/readyz → 200 while Redis and the IdP are fine', async () => {
+    const r = await request(s.gw.server).get('/readyz');
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ status: 'ok' });
   });
 });

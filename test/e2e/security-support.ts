@@ -9,6 +9,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import type { TestIdp } from '../support/idp';
 import { followIdp, type Agent, type Response } from '../support/login';
 import type { Stack } from '../support/stack';
+import type { TestUpstream } from '../support/upstream';
 
 // ---------- raw requests ----------
 
@@ -74,6 +75,37 @@ export function rawSocket(port: number, bytes: Buffer | string, timeoutMs = 3000
     socket.on('data', (c: Buffer) => chunks.push(c));
     socket.on('error', () => undefined); // a reset after the answer is fine; done() runs on close
     socket.on('close', done);
+  });
+}
+
+// ---------- an upstream mounted under base paths ----------
+
+type RequestListener = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+/**
+ * Makes the test upstream answer under each of `bases` as it does at its root, like an API mounted below a
+ * prefix: `<base>/sse` is its event stream, `<base>/status/201` its 201, `<base>/big-upload` its byte
+ * counter. What it records keeps the request target exactly as it arrived (`/orders-base/v2/sse`), so a test
+ * still sees where the gateway sent each request; a target under none of `bases` reaches it unchanged.
+ * Listeners added to its server later see the target as it arrived too.
+ */
+export function serveUnderBasePaths(upstream: TestUpstream, bases: readonly string[]): void {
+  const server = upstream.server;
+  const own = server.listeners('request') as RequestListener[];
+  const longestFirst = [...bases].sort((a, b) => b.length - a.length);
+  server.removeAllListeners('request');
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const target = req.url ?? '/';
+    const base = longestFirst.find((b) => target.startsWith(`${b}/`));
+    if (base !== undefined) req.url = target.slice(base.length);
+    for (const listener of own) listener.call(server, req, res);
+    if (base === undefined) return;
+    req.url = target;
+    // The upstream records a request once it has read its body, from a listener added before this one.
+    req.once('end', () => {
+      const rec = upstream.requests.findLast((r) => r.headers === req.headers);
+      if (rec) rec.url = target;
+    });
   });
 }
 
@@ -267,9 +299,9 @@ export function tokenForms(tokens: Iterable<string>): string[] {
 }
 
 /**
- * The text of a recorded response to scan for tokens. The one tolerated exception (R54, DESIGN.md
- * POST /auth/logout) is the ID token as `id_token_hint` of a `logoutUrl` at the IdP's end-session
- * endpoint: that parameter is blanked, only there, and only when the URL points at `issuer`.
+ * The text of a recorded response to scan for tokens. The one tolerated exception is the answer to
+ * POST /auth/logout, whose `logoutUrl` at the IdP's end-session endpoint carries the ID token as
+ * `id_token_hint`: that parameter is blanked, only there, and only when the URL points at `issuer`.
  */
 export function scannable(r: Recorded, issuer: string): string {
   let body = r.body;
