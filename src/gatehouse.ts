@@ -31,6 +31,8 @@ import { Revoker } from './idp/revoker';
 import { Vault } from './tokens/vault';
 import { TokenService, type RefreshEvents } from './tokens/refresh';
 import { createForwarder, forwardShared } from './api/forward';
+import { createSocketForwarder } from './api/websocket/forwardSocket';
+import { LiveSockets } from './api/websocket/liveSockets';
 import { createApp } from './auth/app';
 import { createFrontDoor, type FrontDoor } from './frontDoor';
 import { createMetrics } from './health/metrics';
@@ -65,6 +67,8 @@ export interface Gatehouse {
   ready(): Promise<boolean>;
   /** Marks the gateway as draining: /readyz answers 503 so load balancers send no more; requests are still served. */
   drain(): void;
+  /** Closes every WebSocket with 1001 (going away) and opens no more; resolves when they are closed (a second or so). */
+  closeSockets(): Promise<void>;
   /** Drains, finishes background work (refreshes in flight, revocations) and closes connections it opened. */
   close(): Promise<void>;
 }
@@ -160,6 +164,26 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
       ),
     ]),
   );
+  // WebSockets: each lives with its session (api/websocket/liveSockets.ts), told of every session change.
+  const live = new LiveSockets({ lifecycle, tokens, log, perSession: cfg.websocketsPerSession });
+  const socketRoutes = cfg.routes.filter((route) => route.websocket);
+  if (socketRoutes.length > 0) cache.watch(live);
+  const socketForwarders = new Map(
+    socketRoutes.map((route) => [
+      route,
+      createSocketForwarder(
+        {
+          upstream: route.upstream,
+          timeoutSeconds: route.timeoutSeconds,
+          allowSetCookie: false,
+          maxMessageBytes: cfg.websocketMaxMessageBytes,
+        },
+        shared,
+        log,
+        metrics,
+      ),
+    ]),
+  );
   const sessionMiddleware = session({
     name: cookies.sessionName,
     secret: [...cfg.sessionSecrets],
@@ -182,6 +206,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     transactions: new LoginTransactions(kv, keyring, { key: `${cfg.keyPrefix}logins`, max: cfg.loginsInFlightMax, now }),
     tokens,
     forwarders,
+    sockets: { forwarders: socketForwarders, live },
     session: sessionMiddleware,
     sessionLoader: sessionLoader(store, cfg.sessionSecrets, cookies.sessionName),
     metrics,
@@ -226,8 +251,10 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     drain() {
       draining = true;
     },
+    closeSockets: () => live.shutdown(),
     async close() {
       draining = true;
+      await live.shutdown();
       clearInterval(sweeper);
       await sweeping;
       // A refresh outlives a browser that went away: the IdP may have rotated the refresh token already, and

@@ -24,6 +24,7 @@ async function main(): Promise<void> {
   const log = createLogger(cfg.logLevel);
   const gatehouse = await createGatehouse(cfg, { logger: log });
   const server = guardServer(http.createServer(gatehouse.frontDoor));
+  server.on('upgrade', gatehouse.frontDoor.upgrade);
   listen(server, 'GATEHOUSE_PORT', cfg.port, undefined, () =>
     log.info({ port: cfg.port, publicUrl: cfg.publicOrigin }, 'gatehouse listening'),
   );
@@ -94,6 +95,8 @@ async function drain(
   const cut = deadline - Math.min(1000, ms / 5);
   const inTime = await Promise.race([closed.then(() => true), sleep(cut - Date.now()).then(() => false)]);
   clearInterval(idle);
+  // Open WebSockets kept the server open until now: they are closed cleanly (1001 going away) before the rest is cut.
+  await gatehouse.closeSockets();
   const forceClosed = inTime ? 0 : await promisify(server.getConnections.bind(server))();
   server.closeAllConnections();
   // The admin API can end sessions (and start revocations): closed before the gateway waits for those.

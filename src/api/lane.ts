@@ -6,10 +6,17 @@
  * The route decides the session and token steps: `user` requires a session and sends its access token,
  * `optional` sends it when there is a session, `none` looks up no session at all. The CSRF rule holds on
  * every route, whatever its policy.
+ *
+ * A WebSocket upgrade takes the same steps, answered on its raw connection until the socket opens (a
+ * ServerResponse bound to it): only a `websocket` route takes one (404 otherwise), and its CSRF rule is the
+ * Origin, which must be the public origin (a browser cannot add X-CSRF to a WebSocket). Its last step
+ * opens the socket instead of forwarding a request.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { HttpRequest, HttpResponse, Step } from '../http/exchange';
-import { answerError, sendError } from '../http/errors';
+import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { pathOf, type HttpRequest, type HttpResponse, type Step } from '../http/exchange';
+import { answerError, RETRY_AFTER_SECONDS, sendError } from '../http/errors';
 import { clientAddress } from '../http/clientAddress';
 import type { Logger } from '../log/logger';
 import { sessionKeys, type Lifecycle } from '../session/lifecycle';
@@ -18,6 +25,9 @@ import { answerNoToken, attachAccessToken } from './attachAccessToken';
 import type { TokenService } from '../tokens/refresh';
 import type { Exchange, Forwarder } from './forward';
 import { RouteTable, type Route, type TokenPolicy } from './routes';
+import type { Metrics } from '../health/metrics';
+import type { LiveSockets } from './websocket/liveSockets';
+import type { SocketForwarder } from './websocket/forwardSocket';
 
 export interface LaneDeps {
   routes: readonly Route[];
@@ -35,9 +45,36 @@ export interface LaneDeps {
   tokens: TokenService;
   trustProxy: number;
   log: Logger;
+  /** The WebSocket routes' forwarders, the open sockets, and what their upgrades are checked against. */
+  sockets: {
+    forwarders: ReadonlyMap<Route, SocketForwarder>;
+    live: LiveSockets;
+    publicOrigin: string;
+    metrics: Metrics;
+  };
 }
 
-export function createApiLane(d: LaneDeps): (req: IncomingMessage, res: ServerResponse) => void {
+export interface ApiLane {
+  request(req: IncomingMessage, res: ServerResponse): void;
+  /** An `upgrade` event of the server (for a path under /api). */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+/** What an upgrade's status says about why it was refused (the label of the refusals metric). */
+const REFUSAL: Record<number, string> = {
+  400: 'bad_request',
+  401: 'unauthenticated',
+  403: 'csrf',
+  404: 'not_found',
+  405: 'method_not_allowed',
+  429: 'too_many_sockets',
+  500: 'internal_error',
+  502: 'bad_gateway',
+  503: 'unavailable',
+  504: 'upstream_timeout',
+};
+
+export function createApiLane(d: LaneDeps): ApiLane {
   const table = new RouteTable(d.routes);
   const lc = d.lifecycle;
 
@@ -96,12 +133,78 @@ export function createApiLane(d: LaneDeps): (req: IncomingMessage, res: ServerRe
     tails[res.locals.route!.route.token](req, res, next),
   );
 
-  return (req, res) => {
-    (res as HttpResponse).locals ??= {};
-    void lane(req as HttpRequest, res as HttpResponse, (err) =>
-      err === undefined ? sendError(res, 404, 'not_found') : answerError(d.log, err, req, res),
-    );
+  // WebSocket upgrades.
+  const ws = d.sockets;
+  const websocketRoute: Step = (req, res, next) => {
+    if (!res.locals.route!.route.websocket) return sendError(res, 404, 'not_found');
+    // RFC 6455 §4.1: a WebSocket handshake is a GET asking to upgrade to websocket.
+    if (req.method !== 'GET' || !/^websocket$/i.test(req.headers.upgrade ?? '')) return sendError(res, 400, 'bad_request');
+    next();
   };
+  // Cross-site WebSocket hijacking: browsers send cookies with a cross-site handshake (SameSite aside) and
+  // let no page add a header to it, so the Origin, which they always send and no page can set, must be ours.
+  const sameOrigin: Step = (req, res, next) => {
+    const origin = req.headers.origin;
+    if (origin === ws.publicOrigin) return next();
+    const reason = origin === undefined ? 'missing Origin' : 'foreign Origin';
+    d.log.warn({ event: 'csrf_rejected', reason, method: req.method, path: pathOf(req.url) }, 'WebSocket upgrade refused: CSRF');
+    res.setHeader('Cache-Control', 'no-store');
+    sendError(res, 403, 'csrf');
+  };
+  const openSocket: Step = (req, res) => {
+    const { route: r, rest } = res.locals.route!;
+    const gh = res.locals.session;
+    const keys = gh ? sessionKeys(req, lc) : undefined;
+    // While session changes cannot be received, a socket of a session could not be closed when it ends.
+    if (keys && !ws.live.checkable) return sendError(res, 503, 'session_store_unavailable', { 'Retry-After': String(RETRY_AFTER_SECONDS) });
+    const ticket = ws.live.reserve(gh && keys && { req, keys, gh });
+    if (!ticket) return sendError(res, 429, 'too_many_sockets');
+    const { socket, head } = res.locals.upgrade!;
+    ws.forwarders.get(r)!.open(req, res, socket, head, {
+      upstreamPath: rest,
+      ticket,
+      ...(res.locals.accessToken !== undefined && { accessToken: res.locals.accessToken }),
+      ...(keys && { session: keys.hash }),
+    });
+  };
+  const socketTails: Record<TokenPolicy, Step> = {
+    user: chain(d.cookieGuard, d.loadSession, requireSession(lc), attach, openSocket),
+    optional: chain(d.cookieGuard, d.loadSession, requireSession(lc, false), tokenIfSession, openSocket),
+    none: openSocket,
+  };
+  const upgradeLane = chain(...d.before, d.guard, route, websocketRoute, methods, sameOrigin, (req, res, next) =>
+    socketTails[res.locals.route!.route.token](req, res, next),
+  );
+
+  return {
+    request(req, res) {
+      (res as HttpResponse).locals ??= {};
+      void lane(req as HttpRequest, res as HttpResponse, (err) =>
+        err === undefined ? sendError(res, 404, 'not_found') : answerError(d.log, err, req, res),
+      );
+    },
+    upgrade(req, socket, head) {
+      const res = upgradeAnswer(req, socket as Socket, head);
+      res.on('finish', () => ws.metrics.upgradeRefused(REFUSAL[res.statusCode] ?? String(res.statusCode)));
+      void upgradeLane(req as HttpRequest, res, (err) =>
+        err === undefined ? sendError(res, 404, 'not_found') : answerError(d.log, err, req, res),
+      );
+    },
+  };
+}
+
+/**
+ * The answer to an upgrade while there is no socket: a ServerResponse bound to the raw connection, so that
+ * every step answers a refusal as it would an HTTP request (then the connection closes).
+ */
+export function upgradeAnswer(req: IncomingMessage, socket: Socket, head: Buffer): HttpResponse {
+  const res = new ServerResponse(req) as HttpResponse;
+  res.locals = { upgrade: { socket, head } };
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket);
+  socket.on('error', () => socket.destroy()); // a browser gone mid-answer is nobody's error
+  res.on('finish', () => socket.destroySoon());
+  return res;
 }
 
 /** Runs steps in order as one, as Express would: an error, thrown or a rejected promise, ends it. */

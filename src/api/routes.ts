@@ -155,7 +155,6 @@ function parseRoute(item: unknown, at: string, defaultTimeout: number, fail: (pr
 
   for (const flag of ['allowSetCookie', 'websocket'] as const)
     if (o[flag] !== undefined && typeof o[flag] !== 'boolean') problem(flag, `${JSON.stringify(o[flag])} is not true or false`);
-  if (o.websocket === true) problem('websocket', 'WebSocket upgrades are not supported yet — remove it (upgrades are answered 404)');
 
   if (!ok) return undefined;
   return Object.freeze({
@@ -166,7 +165,7 @@ function parseRoute(item: unknown, at: string, defaultTimeout: number, fail: (pr
     methods,
     timeoutSeconds: timeoutSeconds as number,
     allowSetCookie: o.allowSetCookie === true,
-    websocket: false,
+    websocket: o.websocket === true,
   } satisfies Route);
 }
 

@@ -6,7 +6,6 @@
  * and proxy work together). Its steps are written against node:http (http/exchange.ts) and are the same
  * ones /auth uses where they overlap. The front door (frontDoor.ts) sends each request to one or the other.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import express, { type Express, type RequestHandler } from 'express';
 import type { Config } from '../config/schema';
 import type { Logger } from '../log/logger';
@@ -30,7 +29,9 @@ import { backchannelLogout, type BackchannelDeps } from './backchannelLogout';
 import type { TokenService } from '../tokens/refresh';
 import { apiGuard } from '../api/guard';
 import type { Forwarder } from '../api/forward';
-import { createApiLane } from '../api/lane';
+import { createApiLane, type ApiLane } from '../api/lane';
+import type { SocketForwarder } from '../api/websocket/forwardSocket';
+import type { LiveSockets } from '../api/websocket/liveSockets';
 import type { Route } from '../api/routes';
 import { healthz, readyz } from '../health/health';
 import type { Metrics } from '../health/metrics';
@@ -44,9 +45,10 @@ export interface AppDeps {
   cookies: CookiePolicy;
   transactions: LoginTransactions;
   tokens: TokenService;
-  /** The upstream of /api (api/forward.ts). */
   /** Each route's forwarder (api/forward.ts). */
   forwarders: ReadonlyMap<Route, Forwarder>;
+  /** The WebSocket routes' forwarders and the open sockets (api/websocket/). */
+  sockets: { forwarders: ReadonlyMap<Route, SocketForwarder>; live: LiveSockets };
   session: RequestHandler;
   /** The read-only session loader of /api (api/sessionLoader.ts). */
   sessionLoader: Step;
@@ -57,7 +59,7 @@ export interface AppDeps {
 }
 
 /** The Express app (`/auth/*`, health, static files) and the API lane, on node:http (frontDoor.ts joins them). */
-export function createApp(d: AppDeps): { app: Express; api: (req: IncomingMessage, res: ServerResponse) => void } {
+export function createApp(d: AppDeps): { app: Express; api: ApiLane } {
   const { cfg, lifecycle: lc } = d;
   const app = express();
   app.disable('x-powered-by');
@@ -81,6 +83,7 @@ export function createApp(d: AppDeps): { app: Express; api: (req: IncomingMessag
     tokens: d.tokens,
     trustProxy: cfg.trustProxy,
     log: d.log,
+    sockets: { ...d.sockets, publicOrigin: cfg.publicOrigin, metrics: d.metrics },
   });
 
   app.use(logRequest);

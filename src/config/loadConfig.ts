@@ -252,6 +252,8 @@ export function validate(
   const upstreamTimeoutSeconds = int('upstreamTimeoutSeconds', 1, 3600, 'a positive duration in seconds');
   const upstreamConnectTimeoutSeconds = int('upstreamConnectTimeoutSeconds', 1, 300, 'a positive duration in seconds');
   const upstreamSocketsPerSession = int('upstreamSocketsPerSession', 1, 512, 'a count');
+  const websocketsPerSession = int('websocketsPerSession', 1, 1000, 'a count');
+  const websocketMaxMessageBytes = int('websocketMaxMessageBytes', 125, 1024 ** 3, 'a size in bytes');
   const dropHeaders = (raw('dropHeaders') ?? '')
     .split(',')
     .map((h) => h.trim().toLowerCase())
@@ -314,6 +316,8 @@ export function validate(
     upstreamTimeoutSeconds,
     upstreamConnectTimeoutSeconds,
     upstreamSocketsPerSession,
+    websocketsPerSession,
+    websocketMaxMessageBytes,
     dropHeaders: Object.freeze(dropHeaders),
     loginRatePerMinute,
     loginsInFlightMax,

@@ -47,6 +47,8 @@ export interface GatehouseOptions {
   upstreamTimeoutSeconds?: number | string;
   upstreamConnectTimeoutSeconds?: number | string;
   upstreamSocketsPerSession?: number | string;
+  websocketsPerSession?: number | string;
+  websocketMaxMessageBytes?: number | string;
   /** More request header names never forwarded upstream (comma-separated string or array), besides the built-in list. */
   dropHeaders?: string | string[];
   loginRatePerMinute?: number | string;
@@ -148,6 +150,18 @@ export const SETTINGS: readonly Setting[] = [
     why: 'upstream requests one session may have open at once; past it 503 upstream_busy, so one user cannot take the pool',
   },
   {
+    option: 'websocketsPerSession',
+    env: 'GATEHOUSE_WEBSOCKETS_PER_SESSION',
+    default: '8',
+    why: 'WebSockets one session may have open on each replica; past it the upgrade gets 429 too_many_sockets',
+  },
+  {
+    option: 'websocketMaxMessageBytes',
+    env: 'GATEHOUSE_WEBSOCKET_MAX_MESSAGE_BYTES',
+    default: '4194304',
+    why: 'the longest message a browser may send on a WebSocket (its frames together); a longer one closes the socket with 1009',
+  },
+  {
     option: 'dropHeaders',
     env: 'GATEHOUSE_DROP_HEADERS',
     why: 'more request header names (comma-separated) never forwarded upstream, besides the built-in identity and client-address list',
@@ -228,6 +242,8 @@ export interface Config {
   readonly upstreamTimeoutSeconds: number;
   readonly upstreamConnectTimeoutSeconds: number;
   readonly upstreamSocketsPerSession: number;
+  readonly websocketsPerSession: number;
+  readonly websocketMaxMessageBytes: number;
   /** Lower-case request header names dropped before forwarding, besides the built-in list. */
   readonly dropHeaders: readonly string[];
   /** 0 = no limit. */

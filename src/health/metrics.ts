@@ -2,7 +2,7 @@
  * Prometheus metrics, served on the admin port only (GATEHOUSE_METRICS_PORT). Names follow Prometheus
  * conventions with a `gatehouse_` prefix. Each gateway has its own registry (several can share a process).
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export type SessionEndReason = 'logout' | 'invalid_grant' | 'idle' | 'absolute' | 'backchannel' | 'admin' | 'anomaly';
 export type SecurityEventKind = 'refresh_rate' | 'refresh_token_reuse';
@@ -15,6 +15,22 @@ export type RefreshOutcome = 'ok' | 'invalid_grant' | 'transient' | 'race_recove
 export type UpstreamErrorKind = 'unreachable' | 'connect_timeout' | 'response_timeout' | 'malformed' | 'reset';
 /** rate_limit: one client address over its logins a minute (429); in_flight: too many logins stored at once (503). */
 export type LoginRefusal = 'rate_limit' | 'in_flight';
+/**
+ * Why a WebSocket closed: browser or upstream (either side closed it, or its connection broke), session_ended
+ * (the session ended: logout, kill switch, back-channel logout, invalid_grant, idle or absolute end),
+ * unchecked (session changes could not be received), shutdown, too_big (a browser message over the limit),
+ * protocol (bytes that are no WebSocket frames).
+ */
+export type SocketCloseReason = 'browser' | 'upstream' | 'session_ended' | 'unchecked' | 'shutdown' | 'too_big' | 'protocol';
+export const SOCKET_CLOSE_REASONS: readonly SocketCloseReason[] = [
+  'browser',
+  'upstream',
+  'session_ended',
+  'unchecked',
+  'shutdown',
+  'too_big',
+  'protocol',
+];
 
 export interface Metrics {
   readonly registry: Registry;
@@ -35,6 +51,11 @@ export interface Metrics {
   upstreamBusy(): void;
   /** An upstream 401 invalid_token to a request without a body, answered by refreshing the token (replayed at most once). */
   upstreamTokenRetried(): void;
+  /** A WebSocket opened through the gateway (the 101 passed on), or closed. */
+  socketOpened(): void;
+  socketClosed(reason: SocketCloseReason): void;
+  /** An upgrade refused before any socket opened, by the error code answered (or `upstream`: the upstream refused it). */
+  upgradeRefused(reason: string): void;
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -143,6 +164,26 @@ export function createMetrics(): Metrics {
     registers: [registry],
   });
   for (const reason of ['rate_limit', 'in_flight']) loginRefusals.labels(reason).inc(0);
+  const socketsOpen = new Gauge({
+    name: 'gatehouse_websockets_open',
+    help: 'WebSockets open through this replica.',
+    registers: [registry],
+  });
+  const socketsClosed = new Counter({
+    name: 'gatehouse_websockets_closed_total',
+    help:
+      'WebSockets closed, by reason (browser, upstream, session_ended, unchecked: session changes could not be ' +
+      'received, shutdown, too_big, protocol).',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  for (const reason of SOCKET_CLOSE_REASONS) socketsClosed.labels(reason).inc(0);
+  const upgradesRefused = new Counter({
+    name: 'gatehouse_websocket_upgrades_refused_total',
+    help: 'WebSocket upgrades refused before a socket opened, by reason (the error code answered, or upstream).',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
   // Labelled series appear at zero from the start, so dashboards and alerts see them before the first event.
   for (const outcome of ['ok', 'invalid_grant', 'transient', 'race_recovered'])
     for (const mode of ['foreground', 'background']) refreshTotal.labels(outcome, mode).inc(0);
@@ -173,5 +214,11 @@ export function createMetrics(): Metrics {
     upstreamError: (kind) => upstreamErrors.labels(kind).inc(),
     upstreamBusy: () => upstreamBusy.inc(),
     upstreamTokenRetried: () => tokenRetries.inc(),
+    socketOpened: () => socketsOpen.inc(),
+    socketClosed(reason) {
+      socketsOpen.dec();
+      socketsClosed.labels(reason).inc();
+    },
+    upgradeRefused: (reason) => upgradesRefused.labels(reason).inc(),
   };
 }

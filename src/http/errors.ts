@@ -20,6 +20,7 @@ export const MESSAGES = {
   upstream_timeout: 'The upstream service did not answer in time. Retry shortly.',
   upstream_busy: 'Too many requests of this session are in progress upstream. Retry shortly.',
   too_many_requests: 'Too many requests. Retry later.',
+  too_many_sockets: 'Too many WebSockets are open for this session. Close one first.',
   session_store_unavailable: 'The session store is unavailable. Retry shortly.',
   token_refresh_unavailable: 'The identity provider is unavailable. Retry shortly.',
   login_failed: 'The login could not be completed. Start again at /auth/login.',

@@ -5,6 +5,7 @@
  * so a step written against these (CSRF, cookie guard, session rules, errors) runs in both.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Request } from 'express';
 import type { CookieState } from './cookieGuard';
 import type { GatehouseSession } from '../session/sessionData';
@@ -28,6 +29,8 @@ export interface Locals {
   session?: GatehouseSession;
   /** attachAccessToken: the bearer to send upstream. */
   accessToken?: string;
+  /** A WebSocket upgrade: the browser's connection and what it sent past the request's head. */
+  upgrade?: { socket: Duplex; head: Buffer };
 }
 
 /** A response, with the values passed between steps. */

@@ -29,6 +29,12 @@ interface Entry extends CachedSession {
   readonly until: number;
 }
 
+/** Told of every change to a session, here or announced, and of the subscription's state (the WebSocket lane). */
+export interface ChangeWatcher {
+  changed(hash: string): void;
+  listening(listening: boolean): void;
+}
+
 /** Beyond this many sessions read within one cache period, the oldest entries go first. */
 const MAX_ENTRIES = 10_000;
 
@@ -38,6 +44,7 @@ export class SessionCache {
   /** Counts changes: a read that started at another value may predate one, and is not kept. */
   private changes = 0;
   private listening = false;
+  private readonly watchers: ChangeWatcher[] = [];
 
   /**
    * @param maxAgeMs how long an entry is reused (0 = no cache)
@@ -93,13 +100,15 @@ export class SessionCache {
    */
   changed(hash: string): Promise<void> {
     this.drop(hash);
-    return this.enabled ? this.announce(hash) : Promise.resolve();
+    // Watchers on other replicas need the announcement even when no replica caches sessions.
+    return this.enabled || this.watchers.length > 0 ? this.announce(hash) : Promise.resolve();
   }
 
   /** Another replica changed `hash` (an announcement). */
   drop(hash: string): void {
     this.changes++;
     this.entries.delete(hash);
+    for (const w of this.watchers) w.changed(hash);
   }
 
   /** The subscription to announcements started (true) or was lost (false): start over either way. */
@@ -107,6 +116,18 @@ export class SessionCache {
     this.changes++;
     this.entries.clear();
     this.listening = listening;
+    for (const w of this.watchers) w.listening(listening);
+  }
+
+  /** True while announcements from other replicas can be received. */
+  get receiving(): boolean {
+    return this.listening;
+  }
+
+  /** Calls `watcher` on every change and subscription change from now on, starting with the subscription's state. */
+  watch(watcher: ChangeWatcher): void {
+    this.watchers.push(watcher);
+    watcher.listening(this.listening);
   }
 
   get size(): number {

@@ -145,6 +145,7 @@ export async function createTestGatehouse(options: TestGatehouseOptions = {}): P
       options.deps,
     ));
     server.on('request', gatehouse.frontDoor);
+    server.on('upgrade', gatehouse.frontDoor.upgrade);
     guardServer(server);
 
     let closing: Promise<void> | undefined;

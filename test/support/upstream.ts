@@ -14,9 +14,17 @@
  *
  * `sub` is the `sub` claim when the Bearer token is a JWT, else null (oidc-provider access tokens are opaque);
  * `headers.authorization` is echoed as received.
+ *
+ * WebSocket upgrades (recorded in `upgrades`, open sockets in `sockets`, the close codes it received in `closes`):
+ * - `/ws/refuse`           403 JSON with a `Set-Cookie`, no upgrade
+ * - `/ws/silent`           never answers the handshake
+ * - `/ws/ticker?ms=N`      after the handshake, a text message `tick <n>` every N ms (default 50)
+ * - anything else          101 (with `Set-Cookie: gatehouse=evil` in it), then every message echoed as it came
+ *                          (text as text, binary as binary); the first message sent is `hello <authorization>`
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
 
 export interface RecordedRequest {
   method: string;
@@ -52,6 +60,12 @@ export interface TestUpstream {
   reset(): void;
   /** Access tokens this API refuses (401 invalid_token), as an API does with a token revoked early. */
   readonly rejectedTokens: Set<string>;
+  /** Every WebSocket upgrade request that reached it, in arrival order. */
+  readonly upgrades: Array<{ url: string; headers: http.IncomingHttpHeaders; rawHeaders: string[] }>;
+  /** The WebSockets open now. */
+  readonly sockets: Set<WebSocket>;
+  /** The close code of every WebSocket closed so far (1006: cut without a close frame). */
+  readonly closes: number[];
   close(): Promise<void>;
 }
 
@@ -205,6 +219,45 @@ export async function startUpstream(): Promise<TestUpstream> {
     });
   });
 
+  const upgrades: TestUpstream['upgrades'] = [];
+  const sockets = new Set<WebSocket>();
+  const closes: number[] = [];
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 * 1024 });
+  wss.on('headers', (headers) => headers.push('Set-Cookie: gatehouse=evil; Path=/'));
+  const rawSockets = new Set<Socket>();
+  server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+    rawSockets.add(socket);
+    socket.on('close', () => rawSockets.delete(socket));
+    const url = req.url ?? '/';
+    upgrades.push({ url, headers: req.headers, rawHeaders: req.rawHeaders });
+    const path = new URL(url, 'http://upstream.invalid').pathname;
+    if (path.endsWith('/ws/refuse')) {
+      const body = JSON.stringify({ error: 'refused' });
+      socket.end(
+        `HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nSet-Cookie: gatehouse=evil; Path=/\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
+    if (path.endsWith('/ws/silent')) return;
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      sockets.add(ws);
+      ws.on('close', (code) => {
+        sockets.delete(ws);
+        closes.push(code);
+      });
+      ws.on('error', () => undefined);
+      if (path.endsWith('/ws/ticker')) {
+        const ms = Number(new URL(url, 'http://upstream.invalid').searchParams.get('ms') ?? '50');
+        let n = 0;
+        const timer = setInterval(() => ws.send(`tick ${++n}`), ms);
+        ws.on('close', () => clearInterval(timer));
+        return;
+      }
+      ws.send(`hello ${req.headers.authorization ?? ''}`);
+      ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+    });
+  });
+
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
@@ -221,10 +274,16 @@ export async function startUpstream(): Promise<TestUpstream> {
       requests.length = 0;
     },
     rejectedTokens,
+    upgrades,
+    sockets,
+    closes,
     close: () =>
       new Promise<void>((resolve) => {
         for (const t of pendingTimers) clearTimeout(t);
         pendingTimers.clear();
+        for (const ws of sockets) ws.terminate();
+        for (const s of rawSockets) s.destroy();
+        wss.close();
         server.closeAllConnections();
         server.close(() => resolve());
       }),

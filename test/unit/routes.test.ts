@@ -25,7 +25,8 @@ describe('parseRoutes', () => {
     expect(problems).toEqual([]);
     expect(routes[0]).toMatchObject({ path: '/api/orders', prefix: '/orders', token: 'optional', timeoutSeconds: 5, allowSetCookie: true });
     expect([...routes[0]!.methods!]).toEqual(['GET', 'POST']);
-    expect(routes[1]).toMatchObject({ path: '/api/public', token: 'none', methods: undefined, timeoutSeconds: 30 });
+    expect(routes[1]).toMatchObject({ path: '/api/public', token: 'none', methods: undefined, timeoutSeconds: 30, websocket: false });
+    expect(parse([{ path: '/api/live', upstream: 'http://feed', websocket: true }]).routes[0]).toMatchObject({ websocket: true });
     expect(parse(JSON.parse(json)).routes).toHaveLength(2);
   });
 
@@ -48,7 +49,7 @@ describe('parseRoutes', () => {
     [[{ path: '/api', upstream: 'http://a', methods: ['GET', 'TRACE'] }], 'GATEHOUSE_ROUTES[0].methods: TRACE is never proxied'],
     [[{ path: '/api', upstream: 'http://a', timeoutSeconds: 0 }], 'GATEHOUSE_ROUTES[0].timeoutSeconds: 0 is not a whole number'],
     [[{ path: '/api', upstream: 'http://a', allowSetCookie: 'yes' }], 'GATEHOUSE_ROUTES[0].allowSetCookie: "yes" is not true or false'],
-    [[{ path: '/api', upstream: 'http://a', websocket: true }], 'GATEHOUSE_ROUTES[0].websocket: WebSocket upgrades are not supported yet'],
+    [[{ path: '/api', upstream: 'http://a', websocket: 'yes' }], 'GATEHOUSE_ROUTES[0].websocket: "yes" is not true or false'],
     [[{ path: '/api', upstream: 'http://a', upstreams: 'http://b' }], 'GATEHOUSE_ROUTES[0]: unknown field "upstreams"'],
     [
       [
