@@ -14,7 +14,12 @@ export const apiGuard: Step = (req, res, next) => {
     return sendError(res, 405, 'method_not_allowed');
   }
   const path = upstreamPath(req.url ?? '');
-  if (path === undefined || framingNamedInConnection(req.headers)) return sendError(res, 400, 'bad_request');
+  if (path === undefined) return sendError(res, 400, 'bad_request');
+  if (framingNamedInConnection(req.headers)) {
+    // A request shaped to desynchronise proxies: its connection is not reused for another request.
+    res.shouldKeepAlive = false;
+    return sendError(res, 400, 'bad_request');
+  }
   res.locals.upstreamPath = path;
   next();
 };

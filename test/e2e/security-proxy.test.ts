@@ -236,6 +236,7 @@ describe.each(SETUPS)('security: the /api proxy, $title', (setup) => {
     for (const r of answers) {
       expect(r.status).toBe(400);
       expect(JSON.parse(r.body)).toMatchObject({ error: 'bad_request' });
+      expect(r.head).toMatch(/^Connection: close\r?$/im); // the connection is not reused after such a request
     }
     await new Promise((r) => setTimeout(r, 100));
     expect(s.upstream.requests.slice(before)).toEqual([]);
