@@ -113,7 +113,15 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const index = new SessionIndex(kv, keyring, now);
   const ledger = new ExpiryLedger(kv, keyring, cfg.keyPrefix, now);
   const idp = new Idp(cfg, log);
-  await idp.start();
+  try {
+    await idp.start();
+  } catch (err) {
+    // The IdP's metadata contradicts the configuration (a ConfigError): nothing opened here stays open.
+    idp.close();
+    await invalidations.close();
+    if (ownsRedis) await redis!.quit().catch(() => redis!.disconnect());
+    throw err;
+  }
   const revoker = new Revoker(idp, index, log, (kind) => metrics.idpError('revocation', kind));
   const revokeLater = revoker.revokeLater;
   const lifecycle: Lifecycle = { keyring, store, vault, index, ledger, metrics, revokeLater, cookies, idleMs, now };

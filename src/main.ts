@@ -22,7 +22,14 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const log = createLogger(cfg.logLevel);
-  const gatehouse = await createGatehouse(cfg, { logger: log });
+  const gatehouse = await createGatehouse(cfg, { logger: log }).catch((err: unknown) => {
+    // What only the IdP's metadata shows (e.g. GATEHOUSE_PAR=required at an IdP without it) stops start-up too.
+    if (!(err instanceof ConfigError)) throw err;
+    for (const problem of err.problems)
+      process.stderr.write(`gatehouse: ${problem}
+`);
+    process.exit(2);
+  });
   const server = guardServer(http.createServer(gatehouse.frontDoor));
   server.on('upgrade', gatehouse.frontDoor.upgrade);
   listen(server, 'GATEHOUSE_PORT', cfg.port, undefined, () =>

@@ -226,6 +226,8 @@ export function validate(
   if (!LOG_LEVELS.includes(logLevel)) fail('logLevel', `"${logLevel}" is not a level — use one of ${LOG_LEVELS.join(', ')}`);
   const sameSite = raw('cookieSameSite')!.toLowerCase();
   if (sameSite !== 'strict' && sameSite !== 'lax') fail('cookieSameSite', `"${sameSite}" is not allowed — use strict (default) or lax`);
+  const par = raw('par')!.toLowerCase();
+  if (par !== 'auto' && par !== 'required' && par !== 'off') fail('par', `"${par}" is not allowed — use auto (default), required or off`);
   const keyPrefix = raw('keyPrefix')!;
   if (/[\s{}]/.test(keyPrefix))
     fail('keyPrefix', 'must not contain spaces or braces (braces are Redis Cluster hash tags) — e.g. gatehouse:');
@@ -305,6 +307,8 @@ export function validate(
     metricsPort,
     keyPrefix,
     cookieSameSite: sameSite as 'strict' | 'lax',
+    par: par as 'auto' | 'required' | 'off',
+    settingNames: names,
     trustProxy,
     idpTimeoutSeconds,
     sessionCacheMs,

@@ -37,6 +37,8 @@ export interface GatehouseOptions {
   metricsPort?: number | string;
   keyPrefix?: string;
   cookieSameSite?: string;
+  /** Pushed authorization requests: `auto` (when the IdP offers them), `required` or `off`. */
+  par?: string;
   trustProxy?: number | string;
   idpTimeoutSeconds?: number | string;
   staticDir?: string;
@@ -116,6 +118,12 @@ export const SETTINGS: readonly Setting[] = [
   { option: 'metricsPort', env: 'GATEHOUSE_METRICS_PORT', default: '9464', why: 'admin port for /metrics (0 = off)' },
   { option: 'keyPrefix', env: 'GATEHOUSE_KEY_PREFIX', default: 'gatehouse:', why: 'prefix of every Redis key' },
   { option: 'cookieSameSite', env: 'GATEHOUSE_COOKIE_SAMESITE', default: 'strict', why: 'SameSite of the session cookie: strict or lax' },
+  {
+    option: 'par',
+    env: 'GATEHOUSE_PAR',
+    default: 'auto',
+    why: "pushed authorization requests (RFC 9126): auto (when the IdP's metadata offers them), required (start-up fails without), or off",
+  },
   { option: 'trustProxy', env: 'GATEHOUSE_TRUST_PROXY', default: '0', why: 'number of proxy hops whose X-Forwarded-* headers are trusted' },
   { option: 'idpTimeoutSeconds', env: 'GATEHOUSE_IDP_TIMEOUT_SECONDS', default: '10', why: 'timeout of every call to the IdP' },
   { option: 'staticDir', env: 'GATEHOUSE_STATIC_DIR', why: 'folder of SPA files served for paths outside /auth and /api' },
@@ -231,6 +239,9 @@ export interface Config {
   readonly metricsPort: number;
   readonly keyPrefix: string;
   readonly cookieSameSite: 'strict' | 'lax';
+  readonly par: 'auto' | 'required' | 'off';
+  /** How problems found later (in the IdP's metadata) name a setting: by environment variable or by option. */
+  readonly settingNames?: 'option' | 'env';
   readonly trustProxy: number;
   readonly idpTimeoutSeconds: number;
   readonly staticDir: string | undefined;

@@ -14,6 +14,24 @@ import { createRemoteJWKSet, type JWTVerifyGetKey } from 'jose';
 import type { Config } from '../config/schema';
 import type { Logger } from '../log/logger';
 import { GatewayError } from '../http/errors';
+import { ConfigError } from '../config/loadConfig';
+
+type Par = Config['par'];
+
+/** RFC 9126 §5: `pushed_authorization_request_endpoint` offers them, `require_pushed_authorization_requests` demands them. */
+function usePar(mode: Par, meta: oidc.ServerMetadata): boolean {
+  return mode !== 'off' && typeof meta.pushed_authorization_request_endpoint === 'string';
+}
+
+/** The setting the IdP's metadata makes impossible, as a configuration problem (undefined: none). */
+export function parMismatch(cfg: Pick<Config, 'par' | 'settingNames'>, meta: oidc.ServerMetadata): string | undefined {
+  const name = cfg.settingNames === 'env' ? 'GATEHOUSE_PAR' : 'par';
+  if (cfg.par === 'required' && typeof meta.pushed_authorization_request_endpoint !== 'string')
+    return `${name}: required, but the IdP offers no pushed authorization request endpoint — set it to auto or off`;
+  if (cfg.par === 'off' && meta.require_pushed_authorization_requests === true)
+    return `${name}: off, but the IdP requires pushed authorization requests — set it to auto or required`;
+  return undefined;
+}
 
 export interface TokenSet {
   accessToken: string;
@@ -104,15 +122,20 @@ export class Idp {
   private retryTimer: NodeJS.Timeout | undefined;
   private jwks: JWTVerifyGetKey | undefined;
   private closed = false;
+  private misconfigured: ConfigError | undefined;
 
   constructor(
     private readonly cfg: Config,
     private readonly log: Logger,
   ) {}
 
-  /** Starts discovery; resolves when metadata is loaded or the first attempt failed (then retries in the background). */
+  /**
+   * Starts discovery; resolves when metadata is loaded or the first attempt failed (then retries in the
+   * background). Rejects with a ConfigError when the IdP's metadata contradicts the configuration.
+   */
   async start(): Promise<void> {
     await this.metadata().catch(() => undefined);
+    if (this.misconfigured) throw this.misconfigured;
   }
 
   /**
@@ -177,10 +200,19 @@ export class Idp {
       config.timeout = this.cfg.idpTimeoutSeconds;
       config[oidc.customFetch] = fetchNotingRotation;
       oidc.enableNonRepudiationChecks(config); // R14: verify ID-token signatures with the IdP's JWKS
+      const mismatch = parMismatch(this.cfg, config.serverMetadata());
+      if (mismatch) {
+        // Not the IdP being down: retrying cannot help, and logins would fail one by one.
+        this.misconfigured = new ConfigError([mismatch]);
+        this.log.error({ issuer: this.cfg.issuer.href }, mismatch);
+        throw this.misconfigured;
+      }
       this.config = config;
       this.log.info({ issuer: this.cfg.issuer.href }, 'identity provider metadata loaded');
       return config;
     } catch (err) {
+      if (err === this.misconfigured)
+        throw new GatewayError('identity_provider_unavailable', 503, { cause: err, headers: { 'Retry-After': '5' } });
       this.log.warn({ err, issuer: this.cfg.issuer.href }, 'identity provider discovery failed; retrying');
       if (!this.closed) {
         clearTimeout(this.retryTimer);
@@ -190,16 +222,29 @@ export class Idp {
     }
   }
 
+  /**
+   * Where the browser goes to log in. With pushed authorization requests (RFC 9126) the parameters go to
+   * the IdP by back channel, authenticated as the client, and the URL carries only `client_id` and the
+   * `request_uri` the IdP returned: nothing in the browser's address bar or history, nothing a browser
+   * extension can alter.
+   */
   async authorizationUrl(checks: LoginChecks): Promise<URL> {
     const config = await this.metadata();
-    return oidc.buildAuthorizationUrl(config, {
+    const params = {
       redirect_uri: this.cfg.redirectUri,
       scope: this.cfg.scopes,
       code_challenge: await oidc.calculatePKCECodeChallenge(checks.codeVerifier),
       code_challenge_method: 'S256',
       state: checks.state,
       nonce: checks.nonce,
-    });
+    };
+    if (!usePar(this.cfg.par, config.serverMetadata())) return oidc.buildAuthorizationUrl(config, params);
+    try {
+      return await oidc.buildAuthorizationUrlWithPAR(config, params);
+    } catch (err) {
+      this.log.warn({ err }, 'pushed authorization request failed');
+      throw new GatewayError('identity_provider_unavailable', 503, { cause: err, headers: { 'Retry-After': '5' } });
+    }
   }
 
   /** R8, R11, R13, R14: state, iss (RFC 9207), code exchange with PKCE, ID token with nonce. */

@@ -63,8 +63,13 @@ export async function driveIdp(
   formsSubmitted: string[] = [],
 ): Promise<string> {
   let location = authorizationUrl;
+  // A bare path (the authorization URL named no redirect_uri): the way back is that path on any origin but the IdP's.
+  const back = (l: string) =>
+    redirectUri.startsWith('/')
+      ? !l.startsWith(`${issuer}/`) && URL.canParse(l) && new URL(l).pathname === redirectUri
+      : l === redirectUri || l.startsWith(`${redirectUri}?`);
   for (let hops = 0; ; hops++) {
-    if (location === redirectUri || location.startsWith(`${redirectUri}?`)) return location;
+    if (back(location)) return location;
     if (hops > 20) throw new Error(`login: too many redirects at the IdP (last: ${location})`);
     if (!location.startsWith(`${issuer}/`)) {
       throw new Error(`login: expected a redirect to the IdP (${issuer}) or to ${redirectUri}, got ${location}`);
@@ -96,7 +101,8 @@ export async function driveIdp(
 
 /**
  * Drive the IdP part only: starting at an authorization URL (built by you, e.g. with openid-client), follow the
- * IdP as `sub` until it redirects to `redirectUri` (defaults to the URL's redirect_uri parameter). Returns that
+ * IdP as `sub` until it redirects to `redirectUri` (defaults to the URL's redirect_uri parameter, or with a
+ * pushed request to the gateway's `/auth/callback`). Returns that
  * final URL (`<redirectUri>?code=...&state=...`, or `?error=...`). Fills devInteractions forms if shown.
  */
 export async function followIdp(
@@ -105,8 +111,10 @@ export async function followIdp(
   sub: string,
   opts: { idpAgent?: Agent; redirectUri?: string } = {},
 ): Promise<string> {
-  const redirectUri = opts.redirectUri ?? new URL(authorizationUrl).searchParams.get('redirect_uri');
-  if (!redirectUri) throw new Error(`followIdp: no redirect_uri in ${authorizationUrl}`);
+  const params = new URL(authorizationUrl).searchParams;
+  // A pushed authorization request (RFC 9126) leaves only a request_uri in the URL: the way back is the gateway's callback.
+  const redirectUri = opts.redirectUri ?? params.get('redirect_uri') ?? (params.has('request_uri') ? '/auth/callback' : undefined);
+  if (!redirectUri) throw new Error(`followIdp: neither redirect_uri nor request_uri in ${authorizationUrl}`);
   return driveIdp(opts.idpAgent ?? idpAgent(idp), idp.issuer, authorizationUrl, redirectUri, sub);
 }
 

@@ -32,6 +32,9 @@ export interface IdpFlowTrace {
 /** The gateway's /auth/callback response, plus how the IdP part went. */
 export type LoginResponse = Response & { idp: IdpFlowTrace };
 
+/** The gateway's callback, where a pushed authorization request sends the browser back. */
+const CALLBACK_PATH = '/auth/callback';
+
 const optionsOf = (o: string | LoginOptions | undefined): LoginOptions => (typeof o === 'string' ? { returnTo: o } : (o ?? {}));
 
 /**
@@ -53,8 +56,11 @@ export async function loginFlow(
   if (start.status !== 302 || !issuer || !authorizationUrl.startsWith(`${issuer}/`)) {
     throw new Error(`login: GET ${loginPath} should answer 302 to the IdP${o.idp ? ` ${o.idp.issuer}` : ''}, got ${summarize(start)}`);
   }
-  const redirectUri = new URL(authorizationUrl).searchParams.get('redirect_uri');
-  if (!redirectUri) throw new Error(`login: the authorization URL has no redirect_uri: ${authorizationUrl}`);
+  // With a pushed authorization request (RFC 9126) the URL carries only a request_uri: the way back is the
+  // gateway's callback, wherever it is served.
+  const params = new URL(authorizationUrl).searchParams;
+  const redirectUri = params.get('redirect_uri') ?? (params.has('request_uri') ? CALLBACK_PATH : undefined);
+  if (!redirectUri) throw new Error(`login: the authorization URL has neither redirect_uri nor request_uri: ${authorizationUrl}`);
 
   const formsSubmitted: string[] = [];
   const jar = o.idpAgent ?? idpAgent({ issuer });

@@ -53,6 +53,11 @@ export interface TestIdpOptions {
   backchannelLogoutUri?: string;
   /** access token lifetime in seconds (default 2) */
   accessTokenTtl?: number;
+  /**
+   * Pushed authorization requests (RFC 9126): 'offered' (default, as oidc-provider ships), 'required' (the
+   * IdP refuses authorization requests that were not pushed), or 'none' (no PAR endpoint in its metadata).
+   */
+  pushedAuthorizationRequests?: 'offered' | 'required' | 'none';
   /** refresh token lifetime in seconds (default 3600) */
   refreshTokenTtl?: number;
   /**
@@ -366,6 +371,10 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
       rpInitiatedLogout: { enabled: true },
       backchannelLogout: { enabled: true },
       userinfo: { enabled: true },
+      pushedAuthorizationRequests: {
+        enabled: opts.pushedAuthorizationRequests !== 'none',
+        requirePushedAuthorizationRequests: opts.pushedAuthorizationRequests === 'required',
+      },
     },
     claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
     conformIdTokenClaims: false,

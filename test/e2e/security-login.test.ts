@@ -41,7 +41,9 @@ describe('security: login and callback (R1–R19)', () => {
   let redirectUri: string;
 
   beforeAll(async () => {
-    s = await startStack();
+    // The authorization request's parameters are checked where a browser sees them: not pushed (par: off).
+    // The pushed ones are checked in par.test.ts.
+    s = await startStack({ gateway: { par: 'off' } });
     recorded = recordResponses(s.gw.server);
     const meta = await request(s.idp.issuer).get('/.well-known/openid-configuration').expect(200);
     authorizationEndpoint = String((meta.body as { authorization_endpoint: string }).authorization_endpoint);
