@@ -36,6 +36,9 @@ export interface CallbackDeps {
 
 class LoginFailed extends Error {}
 
+/** OIDC Core §3.1.2.6: the answers to `prompt=none` that mean the IdP needs the user. */
+const NEEDS_THE_USER = new Set(['login_required', 'interaction_required', 'consent_required', 'account_selection_required']);
+
 const fail = (reason: string, cause?: unknown): never => {
   throw new LoginFailed(reason, { cause });
 };
@@ -72,6 +75,18 @@ export function callback(d: CallbackDeps): RequestHandler {
       const tx = taken!.tx;
       if (d.secureCookies && !req.secure) {
         fail('request arrived over http while GATEHOUSE_PUBLIC_URL is https; set GATEHOUSE_TRUST_PROXY to the TLS proxy hop count');
+      }
+
+      // A silent login the IdP could not finish without the user (OIDC Core §3.1.2.6): no session, and back
+      // to the page with login=none, so the SPA offers a login button instead of trying again in a loop.
+      const error = q.get('error');
+      if (tx.silent && error !== null && NEEDS_THE_USER.has(error)) {
+        const iss = q.get('iss');
+        if (iss !== null && iss !== d.idp.issuerId()) fail('an error response from another issuer'); // RFC 9207
+        const back = new URL(tx.returnTo, d.publicOrigin);
+        back.searchParams.set('login', 'none');
+        res.set('Referrer-Policy', 'no-referrer');
+        return res.redirect(302, back.pathname + back.search + back.hash);
       }
 
       // R13: openid-client derives redirect_uri from this URL, so it is built from the configured origin.

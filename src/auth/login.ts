@@ -1,7 +1,7 @@
 /**
  * GET /auth/login: R1–R7. Authorization code flow with PKCE S256 and fresh state and nonce (256 bits
- * each); nothing in the request can steer a protocol parameter (R7), only `returnTo`, parsed to a
- * same-origin path (R19).
+ * each); nothing in the request can steer a protocol parameter (R7) but `prompt` (one of three values), and
+ * `returnTo`, parsed to a same-origin path (R19).
  *
  * Nobody needs to be logged in to call it, and each call stores a record for ten minutes, so what one
  * client address may start is rate limited (loginRateLimit, also on /auth/callback), and what all of them
@@ -16,9 +16,16 @@ import { StoreUnavailableError, type Kv } from '../store/kv';
 import type { Metrics } from '../health/metrics';
 import type { Logger } from '../log/logger';
 import type { Keyring } from '../session/keyring';
-import type { Idp } from '../idp/idp';
+import type { Idp, Prompt } from '../idp/idp';
 import type { LoginTransactions } from './loginTx';
 import { HOME, parseReturnTo } from './returnTo';
+
+/**
+ * `prompt` the SPA may pass (OIDC Core §3.1.2.1): `none`, a silent login that shows the user nothing (no
+ * session when the IdP would need them); `login` and `select_account` pass through. Anything else is
+ * refused rather than passed on: no other protocol parameter can be steered from the browser.
+ */
+const PROMPTS = new Set<string>(['none', 'login', 'select_account']);
 
 /** How long a client refused for too many logins in flight is asked to wait (they free up as logins finish). */
 const IN_FLIGHT_RETRY_SECONDS = 30;
@@ -32,8 +39,10 @@ export function login(deps: {
   metrics: Metrics;
 }): RequestHandler {
   return async (req, res) => {
+    const prompt = req.query.prompt;
+    if (prompt !== undefined && !PROMPTS.has(prompt as string)) throw new GatewayError('bad_request', 400);
     const checks = { state: randomId(), nonce: randomId(), codeVerifier: randomId() };
-    const url = await deps.idp.authorizationUrl(checks);
+    const url = await deps.idp.authorizationUrl(checks, prompt as Prompt | undefined);
     // Login CSRF (RFC 6749 §10.12): the binding is new at every login, never a value the browser brought,
     // so a tx cookie planted in the browser beforehand binds no transaction.
     const binding = randomId();
@@ -42,6 +51,7 @@ export function login(deps: {
       nonce: checks.nonce,
       returnTo: parseReturnTo(req.query.returnTo, deps.publicOrigin) ?? HOME,
       binding: deps.keyring.fingerprint(binding),
+      silent: prompt === 'none',
     });
     if (!saved) {
       deps.metrics.loginRefused('in_flight');

@@ -22,6 +22,8 @@ export interface LoginTx {
   returnTo: ReturnTo;
   /** Fingerprint of the browser binding (the value of the transaction's cookie). */
   binding: string;
+  /** A silent login (`prompt=none`): the IdP's "needs the user" answers end it without an error page. */
+  silent: boolean;
 }
 
 export interface InFlightLimit {
@@ -37,11 +39,12 @@ const TX_MS = TX_MAX_AGE_SECONDS * 1000;
  * Positional, not JSON: field names would be a tenth of the record. Verifier, nonce and binding are
  * base64url (no space); returnTo comes last and may hold anything.
  */
-const encode = (tx: LoginTx): string => `${tx.codeVerifier} ${tx.nonce} ${tx.binding} ${tx.returnTo}`;
-const RECORD = /^(\S+) (\S+) (\S+) (.*)$/s;
+const encode = (tx: LoginTx): string => `${tx.codeVerifier} ${tx.nonce} ${tx.binding} ${tx.silent ? 'n' : '-'} ${tx.returnTo}`;
+/** The flag (`n`: a silent login) is optional: records stored before it existed have none, and returnTo starts with `/`. */
+const RECORD = /^(\S+) (\S+) (\S+) (?:([-n]) )?(.*)$/s;
 function decode(raw: string): LoginTx | undefined {
   const m = RECORD.exec(raw);
-  return m ? { codeVerifier: m[1]!, nonce: m[2]!, binding: m[3]!, returnTo: m[4]! as ReturnTo } : undefined;
+  return m ? { codeVerifier: m[1]!, nonce: m[2]!, binding: m[3]!, silent: m[4] === 'n', returnTo: m[5]! as ReturnTo } : undefined;
 }
 
 export class LoginTransactions {

@@ -42,6 +42,9 @@ export interface TokenSet {
   claims: Record<string, unknown> | undefined;
 }
 
+/** OIDC Core §3.1.2.1 `prompt` values a login may ask for. */
+export type Prompt = 'none' | 'login' | 'select_account';
+
 export interface LoginChecks {
   codeVerifier: string;
   state: string;
@@ -228,9 +231,10 @@ export class Idp {
    * `request_uri` the IdP returned: nothing in the browser's address bar or history, nothing a browser
    * extension can alter.
    */
-  async authorizationUrl(checks: LoginChecks): Promise<URL> {
+  async authorizationUrl(checks: LoginChecks, prompt?: Prompt): Promise<URL> {
     const config = await this.metadata();
-    const params = {
+    const params: Record<string, string> = {
+      ...(prompt && { prompt }),
       redirect_uri: this.cfg.redirectUri,
       scope: this.cfg.scopes,
       code_challenge: await oidc.calculatePKCECodeChallenge(checks.codeVerifier),

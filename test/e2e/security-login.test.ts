@@ -103,7 +103,7 @@ describe('security: login and callback (R1–R19)', () => {
       code_challenge_method: 'plain',
       state: 'attacker-state',
       nonce: 'attacker-nonce',
-      prompt: 'none',
+      response_mode: 'fragment',
     });
     const { authorizationUrl: url } = await startLogin(gw(), `/auth/login?${q.toString()}`);
     const p = url.searchParams;
@@ -118,7 +118,7 @@ describe('security: login and callback (R1–R19)', () => {
     expect(p.get('state')).not.toBe('attacker-state');
     expect(p.get('nonce')).not.toBe('attacker-nonce');
     expect(p.has('response_mode')).toBe(false);
-    expect(p.has('prompt')).toBe(false);
+    expect(p.has('prompt')).toBe(false); // only when the SPA asks for one of three (silent-login.test.ts)
   });
 
   it('the login’s gatehouse-tx-<id> cookie is HttpOnly, Path=/, SameSite=Lax, Max-Age <= 600, and holds no state, nonce or verifier', async () => {
