@@ -103,7 +103,7 @@ describe('security: login and callback (R1–R19)', () => {
       code_challenge_method: 'plain',
       state: 'attacker-state',
       nonce: 'attacker-nonce',
-      response_mode: 'fragment',
+      acr_values: 'attacker',
     });
     const { authorizationUrl: url } = await startLogin(gw(), `/auth/login?${q.toString()}`);
     const p = url.searchParams;
@@ -118,6 +118,7 @@ describe('security: login and callback (R1–R19)', () => {
     expect(p.get('state')).not.toBe('attacker-state');
     expect(p.get('nonce')).not.toBe('attacker-nonce');
     expect(p.has('response_mode')).toBe(false);
+    expect(p.has('acr_values')).toBe(false);
     expect(p.has('prompt')).toBe(false); // only when the SPA asks for one of three (silent-login.test.ts)
   });
 
