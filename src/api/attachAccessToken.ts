@@ -7,7 +7,8 @@ import type { AccessResult, TokenService } from '../tokens/refresh';
 export function attachAccessToken(lc: Lifecycle, tokens: TokenService): Step {
   return async (req, res, next) => {
     const gh = res.locals.session!; // set by the session rules, which run first
-    const result = await tokens.accessToken(sessionKeys(req, lc), gh);
+    // The route's own token when it names an API audience (resource, scope), else the login's.
+    const result = await tokens.accessToken(sessionKeys(req, lc), gh, res.locals.route?.route.audience);
     if (result.kind !== 'bearer') return answerNoToken(req, res, lc, result);
     res.locals.accessToken = result.accessToken;
     next();

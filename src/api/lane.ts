@@ -113,7 +113,7 @@ export function createApiLane(d: LaneDeps): ApiLane {
           // The upstream refused the token (revoked early, replaced at the IdP): one replacement, or this
           // request's answer (401 when the session is over, 503 while the IdP cannot help).
           retryWithNewToken: async () => {
-            const result = await d.tokens.replacement(keys, gh, accessToken);
+            const result = await d.tokens.replacement(keys, gh, accessToken, r.audience);
             if (result.kind === 'bearer') return result.accessToken;
             await answerNoToken(req, res, lc, result);
             return undefined;

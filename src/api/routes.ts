@@ -26,6 +26,20 @@ export interface Route {
   readonly timeoutSeconds: number;
   readonly allowSetCookie: boolean;
   readonly websocket: boolean;
+  /** A token of its own for this API (RFC 8707 resource and/or scopes); undefined: the login's access token. */
+  readonly audience: Audience | undefined;
+}
+
+/**
+ * Which access token a route sends: one obtained for its `resource` (RFC 8707) and/or `scope`, with the
+ * session's refresh token. `key` names it in the session's token record.
+ */
+export interface Audience {
+  readonly key: string;
+  /** The route's path, for log lines. */
+  readonly route: string;
+  readonly resource?: string;
+  readonly scope?: string;
 }
 
 export interface RouteMatch {
@@ -34,7 +48,9 @@ export interface RouteMatch {
   rest: string;
 }
 
-const FIELDS = ['path', 'upstream', 'token', 'methods', 'timeoutSeconds', 'allowSetCookie', 'websocket'] as const;
+const FIELDS = ['path', 'upstream', 'token', 'methods', 'timeoutSeconds', 'allowSetCookie', 'websocket', 'resource', 'scope'] as const;
+/** RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). */
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
 const POLICIES = ['user', 'optional', 'none'];
 /** RFC 9110 §5.6.2: a method is a token. */
 const METHOD = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -48,7 +64,7 @@ const EXAMPLE = '[{"path": "/api", "upstream": "https://api.internal"}]';
  */
 export function parseRoutes(
   raw: unknown,
-  defaults: { upstream: URL | undefined; timeoutSeconds: number },
+  defaults: { upstream: URL | undefined; timeoutSeconds: number; scopes?: string; scopesName?: string },
   where: string,
   fail: (problem: string) => void,
 ): Route[] {
@@ -73,7 +89,7 @@ export function parseRoutes(
   const seen = new Set<string>();
   list.forEach((item: unknown, i) => {
     const at = `${where}[${i}]`;
-    const route = parseRoute(item, at, defaults.timeoutSeconds, fail);
+    const route = parseRoute(item, at, defaults, fail);
     if (!route) return;
     if (seen.has(route.path)) fail(`${at}.path: "${route.path}" is used by an earlier route — give each path one route`);
     else {
@@ -94,10 +110,17 @@ function defaultRoute(upstream: URL, timeoutSeconds: number): Route {
     timeoutSeconds,
     allowSetCookie: false,
     websocket: false,
+    audience: undefined,
   } satisfies Route);
 }
 
-function parseRoute(item: unknown, at: string, defaultTimeout: number, fail: (problem: string) => void): Route | undefined {
+function parseRoute(
+  item: unknown,
+  at: string,
+  defaults: { timeoutSeconds: number; scopes?: string; scopesName?: string },
+  fail: (problem: string) => void,
+): Route | undefined {
+  const defaultTimeout = defaults.timeoutSeconds;
   if (typeof item !== 'object' || item === null || Array.isArray(item)) {
     fail(`${at}: must be an object such as {"path": "/api/orders", "upstream": "https://orders.internal"}`);
     return undefined;
@@ -156,6 +179,30 @@ function parseRoute(item: unknown, at: string, defaultTimeout: number, fail: (pr
   for (const flag of ['allowSetCookie', 'websocket'] as const)
     if (o[flag] !== undefined && typeof o[flag] !== 'boolean') problem(flag, `${JSON.stringify(o[flag])} is not true or false`);
 
+  // RFC 8707 §2: a resource is an absolute URI without a fragment.
+  let resource: string | undefined;
+  if (o.resource !== undefined) {
+    if (typeof o.resource !== 'string' || !URL.canParse(o.resource) || new URL(o.resource).hash !== '' || o.resource.includes('#'))
+      problem('resource', `${JSON.stringify(o.resource)} is not an absolute URI without a fragment — e.g. "https://orders.example/"`);
+    else resource = o.resource;
+  }
+  // A refresh may ask for no more than the login was granted (RFC 6749 §6): the route's scopes must be asked at login.
+  let scope: string | undefined;
+  if (o.scope !== undefined) {
+    const tokens = typeof o.scope === 'string' ? o.scope.split(' ').filter(Boolean) : [];
+    const granted = new Set((defaults.scopes ?? '').split(/\s+/).filter(Boolean));
+    if (tokens.length === 0 || !tokens.every((t) => SCOPE_TOKEN.test(t)))
+      problem('scope', `${JSON.stringify(o.scope)} is not a space-separated list of scopes — e.g. "orders:read"`);
+    else if (defaults.scopes !== undefined && !tokens.every((t) => granted.has(t)))
+      problem(
+        'scope',
+        `${tokens.filter((t) => !granted.has(t)).join(' ')} not among ${defaults.scopesName ?? 'the login scopes'} — add it there, so the login asks for it`,
+      );
+    else scope = tokens.join(' ');
+  }
+  if ((resource !== undefined || scope !== undefined) && token === 'none')
+    problem('token', '"none" sends no token, so resource and scope mean nothing here — remove them or use user or optional');
+
   if (!ok) return undefined;
   return Object.freeze({
     path: path as string,
@@ -166,6 +213,15 @@ function parseRoute(item: unknown, at: string, defaultTimeout: number, fail: (pr
     timeoutSeconds: timeoutSeconds as number,
     allowSetCookie: o.allowSetCookie === true,
     websocket: o.websocket === true,
+    audience:
+      resource !== undefined || scope !== undefined
+        ? Object.freeze({
+            key: `${resource ?? ''} ${scope ?? ''}`,
+            route: path as string,
+            ...(resource && { resource }),
+            ...(scope && { scope }),
+          })
+        : undefined,
   } satisfies Route);
 }
 

@@ -89,6 +89,8 @@ export function callback(d: CallbackDeps): RequestHandler {
         return res.redirect(302, back.pathname + back.search + back.hash);
       }
 
+      if (error === 'invalid_target') d.idp.refusedResources(); // a configuration problem: say which routes
+
       // R13: openid-client derives redirect_uri from this URL, so it is built from the configured origin.
       const callbackUrl = new URL(req.originalUrl, d.publicOrigin);
       // RFC 6749 §5.1: expiry counts from the response; the time the request was sent is never later.

@@ -275,7 +275,7 @@ export function validate(
   const routesName = names === 'env' ? 'GATEHOUSE_ROUTES' : 'routes';
   const routes = parseRoutes(
     routesGiven ? options.routes : undefined,
-    { upstream, timeoutSeconds: upstreamTimeoutSeconds },
+    { upstream, timeoutSeconds: upstreamTimeoutSeconds, scopes, scopesName: nameOf('scopes') },
     routesName,
     (p) => problems.push(p),
   );

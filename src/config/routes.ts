@@ -18,4 +18,8 @@ export interface RouteOptions {
   allowSetCookie?: boolean;
   /** WebSocket upgrades allowed on this route. Default false. */
   websocket?: boolean;
+  /** An access token of its own, for this resource (RFC 8707: an absolute URI), obtained with the session's refresh token. */
+  resource?: string;
+  /** An access token of its own, with these scopes (space-separated, among the login's scopes). */
+  scope?: string;
 }

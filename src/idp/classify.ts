@@ -11,6 +11,8 @@ export type RefreshFailure =
   | 'invalid_grant' // RFC 6749 §5.2: the refresh token is invalid, expired, revoked or reused
   | 'invalid_client' // our client authentication failed: configuration, page an operator
   | 'foreign_issuer' // R43 / OIDC Core §12.2: the refreshed ID token names another issuer (openid-client's own iss check)
+  | 'invalid_target' // RFC 8707 §2: the IdP does not know the resource asked for, or will not issue a token for it
+  | 'invalid_scope' // RFC 6749 §5.2: a scope the grant does not cover
   | 'idp_error' // another OAuth error code, or a non-conforming response
   | 'timeout'
   | 'network';
@@ -18,7 +20,12 @@ export type RefreshFailure =
 export function classifyRefreshError(err: unknown): RefreshFailure {
   if (err instanceof RefreshResponseRejected) return classifyRefreshError(err.cause);
   if (err instanceof oidc.ResponseBodyError)
-    return err.error === 'invalid_grant' ? 'invalid_grant' : err.error === 'invalid_client' ? 'invalid_client' : 'idp_error';
+    return err.error === 'invalid_grant' ||
+      err.error === 'invalid_client' ||
+      err.error === 'invalid_target' ||
+      err.error === 'invalid_scope'
+      ? err.error
+      : 'idp_error';
   if (err instanceof oidc.WWWAuthenticateChallengeError) return 'invalid_client';
   if (err instanceof oidc.ClientError) {
     if (err.code === 'OAUTH_TIMEOUT') return 'timeout';

@@ -15,6 +15,7 @@ import type { Config } from '../config/schema';
 import type { Logger } from '../log/logger';
 import { GatewayError } from '../http/errors';
 import { ConfigError } from '../config/loadConfig';
+import type { Audience } from '../api/routes';
 
 type Par = Config['par'];
 
@@ -126,11 +127,15 @@ export class Idp {
   private jwks: JWTVerifyGetKey | undefined;
   private closed = false;
   private misconfigured: ConfigError | undefined;
+  /** The resources routes ask tokens for (RFC 8707), each once. */
+  private readonly resources: readonly string[];
 
   constructor(
     private readonly cfg: Config,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.resources = [...new Set(cfg.routes.flatMap((r) => (r.audience?.resource ? [r.audience.resource] : [])))];
+  }
 
   /**
    * Starts discovery; resolves when metadata is loaded or the first attempt failed (then retries in the
@@ -233,7 +238,7 @@ export class Idp {
    */
   async authorizationUrl(checks: LoginChecks, prompt?: Prompt): Promise<URL> {
     const config = await this.metadata();
-    const params: Record<string, string> = {
+    const params = new URLSearchParams({
       ...(prompt && { prompt }),
       redirect_uri: this.cfg.redirectUri,
       scope: this.cfg.scopes,
@@ -241,11 +246,18 @@ export class Idp {
       code_challenge_method: 'S256',
       state: checks.state,
       nonce: checks.nonce,
-    };
+    });
+    // RFC 8707 §2.1: the login names every API a route asks a token for; a refresh may then ask for each
+    // (an IdP that does not know one refuses the login here, not a call later).
+    for (const resource of this.resources) params.append('resource', resource);
     if (!usePar(this.cfg.par, config.serverMetadata())) return oidc.buildAuthorizationUrl(config, params);
     try {
       return await oidc.buildAuthorizationUrlWithPAR(config, params);
     } catch (err) {
+      if (err instanceof oidc.ResponseBodyError && err.error === 'invalid_target') {
+        this.refusedResources();
+        throw new GatewayError('login_failed', 400, { cause: err });
+      }
       this.log.warn({ err }, 'pushed authorization request failed');
       throw new GatewayError('identity_provider_unavailable', 503, { cause: err, headers: { 'Retry-After': '5' } });
     }
@@ -271,12 +283,16 @@ export class Idp {
    * of its answer was invalid. A refreshed ID token that fails Gatehouse's own checks is dropped (the
    * previous one is kept for id_token_hint): the access and refresh tokens are still good.
    */
-  async refresh(refreshToken: string): Promise<TokenSet> {
+  async refresh(refreshToken: string, audience?: Audience): Promise<TokenSet> {
     const config = await this.metadata();
     const seen: { refreshToken?: string } = {};
+    // RFC 8707 §2.2 / RFC 6749 §6: a token for one API, with the same refresh token.
+    const params = new URLSearchParams();
+    if (audience?.resource) params.set('resource', audience.resource);
+    if (audience?.scope) params.set('scope', audience.scope);
     let tokens: TokenSet;
     try {
-      tokens = toTokenSet(await rotation.run(seen, () => oidc.refreshTokenGrant(config, refreshToken)));
+      tokens = toTokenSet(await rotation.run(seen, () => oidc.refreshTokenGrant(config, refreshToken, params)));
     } catch (err) {
       if (seen.refreshToken !== undefined && seen.refreshToken !== refreshToken) throw new RefreshResponseRejected(seen.refreshToken, err);
       throw err;
@@ -296,6 +312,15 @@ export class Idp {
     const config = await this.metadata();
     if (!config.serverMetadata().userinfo_endpoint) return {};
     return await oidc.fetchUserInfo(config, accessToken, sub);
+  }
+
+  /** The IdP refused a resource the login named (RFC 8707 invalid_target): says which routes name which. */
+  refusedResources(): void {
+    const named = this.cfg.routes.flatMap((r) => (r.audience?.resource ? [`${r.path} → ${r.audience.resource}`] : []));
+    this.log.error(
+      { error: 'invalid_target', routes: named },
+      `the IdP refused a resource the routes name (${named.join(', ')}): register it at the IdP or fix the route`,
+    );
   }
 
   /** RFC 7009 §2.1. Resolves false when the IdP offers no revocation endpoint. */

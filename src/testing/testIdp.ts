@@ -25,7 +25,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { Provider, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import { Provider, errors, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import { CompactSign, exportJWK, generateKeyPair, importJWK, type CompactJWSHeaderParameters } from 'jose';
 
 export const DEFAULT_CLIENT_ID = 'gatehouse';
@@ -58,6 +58,13 @@ export interface TestIdpOptions {
    * IdP refuses authorization requests that were not pushed), or 'none' (no PAR endpoint in its metadata).
    */
   pushedAuthorizationRequests?: 'offered' | 'required' | 'none';
+  /**
+   * APIs the IdP issues tokens for (RFC 8707 resource indicators): an authorization or refresh request may
+   * name them, and a refresh naming one gets a JWT access token whose `aud` is that resource (scopes
+   * `api:read api:write` may be granted for each). Another resource is refused with invalid_target. Unset:
+   * the feature is off.
+   */
+  resources?: string[];
   /** refresh token lifetime in seconds (default 3600) */
   refreshTokenTtl?: number;
   /**
@@ -135,6 +142,8 @@ export interface TokenRequestRecord {
   clientAuth: ClientAuthUsed;
   /** the refresh_token presented (refresh_token grant only) */
   refreshToken?: string;
+  /** the resource asked for (RFC 8707), if any */
+  resource?: string;
   /** HTTP status answered (undefined while in flight) */
   status?: number;
   /** true when failRefresh answered it without oidc-provider */
@@ -371,6 +380,24 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
       rpInitiatedLogout: { enabled: true },
       backchannelLogout: { enabled: true },
       userinfo: { enabled: true },
+      ...(opts.resources && {
+        resourceIndicators: {
+          enabled: true,
+          defaultResource: () => undefined,
+          // a token request without `resource` gets the login's token (userinfo), not one for an API
+          useGrantedResource: () => false,
+          getResourceServerInfo: (_ctx: unknown, resource: string) => {
+            if (!opts.resources!.includes(resource)) throw new errors.InvalidTarget();
+            return {
+              scope: 'api:read api:write',
+              audience: resource,
+              accessTokenTTL: accessTokenTtl,
+              accessTokenFormat: 'jwt' as const,
+              jwt: { sign: { alg: 'RS256' } },
+            };
+          },
+        },
+      }),
       pushedAuthorizationRequests: {
         enabled: opts.pushedAuthorizationRequests !== 'none',
         requirePushedAuthorizationRequests: opts.pushedAuthorizationRequests === 'required',
@@ -537,6 +564,7 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
       grantType,
       clientAuth: clientAuthOf(ctx.get('authorization'), form),
       ...(grantType === 'refresh_token' ? { refreshToken: form.get('refresh_token') ?? '' } : {}),
+      ...(form.has('resource') && { resource: form.get('resource')! }),
       injected: false,
     };
     tokenRequests.push(record);
@@ -593,8 +621,13 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
       } else if (prompt.name === 'consent') {
         const existing = details.grantId ? await provider.Grant.find(details.grantId) : undefined;
         const grant = existing ?? new provider.Grant({ accountId: session!.accountId, clientId: params.client_id as string });
-        const d = prompt.details as { missingOIDCScope?: string[]; missingOIDCClaims?: string[] };
+        const d = prompt.details as {
+          missingOIDCScope?: string[];
+          missingOIDCClaims?: string[];
+          missingResourceScopes?: Record<string, string[]>;
+        };
         if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
+        for (const [resource, scopes] of Object.entries(d.missingResourceScopes ?? {})) grant.addResourceScope(resource, scopes.join(' '));
         if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
         result = { consent: { grantId: await grant.save() } };
       } else {

@@ -23,7 +23,8 @@ import { randomId } from '../crypto/seal';
 import type { SessionKeys } from '../session/keyring';
 import type { GatehouseSession } from '../session/sessionData';
 import type { RevokeLater } from '../idp/revoker';
-import { tokensFrom, usable, type TokenTiming, type Tokens, type Vault, type VaultEntry } from './vault';
+import { accessTokenFrom, tokensFrom, usable, type AccessToken, type TokenTiming, type Tokens, type Vault, type VaultEntry } from './vault';
+import type { Audience } from '../api/routes';
 
 export type AccessResult =
   | { kind: 'bearer'; accessToken: string }
@@ -89,7 +90,12 @@ const STORE_RETRY_MS = 500;
 /** Background attempts (one a second) after that, while Redis is unreachable. */
 const STORE_BACKGROUND_ATTEMPTS = 30;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const bearer = (t: Tokens): AccessResult => ({ kind: 'bearer', accessToken: t.accessToken });
+const bearer = (t: AccessToken): AccessResult => ({ kind: 'bearer', accessToken: t.accessToken });
+/** An audience's access token before the first was obtained: due, and not usable. */
+const NONE_YET: AccessToken = { accessToken: '', expiresAt: 0, refreshAt: 0, usableUntil: 0 };
+/** The access token `audience` names in a record (without one, the login's); NONE_YET before its first grant. */
+const tokenFor = (tokens: Tokens, audience: Audience | undefined): AccessToken =>
+  audience ? (tokens.audiences?.[audience.key] ?? NONE_YET) : tokens;
 const holderOf = (keys: SessionKeys, gh: GatehouseSession) => ({ iss: gh.iss, sub: gh.sub, session: keys.hash });
 
 export class TokenService {
@@ -101,22 +107,23 @@ export class TokenService {
    * The access token to send upstream. Within the skew of its end it is refreshed: in the background while
    * it is still outside the margin (this call goes on with it at once), else first, this call waiting.
    */
-  async accessToken(keys: SessionKeys, gh: GatehouseSession): Promise<AccessResult> {
+  async accessToken(keys: SessionKeys, gh: GatehouseSession, audience?: Audience): Promise<AccessResult> {
     const entry = await this.o.vault.readFor(gh, keys);
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
     const now = this.o.now();
-    if (now < entry.tokens.refreshAt) return bearer(entry.tokens);
+    const token = tokenFor(entry.tokens, audience);
+    if (now < token.refreshAt) return bearer(token);
     // Still good to send: no call waits for the IdP. The refresh is the same single flight (and the same
     // lock across replicas) that a call inside the margin joins and waits for; a failure keeps the session
     // and the current token, and the next call inside the window tries again (after the cooldown).
-    if (usable(entry.tokens, now)) {
-      this.flight(keys, gh, entry, 'background').catch((err: unknown) =>
+    if (usable(token, now)) {
+      this.flight(keys, gh, entry, 'background', undefined, audience).catch((err: unknown) =>
         this.o.log.warn({ err, session: keys.hash }, 'background refresh failed; the next call tries again'),
       );
-      return bearer(entry.tokens);
+      return bearer(token);
     }
-    return this.flight(keys, gh, entry, 'foreground');
+    return this.flight(keys, gh, entry, 'foreground', undefined, audience);
   }
 
   /**
@@ -125,12 +132,13 @@ export class TokenService {
    * exactly-once rules (many requests rejected with one token cause one grant, on however many replicas).
    * Never the rejected token again: a refresh that cannot happen is `unavailable`.
    */
-  async replacement(keys: SessionKeys, gh: GatehouseSession, rejected: string): Promise<AccessResult> {
+  async replacement(keys: SessionKeys, gh: GatehouseSession, rejected: string, audience?: Audience): Promise<AccessResult> {
     const entry = await this.o.vault.read(keys);
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
-    if (entry.tokens.accessToken !== rejected) return bearer(entry.tokens);
-    const result = await this.flight(keys, gh, entry, 'foreground', rejected);
+    const token = tokenFor(entry.tokens, audience);
+    if (token !== NONE_YET && token.accessToken !== rejected) return bearer(token);
+    const result = await this.flight(keys, gh, entry, 'foreground', rejected, audience);
     return result.kind === 'bearer' && result.accessToken === rejected
       ? { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS }
       : result;
@@ -146,18 +154,23 @@ export class TokenService {
     entry: VaultEntry & { dead: false },
     mode: RefreshMode,
     rejected?: string,
+    audience?: Audience,
   ): Promise<AccessResult> {
-    let flight = this.inflight.get(keys.tokensKey);
+    // One flight per token in this process; the lock below is per session, so the refreshes of one session's
+    // audiences run one after another across replicas (they share one refresh token).
+    const id = audience ? `${keys.tokensKey} ${audience.key}` : keys.tokensKey;
+    let flight = this.inflight.get(id);
     if (!flight) {
-      flight = this.refreshAcrossReplicas(keys, gh, entry.version, mode, rejected)
+      flight = this.refreshAcrossReplicas(keys, gh, entry.version, mode, rejected, audience)
         .catch((err: unknown) => {
           // R42: a store that cannot coordinate a refresh (a Sentinel failover, Redis away) keeps the session,
           // and the current access token is used while it is still valid.
-          if (err instanceof StoreUnavailableError && usable(entry.tokens, this.o.now())) return bearer(entry.tokens);
+          const token = tokenFor(entry.tokens, audience);
+          if (err instanceof StoreUnavailableError && usable(token, this.o.now())) return bearer(token);
           throw err;
         })
-        .finally(() => this.inflight.delete(keys.tokensKey));
-      this.inflight.set(keys.tokensKey, flight);
+        .finally(() => this.inflight.delete(id));
+      this.inflight.set(id, flight);
     }
     return flight;
   }
@@ -174,6 +187,7 @@ export class TokenService {
     due: number,
     mode: RefreshMode,
     rejected: string | undefined,
+    audience: Audience | undefined,
   ): Promise<AccessResult> {
     const { kv, vault, now } = this.o;
     const owner = randomId();
@@ -182,7 +196,7 @@ export class TokenService {
     for (;;) {
       if (await kv.setIfAbsent(keys.lockKey, owner, this.o.lockLeaseMs)) {
         try {
-          return await this.refreshHoldingLock(keys, gh, owner, due, mode, rejected);
+          return await this.refreshHoldingLock(keys, gh, owner, due, mode, rejected, audience);
         } finally {
           // Not awaited: a stalled store must not hold the answer (the lock expires by itself), and the
           // release is queued behind the token write on the same connection, so it never overtakes it.
@@ -196,13 +210,13 @@ export class TokenService {
       await sleep(pause);
       pause = Math.min(pause * 2, 200);
       const cur = await vault.read(keys);
-      const settled = this.settled(cur, due, rejected);
+      const settled = this.settled(cur, due, rejected, audience);
       if (settled) return settled;
-      if ((await kv.get(keys.lockKey)) === COOLDOWN) return this.degrade((cur as VaultEntry & { dead: false }).tokens, rejected);
+      if ((await kv.get(keys.lockKey)) === COOLDOWN) return this.degrade((cur as VaultEntry & { dead: false }).tokens, rejected, audience);
       if (now() > deadline) {
         this.o.log.warn({ session: keys.hash }, 'gave up waiting for another replica to refresh');
         this.o.events?.onLockTimeout?.();
-        return this.degrade((cur as VaultEntry & { dead: false }).tokens, rejected);
+        return this.degrade((cur as VaultEntry & { dead: false }).tokens, rejected, audience);
       }
     }
   }
@@ -211,25 +225,28 @@ export class TokenService {
    * The outcome visible in a record without refreshing: gone, dead, a token that is still fresh, or (R39)
    * the result of a refresh that another request or replica completed after we found version `due` due.
    */
-  private settled(entry: VaultEntry | null, due: number, rejected?: string): AccessResult | undefined {
+  private settled(entry: VaultEntry | null, due: number, rejected?: string, audience?: Audience): AccessResult | undefined {
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
+    const token = tokenFor(entry.tokens, audience);
+    if (token === NONE_YET) return undefined;
     // A token the upstream refused settles nothing, however fresh: only another one does.
-    if (rejected !== undefined) return entry.tokens.accessToken !== rejected ? bearer(entry.tokens) : undefined;
-    if (this.o.now() < entry.tokens.refreshAt) return bearer(entry.tokens);
+    if (rejected !== undefined) return token.accessToken !== rejected ? bearer(token) : undefined;
+    if (this.o.now() < token.refreshAt) return bearer(token);
     // R39 (waiters reuse the winner's result): a slow IdP can hand back a token that is already inside its
     // skew window (expiry counts from when the grant was sent). It is still valid, so refreshing it again
     // would be a second grant for one expiring token.
     // The margin is not applied here: a token fresh from the IdP is the best there is, and asking again
     // would bring one no fresher.
-    if (entry.version > due && this.o.now() < entry.tokens.expiresAt) return bearer(entry.tokens);
+    if (entry.version > due && this.o.now() < token.expiresAt) return bearer(token);
     return undefined;
   }
 
   /** A failed refresh keeps the session; the current token is used while it is still valid (and not refused). */
-  private degrade(tokens: Tokens, rejected?: string): AccessResult {
-    return usable(tokens, this.o.now()) && tokens.accessToken !== rejected
-      ? bearer(tokens)
+  private degrade(tokens: Tokens, rejected?: string, audience?: Audience): AccessResult {
+    const token = tokenFor(tokens, audience);
+    return usable(token, this.o.now()) && token.accessToken !== rejected
+      ? bearer(token)
       : { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
   }
 
@@ -240,17 +257,20 @@ export class TokenService {
     due: number,
     mode: RefreshMode,
     rejected: string | undefined,
+    audience: Audience | undefined,
   ): Promise<AccessResult> {
     const { vault, idp, log, now } = this.o;
-    // R39: re-read after taking the lock; the previous holder may have refreshed already.
+    // R39: re-read after taking the lock; the previous holder may have refreshed already (this token, or
+    // another audience's: then the refresh token below is the one it rotated to).
     const cur = await vault.read(keys);
-    const settled = this.settled(cur, due, rejected);
+    const settled = this.settled(cur, due, rejected, audience);
     if (settled) return settled;
     const entry = cur as VaultEntry & { dead: false };
+    const current = tokenFor(entry.tokens, audience);
     const sent = entry.tokens.refreshToken;
     if (!sent) {
       // No refresh token was issued (no offline_access): the session ends with its access token.
-      return usable(entry.tokens, now()) && entry.tokens.accessToken !== rejected ? bearer(entry.tokens) : this.kill(keys, entry.version);
+      return usable(current, now()) && current.accessToken !== rejected ? bearer(current) : this.kill(keys, entry.version);
     }
 
     const renew = setInterval(
@@ -263,16 +283,27 @@ export class TokenService {
     // Expiry counts from when the request was sent: never later than the IdP's own clock.
     const sentAt = now();
     try {
-      response = await idp.refresh(sent);
+      response = await idp.refresh(sent, audience);
     } catch (err) {
       const failure = classifyRefreshError(err);
       const rotated = err instanceof RefreshResponseRejected ? err.rotatedRefreshToken : undefined;
+      if (audience && (failure === 'invalid_target' || failure === 'invalid_scope')) {
+        // The IdP refused this API's resource or scope. Some IdPs (oidc-provider) use up the refresh token
+        // before they refuse, and sending it again would then revoke the whole grant: it is never sent again,
+        // and the session ends here, cleanly.
+        log.warn(
+          { session: keys.hash, route: audience.route, resource: audience.resource, scope: audience.scope, error: failure },
+          'the IdP refused the token for a route: ending the session (check the route’s resource and scope)',
+        );
+        this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000, mode);
+        return this.kill(keys, entry.version);
+      }
       if (failure === 'invalid_grant') {
         // R39: before ending the session, check that nobody rotated the token while we asked.
         const again = await vault.read(keys);
         if (again && !again.dead && again.tokens.refreshToken !== sent) {
           this.o.events?.onRefresh?.('race_recovered', (now() - sentAt) / 1000, mode);
-          return this.settled(again, entry.version, rejected) ?? this.degrade(again.tokens, rejected);
+          return this.settled(again, entry.version, rejected, audience) ?? this.degrade(again.tokens, rejected, audience);
         }
         this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000, mode);
         log.info({ session: keys.hash }, 'refresh token rejected (invalid_grant): ending the session');
@@ -296,7 +327,7 @@ export class TokenService {
         const kept = await this.store(keys, gh, entry.version, { ...entry.tokens, refreshToken: rotated });
         if (kept.kind !== 'bearer') return kept;
       }
-      return this.degrade(entry.tokens, rejected);
+      return this.degrade(entry.tokens, rejected, audience);
     } finally {
       clearInterval(renew);
     }
@@ -308,9 +339,17 @@ export class TokenService {
       if (response.refreshToken) void this.o.revokeLater?.(response.refreshToken, undefined); // issued for someone else
       return this.kill(keys, entry.version);
     }
-    const tokens = tokensFrom(response, sentAt, this.o.timing, entry.tokens);
+    // An audience's refresh replaces its own access token and the refresh token (rotated for all), nothing else.
+    const token = accessTokenFrom(response, sentAt, this.o.timing);
+    const tokens: Tokens = audience
+      ? {
+          ...entry.tokens,
+          refreshToken: response.refreshToken ?? entry.tokens.refreshToken,
+          audiences: { ...entry.tokens.audiences, [audience.key]: token },
+        }
+      : tokensFrom(response, sentAt, this.o.timing, entry.tokens);
     this.o.events?.onRefresh?.('ok', (now() - sentAt) / 1000, mode);
-    const stored = await this.store(keys, gh, entry.version, tokens);
+    const stored = await this.store(keys, gh, entry.version, tokens, token);
     return stored.kind === 'bearer' ? this.checkRate(keys, entry.version + 1, stored) : stored;
   }
 
@@ -347,17 +386,23 @@ export class TokenService {
    * retried (a repeated compare-and-set is harmless: a timed-out one may still land), for at most
    * STORE_RETRY_MS on the request's path and then in the background.
    */
-  private async store(keys: SessionKeys, gh: GatehouseSession, version: number, tokens: Tokens): Promise<AccessResult> {
+  private async store(
+    keys: SessionKeys,
+    gh: GatehouseSession,
+    version: number,
+    tokens: Tokens,
+    token: AccessToken = tokens,
+  ): Promise<AccessResult> {
     const { log, now } = this.o;
     const giveUpAt = now() + STORE_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        return (await this.tryStore(keys, gh, version, tokens)) ?? bearer(tokens);
+        return (await this.tryStore(keys, gh, version, tokens)) ?? bearer(token);
       } catch (err) {
         if (attempt >= 4 || now() >= giveUpAt) {
           log.error({ session: keys.hash, err }, 'could not store rotated tokens yet; retrying in the background');
           this.storeLater(keys, gh, version, tokens);
-          return bearer(tokens);
+          return bearer(token);
         }
         await sleep(100 * 2 ** attempt);
       }

@@ -15,10 +15,9 @@ import type { SessionKeys } from '../session/keyring';
 import type { TokenSet } from '../idp/idp';
 import { SessionCache } from '../session/sessionCache';
 
-export interface Tokens {
+/** One access token and its times. */
+export interface AccessToken {
   accessToken: string;
-  refreshToken: string | undefined;
-  idToken: string | undefined;
   /**
    * Epoch ms: the access token's end (its own `exp` when it is a JWT, else expires_in counted from the time
    * the request was sent: RFC 6749 §5.1), when to refresh it, and the last moment it is sent upstream.
@@ -27,6 +26,14 @@ export interface Tokens {
   refreshAt: number;
   /** Absent in records written before it existed: expiresAt then. */
   usableUntil?: number;
+}
+
+/** A session's tokens: the login's access token, and one per API audience (routes with resource or scope). */
+export interface Tokens extends AccessToken {
+  refreshToken: string | undefined;
+  idToken: string | undefined;
+  /** By Audience.key: access tokens obtained for one API with the same refresh token. */
+  audiences?: Record<string, AccessToken>;
 }
 
 /** How far ahead of the access token's end Gatehouse acts. */
@@ -38,7 +45,7 @@ export interface TokenTiming {
 }
 
 /** The access token may still be sent upstream: outside the margin before its end. */
-export function usable(tokens: Tokens, now: number): boolean {
+export function usable(tokens: AccessToken, now: number): boolean {
   return now < (tokens.usableUntil ?? tokens.expiresAt);
 }
 
@@ -59,6 +66,16 @@ const DEFAULT_LIFETIME_S = 300;
  * its life, and the refresh point is never later than the margin.
  */
 export function tokensFrom(ts: TokenSet, sentAt: number, timing: TokenTiming, previous?: Tokens): Tokens {
+  return {
+    ...accessTokenFrom(ts, sentAt, timing),
+    refreshToken: ts.refreshToken ?? previous?.refreshToken,
+    idToken: ts.idToken ?? previous?.idToken,
+    ...(previous?.audiences && { audiences: previous.audiences }),
+  };
+}
+
+/** The access token of a token response, with its times (see tokensFrom). */
+export function accessTokenFrom(ts: TokenSet, sentAt: number, timing: TokenTiming): AccessToken {
   const lifetime = ts.expiresIn !== undefined && ts.expiresIn > 0 ? ts.expiresIn : DEFAULT_LIFETIME_S;
   const stated = sentAt + lifetime * 1000;
   const exp = jwtExpiry(ts.accessToken);
@@ -72,8 +89,6 @@ export function tokensFrom(ts: TokenSet, sentAt: number, timing: TokenTiming, pr
   const margin = Math.min(timing.marginSeconds, life / 4);
   return {
     accessToken: ts.accessToken,
-    refreshToken: ts.refreshToken ?? previous?.refreshToken,
-    idToken: ts.idToken ?? previous?.idToken,
     expiresAt,
     refreshAt: expiresAt - Math.max(skew, margin) * 1000,
     usableUntil: expiresAt - margin * 1000,

@@ -40,6 +40,8 @@ export interface RecordedRequest {
 }
 
 export interface EchoResponse {
+  /** `aud` of a JWT bearer (unverified), else null */
+  aud: string | string[] | null;
   method: string;
   path: string;
   query: Record<string, string | string[]>;
@@ -67,6 +69,18 @@ export interface TestUpstream {
   /** The close code of every WebSocket closed so far (1006: cut without a close frame). */
   readonly closes: number[];
   close(): Promise<void>;
+}
+
+/** A claim of a JWT bearer (payload decoded, signature NOT verified), or null. */
+function claimOfBearer(authorization: string | undefined, claim: string): unknown {
+  const token = /^Bearer\s+(\S+)$/i.exec(authorization ?? '')?.[1];
+  const payload = token?.split('.')[1];
+  if (!payload || token?.split('.').length !== 3) return null;
+  try {
+    return (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as Record<string, unknown>)[claim] ?? null;
+  } catch {
+    return null;
+  }
 }
 
 /** `sub` of a JWT (payload decoded, signature NOT verified), or null if the token is not a JWT. */
@@ -153,6 +167,7 @@ export async function startUpstream(): Promise<TestUpstream> {
         headers: req.headers,
         body,
         sub: subFromBearer(req.headers.authorization),
+        aud: claimOfBearer(req.headers.authorization, 'aud') as EchoResponse['aud'],
       };
 
       const bearer = /^Bearer (\S+)$/.exec(req.headers.authorization ?? '')?.[1];

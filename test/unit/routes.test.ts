@@ -1,6 +1,11 @@
 import { parseRoutes, RouteTable, type Route } from '../../src/api/routes';
 
-const defaults = { upstream: new URL('https://api.internal/v1'), timeoutSeconds: 30 };
+const defaults = {
+  upstream: new URL('https://api.internal/v1'),
+  timeoutSeconds: 30,
+  scopes: 'openid profile email',
+  scopesName: 'GATEHOUSE_SCOPES',
+};
 
 function parse(raw: unknown): { routes: Route[]; problems: string[] } {
   const problems: string[] = [];
@@ -27,6 +32,15 @@ describe('parseRoutes', () => {
     expect([...routes[0]!.methods!]).toEqual(['GET', 'POST']);
     expect(routes[1]).toMatchObject({ path: '/api/public', token: 'none', methods: undefined, timeoutSeconds: 30, websocket: false });
     expect(parse([{ path: '/api/live', upstream: 'http://feed', websocket: true }]).routes[0]).toMatchObject({ websocket: true });
+    expect(routes[0]!.audience).toBeUndefined();
+    const own = parse([{ path: '/api/orders', upstream: 'http://o', resource: 'https://orders.example/', scope: 'profile' }]);
+    expect(own.problems).toEqual([]);
+    expect(own.routes[0]!.audience).toEqual({
+      key: 'https://orders.example/ profile',
+      route: '/api/orders',
+      resource: 'https://orders.example/',
+      scope: 'profile',
+    });
     expect(parse(JSON.parse(json)).routes).toHaveLength(2);
   });
 
@@ -51,6 +65,23 @@ describe('parseRoutes', () => {
     [[{ path: '/api', upstream: 'http://a', allowSetCookie: 'yes' }], 'GATEHOUSE_ROUTES[0].allowSetCookie: "yes" is not true or false'],
     [[{ path: '/api', upstream: 'http://a', websocket: 'yes' }], 'GATEHOUSE_ROUTES[0].websocket: "yes" is not true or false'],
     [[{ path: '/api', upstream: 'http://a', upstreams: 'http://b' }], 'GATEHOUSE_ROUTES[0]: unknown field "upstreams"'],
+    [
+      [{ path: '/api', upstream: 'http://a', resource: 'orders' }],
+      'GATEHOUSE_ROUTES[0].resource: "orders" is not an absolute URI without a fragment',
+    ],
+    [
+      [{ path: '/api', upstream: 'http://a', resource: 'https://o.example/#x' }],
+      'GATEHOUSE_ROUTES[0].resource: "https://o.example/#x" is not an absolute URI',
+    ],
+    [
+      [{ path: '/api', upstream: 'http://a', scope: 'orders:read' }],
+      'GATEHOUSE_ROUTES[0].scope: orders:read not among GATEHOUSE_SCOPES — add it there',
+    ],
+    [[{ path: '/api', upstream: 'http://a', scope: 'a"b' }], 'GATEHOUSE_ROUTES[0].scope: "a\\"b" is not a space-separated list of scopes'],
+    [
+      [{ path: '/api', upstream: 'http://a', token: 'none', resource: 'https://o.example/' }],
+      'GATEHOUSE_ROUTES[0].token: "none" sends no token',
+    ],
     [
       [
         { path: '/api', upstream: 'http://a' },
