@@ -30,6 +30,7 @@ import { EndedIdpSessions } from './session/endedIdpSessions';
 import { Revoker } from './idp/revoker';
 import { Vault } from './tokens/vault';
 import { TokenService, type RefreshEvents } from './tokens/refresh';
+import { ClientTokens } from './tokens/clientTokens';
 import { createForwarder, forwardShared } from './api/forward';
 import { createSocketForwarder } from './api/websocket/forwardSocket';
 import { LiveSockets } from './api/websocket/liveSockets';
@@ -214,6 +215,16 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     transactions: new LoginTransactions(kv, keyring, { key: `${cfg.keyPrefix}logins`, max: cfg.loginsInFlightMax, now }),
     tokens,
     forwarders,
+    clientTokens: new ClientTokens({
+      kv,
+      keyring,
+      idp,
+      log,
+      now,
+      timing: { skewSeconds: cfg.refreshSkewSeconds, marginSeconds: cfg.tokenExpiryMarginSeconds },
+      lockWaitMs: cfg.idpTimeoutSeconds * 1000 + 5000,
+      onGrant: (outcome) => (outcome === 'ok' ? undefined : metrics.idpError('refresh', 'client_credentials')),
+    }),
     sockets: { forwarders: socketForwarders, live },
     session: sessionMiddleware,
     sessionLoader: sessionLoader(store, cfg.sessionSecrets, cookies.sessionName),

@@ -23,6 +23,7 @@ import { sessionKeys, type Lifecycle } from '../session/lifecycle';
 import { requireSession } from '../session/requireSession';
 import { answerNoToken, attachAccessToken } from './attachAccessToken';
 import type { TokenService } from '../tokens/refresh';
+import type { ClientTokens } from '../tokens/clientTokens';
 import type { Exchange, Forwarder } from './forward';
 import { RouteTable, type Route, type TokenPolicy } from './routes';
 import type { Metrics } from '../health/metrics';
@@ -43,6 +44,8 @@ export interface LaneDeps {
   loadSession: Step;
   lifecycle: Lifecycle;
   tokens: TokenService;
+  /** The gateway's own tokens, for `client` routes. */
+  clientTokens: ClientTokens;
   trustProxy: number;
   log: Logger;
   /** The WebSocket routes' forwarders, the open sockets, and what their upgrades are checked against. */
@@ -97,6 +100,13 @@ export function createApiLane(d: LaneDeps): ApiLane {
   };
   const tokenIfSession: Step = (req, res, next) => (res.locals.session ? attach(req, res, next) : next());
   const attach = attachAccessToken(lc, d.tokens);
+  // The gateway's own token (client credentials), the same for every caller: no session is looked up.
+  const clientToken: Step = async (_req, res, next) => {
+    const result = await d.clientTokens.accessToken(res.locals.route!.route.audience!);
+    if (result.kind !== 'bearer') return sendError(res, 503, 'token_refresh_unavailable', { 'Retry-After': String(RETRY_AFTER_SECONDS) });
+    res.locals.accessToken = result.accessToken;
+    next();
+  };
 
   const forward: Step = (req, res) => {
     const { route: r, rest } = res.locals.route!;
@@ -128,6 +138,7 @@ export function createApiLane(d: LaneDeps): ApiLane {
     user: chain(d.cookieGuard, d.loadSession, requireSession(lc), attach, forward),
     optional: chain(d.cookieGuard, d.loadSession, requireSession(lc, false), tokenIfSession, forward),
     none: forward,
+    client: chain(clientToken, forward),
   };
   const lane = chain(...d.before, d.guard, route, methods, d.csrf, (req, res, next) =>
     tails[res.locals.route!.route.token](req, res, next),
@@ -171,6 +182,7 @@ export function createApiLane(d: LaneDeps): ApiLane {
     user: chain(d.cookieGuard, d.loadSession, requireSession(lc), attach, openSocket),
     optional: chain(d.cookieGuard, d.loadSession, requireSession(lc, false), tokenIfSession, openSocket),
     none: openSocket,
+    client: chain(clientToken, openSocket),
   };
   const upgradeLane = chain(...d.before, d.guard, route, websocketRoute, methods, sameOrigin, (req, res, next) =>
     socketTails[res.locals.route!.route.token](req, res, next),

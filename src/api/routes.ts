@@ -10,9 +10,10 @@
 
 /**
  * user: a session is required (401 without) and its access token is sent; optional: the token is sent when
- * there is a session, and no 401 without one; none: no session is looked up and no Authorization is sent.
+ * there is a session, and no 401 without one; none: no session is looked up and no Authorization is sent;
+ * client: no session is looked up, and the gateway's own token (client credentials grant) is sent.
  */
-export type TokenPolicy = 'user' | 'optional' | 'none';
+export type TokenPolicy = 'user' | 'optional' | 'none' | 'client';
 
 export interface Route {
   /** `/api` or a path under it, without a trailing slash. */
@@ -51,7 +52,7 @@ export interface RouteMatch {
 const FIELDS = ['path', 'upstream', 'token', 'methods', 'timeoutSeconds', 'allowSetCookie', 'websocket', 'resource', 'scope'] as const;
 /** RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ). */
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
-const POLICIES = ['user', 'optional', 'none'];
+const POLICIES = ['user', 'optional', 'none', 'client'];
 /** RFC 9110 §5.6.2: a method is a token. */
 const METHOD = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** A route path: segments of unreserved characters under /api (nothing the path guard would refuse). */
@@ -157,10 +158,8 @@ function parseRoute(
   }
 
   const token = o.token ?? 'user';
-  if (token === 'client')
-    problem('token', '"client" (the gateway\'s own client-credentials token) is not supported yet — use user, optional or none');
-  else if (typeof token !== 'string' || !POLICIES.includes(token))
-    problem('token', `${JSON.stringify(token)} is not a token policy — use user (default), optional or none`);
+  if (typeof token !== 'string' || !POLICIES.includes(token))
+    problem('token', `${JSON.stringify(token)} is not a token policy — use user (default), optional, none or client`);
 
   let methods: Set<string> | undefined;
   if (o.methods !== undefined) {
@@ -214,7 +213,7 @@ function parseRoute(
     allowSetCookie: o.allowSetCookie === true,
     websocket: o.websocket === true,
     audience:
-      resource !== undefined || scope !== undefined
+      resource !== undefined || scope !== undefined || token === 'client'
         ? Object.freeze({
             key: `${resource ?? ''} ${scope ?? ''}`,
             route: path as string,

@@ -27,6 +27,7 @@ import { sessionInfo } from './sessionInfo';
 import { logout, logoutReturn } from './logout';
 import { backchannelLogout, type BackchannelDeps } from './backchannelLogout';
 import type { TokenService } from '../tokens/refresh';
+import type { ClientTokens } from '../tokens/clientTokens';
 import { apiGuard } from '../api/guard';
 import type { Forwarder } from '../api/forward';
 import { createApiLane, type ApiLane } from '../api/lane';
@@ -45,6 +46,7 @@ export interface AppDeps {
   cookies: CookiePolicy;
   transactions: LoginTransactions;
   tokens: TokenService;
+  clientTokens: ClientTokens;
   /** Each route's forwarder (api/forward.ts). */
   forwarders: ReadonlyMap<Route, Forwarder>;
   /** The WebSocket routes' forwarders and the open sockets (api/websocket/). */
@@ -81,6 +83,7 @@ export function createApp(d: AppDeps): { app: Express; api: ApiLane } {
     loadSession: d.sessionLoader,
     lifecycle: lc,
     tokens: d.tokens,
+    clientTokens: d.clientTokens,
     trustProxy: cfg.trustProxy,
     log: d.log,
     sockets: { ...d.sockets, publicOrigin: cfg.publicOrigin, metrics: d.metrics },

@@ -24,14 +24,23 @@ function usePar(mode: Par, meta: oidc.ServerMetadata): boolean {
   return mode !== 'off' && typeof meta.pushed_authorization_request_endpoint === 'string';
 }
 
-/** The setting the IdP's metadata makes impossible, as a configuration problem (undefined: none). */
-export function parMismatch(cfg: Pick<Config, 'par' | 'settingNames'>, meta: oidc.ServerMetadata): string | undefined {
-  const name = cfg.settingNames === 'env' ? 'GATEHOUSE_PAR' : 'par';
+/** The settings the IdP's metadata makes impossible, as configuration problems, one line each. */
+export function metadataProblems(cfg: Pick<Config, 'par' | 'settingNames' | 'routes'>, meta: oidc.ServerMetadata): string[] {
+  const env = cfg.settingNames === 'env';
+  const par = env ? 'GATEHOUSE_PAR' : 'par';
+  const problems: string[] = [];
   if (cfg.par === 'required' && typeof meta.pushed_authorization_request_endpoint !== 'string')
-    return `${name}: required, but the IdP offers no pushed authorization request endpoint — set it to auto or off`;
+    problems.push(`${par}: required, but the IdP offers no pushed authorization request endpoint — set it to auto or off`);
   if (cfg.par === 'off' && meta.require_pushed_authorization_requests === true)
-    return `${name}: off, but the IdP requires pushed authorization requests — set it to auto or required`;
-  return undefined;
+    problems.push(`${par}: off, but the IdP requires pushed authorization requests — set it to auto or required`);
+  // RFC 8414 §2: grant_types_supported, when given, lists every grant the IdP accepts.
+  const grants = meta.grant_types_supported;
+  const client = cfg.routes.filter((r) => r.token === 'client').map((r) => r.path);
+  if (client.length && Array.isArray(grants) && !grants.includes('client_credentials'))
+    problems.push(
+      `${env ? 'GATEHOUSE_ROUTES' : 'routes'}: ${client.join(', ')} use token "client", but the IdP does not offer the client_credentials grant — enable it there or change the route`,
+    );
+  return problems;
 }
 
 export interface TokenSet {
@@ -208,11 +217,11 @@ export class Idp {
       config.timeout = this.cfg.idpTimeoutSeconds;
       config[oidc.customFetch] = fetchNotingRotation;
       oidc.enableNonRepudiationChecks(config); // R14: verify ID-token signatures with the IdP's JWKS
-      const mismatch = parMismatch(this.cfg, config.serverMetadata());
-      if (mismatch) {
+      const problems = metadataProblems(this.cfg, config.serverMetadata());
+      if (problems.length) {
         // Not the IdP being down: retrying cannot help, and logins would fail one by one.
-        this.misconfigured = new ConfigError([mismatch]);
-        this.log.error({ issuer: this.cfg.issuer.href }, mismatch);
+        this.misconfigured = new ConfigError(problems);
+        for (const problem of problems) this.log.error({ issuer: this.cfg.issuer.href }, problem);
         throw this.misconfigured;
       }
       this.config = config;
@@ -306,6 +315,15 @@ export class Idp {
       }
     }
     return tokens;
+  }
+
+  /** RFC 6749 §4.4: the gateway's own token, for an API audience (RFC 8707 resource, scope). */
+  async clientCredentials(audience: Audience): Promise<TokenSet> {
+    const config = await this.metadata();
+    const params = new URLSearchParams();
+    if (audience.resource) params.set('resource', audience.resource);
+    if (audience.scope) params.set('scope', audience.scope);
+    return toTokenSet(await oidc.clientCredentialsGrant(config, params));
   }
 
   async userinfo(accessToken: string, sub: string): Promise<Record<string, unknown>> {

@@ -353,7 +353,7 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
   const mainClient: ClientMetadata = {
     client_id: clientId,
     client_secret: clientSecret,
-    grant_types: ['authorization_code', 'refresh_token'],
+    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
     response_types: ['code'],
     // oidc-provider rejects a client without redirect_uris: register a placeholder until real ones are added
     redirect_uris: toArray(opts.redirectUri).length ? toArray(opts.redirectUri) : [PLACEHOLDER_REDIRECT_URI],
@@ -380,6 +380,8 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
       rpInitiatedLogout: { enabled: true },
       backchannelLogout: { enabled: true },
       userinfo: { enabled: true },
+      // the gateway's own tokens (routes with token: client)
+      clientCredentials: { enabled: true },
       ...(opts.resources && {
         resourceIndicators: {
           enabled: true,

@@ -25,6 +25,7 @@ describe('a token per API (resource indicators)', () => {
       { path: '/api', upstream },
       { path: '/api/orders', upstream: `${upstream}/orders`, resource: ORDERS },
       { path: '/api/billing', upstream: `${upstream}/billing`, resource: BILLING },
+      { path: '/api/machine', upstream: `${upstream}/machine`, token: 'client', resource: BILLING },
       ...extra,
     ] satisfies RouteOptions[]);
 
@@ -99,6 +100,33 @@ describe('a token per API (resource indicators)', () => {
     } finally {
       known.splice(index, 0, BILLING);
     }
+  });
+
+  it('a client route sends the gateway’s own token (client credentials), no session needed: one grant per expiry across replicas', async () => {
+    const grants = () => s.idp.tokenRequests.filter((r) => r.grantType === 'client_credentials' && r.status === 200).length;
+    const before = grants();
+    const storm = () =>
+      Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          request((i % 2 ? a : b).server)
+            .get(`/api/machine/${i}`)
+            .set(SPA),
+        ),
+      );
+    const first = await storm();
+    expect(first.map((r) => r.status)).toEqual(Array(20).fill(200));
+    const body = first[0]!.body as EchoResponse;
+    expect(body.aud).toBe(BILLING);
+    expect(body.sub).toBe(s.idp.clientId);
+    expect(body.headers.cookie).toBeUndefined();
+    expect(grants() - before).toBe(1);
+    // Same-origin only, like every route.
+    await request(a.server).get('/api/machine/x').expect(403);
+    await s.idp.waitForAccessTokenExpiry();
+    const second = await storm();
+    expect(second.map((r) => r.status)).toEqual(Array(20).fill(200));
+    expect(grants() - before).toBe(2);
+    expect((second[0]!.body as EchoResponse).headers.authorization).not.toBe(body.headers.authorization);
   });
 
   it('a resource the IdP does not know fails the login, with a log line naming the route', async () => {
