@@ -9,6 +9,7 @@
 import http from 'node:http';
 import autocannon from 'autocannon';
 import { Samples, type Percentiles } from './stats';
+import { closeIdle, echo, openIdle, type EchoSpec, type IdleSpec } from './wsLoad';
 
 export interface LoadSpec {
   url: string;
@@ -106,10 +107,31 @@ async function wave(spec: WaveSpec): Promise<WaveResult> {
   return { requests: answers.length, byStatus, seconds, latencyMs: samples.percentiles() };
 }
 
-type Message = { id: number } & (({ kind: 'load' } & LoadSpec) | ({ kind: 'wave' } & WaveSpec));
+type Message = { id: number } & (
+  | ({ kind: 'load' } & LoadSpec)
+  | ({ kind: 'wave' } & WaveSpec)
+  | ({ kind: 'echo' } & EchoSpec)
+  | ({ kind: 'openIdle' } & IdleSpec)
+  | { kind: 'closeIdle' }
+);
+
+function run(m: Message): Promise<unknown> {
+  switch (m.kind) {
+    case 'load':
+      return load(m);
+    case 'wave':
+      return wave(m);
+    case 'echo':
+      return echo(m);
+    case 'openIdle':
+      return openIdle(m);
+    case 'closeIdle':
+      return closeIdle();
+  }
+}
 
 process.on('message', (m: Message) => {
-  const work = m.kind === 'load' ? load(m) : wave(m);
+  const work = run(m);
   work.then(
     (result) => process.send?.({ id: m.id, result }),
     (err: unknown) => process.send?.({ id: m.id, error: String(err) }),

@@ -2,11 +2,17 @@
 import { resolve } from 'node:path';
 import { forkHelper, type Child } from './procs';
 import type { LoadResult, LoadSpec, WaveResult, WaveSpec } from './load';
+import type { EchoResult, EchoSpec, IdleClosed, IdleResult, IdleSpec } from './wsLoad';
 
 export interface Loader {
   readonly child: Child;
   load(spec: LoadSpec): Promise<LoadResult>;
   wave(spec: WaveSpec): Promise<WaveResult>;
+  /** WebSocket echo load (pipelined messages on a fixed number of sockets). */
+  echo(spec: EchoSpec): Promise<EchoResult>;
+  /** Opens idle WebSockets, held by the load generator until closeIdle(). */
+  openIdle(spec: IdleSpec): Promise<IdleResult>;
+  closeIdle(): Promise<IdleClosed>;
 }
 
 export async function startLoader(): Promise<Loader> {
@@ -33,5 +39,8 @@ export async function startLoader(): Promise<Loader> {
     child,
     load: (spec) => call<LoadResult>('load', spec),
     wave: (spec) => call<WaveResult>('wave', spec),
+    echo: (spec) => call<EchoResult>('echo', spec),
+    openIdle: (spec) => call<IdleResult>('openIdle', spec),
+    closeIdle: () => call<IdleClosed>('closeIdle', {}),
   };
 }

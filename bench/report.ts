@@ -7,6 +7,8 @@ import type { LoadResult, WaveResult } from './load';
 import type { KeyShape, MonitorCount } from './redis';
 import type { ProfileSummary } from './profile';
 import type { HeapSizes } from './gateway';
+import type { EchoResult } from './wsLoad';
+import type { WsSettings } from './websocket';
 import { median } from './stats';
 
 /** gateway: a `user` route of a four-route table; none: its `none` route (no session, no token). */
@@ -51,6 +53,53 @@ export interface WaveRecord {
   redisCalls: Record<string, number>;
 }
 
+/** direct: the upstream's echo socket itself; bare: through a byte pipe (bareRelay.ts); gateway: through a `websocket` route. */
+export type WsTargetKey = 'direct' | 'bare' | 'gateway';
+
+export interface WsRoundRecord {
+  target: WsTargetKey;
+  round: number;
+  echo: EchoResult;
+  /** The load generator's whole call (handshakes and closes included): what the CPU figures are over. */
+  wallSeconds: number;
+  /** CPU of each process over the round (100 = one core); relay: the gateway or the bare relay (NaN: direct). */
+  cpuPercent: { relay: number; upstream: number; loadgen: number };
+  /** The relay's CPU per echoed message (a frame each way); NaN in a direct round. */
+  relayCpuUsPerMessage: number;
+  /** CPU of the relay, the upstream and the load generator together per echoed message. */
+  totalCpuUsPerMessage: number;
+  foreignCpuPercent: number;
+}
+
+/** What the gateway (and, for comparison, the upstream and the load generator) hold, at one moment. */
+export interface MemoryReading {
+  rssBytes: number;
+  /** V8 heap in use (every space), and memory tracked outside it, from the gateway's /metrics. */
+  heapUsedBytes: number;
+  externalBytes: number;
+}
+
+export interface IdleMemory {
+  requested: number;
+  sessions: number;
+  perSession: number;
+  opened: number;
+  refused: Record<string, number>;
+  openSeconds: number;
+  closeSeconds: number;
+  /** The gateway's gatehouse_websockets_open gauge once they were open, and once they were closed. */
+  gatewayGauge: { open: number; afterClose: number };
+  before: MemoryReading;
+  open: MemoryReading;
+  closed: MemoryReading;
+}
+
+export interface WebSocketResults {
+  settings: WsSettings;
+  rounds: WsRoundRecord[];
+  idle: IdleMemory;
+}
+
 export interface BenchResults {
   date: string;
   /** The commit measured (`abc1234`, plus a note when src/ had uncommitted changes). */
@@ -78,7 +127,11 @@ export interface BenchResults {
   sessions: { seeded: number; shapes: KeyShape[]; redisUsedMemoryMB: { before: number; after: number } };
   rss: { warmBytes: number; samples: Array<[number, number]> };
   waves: WaveRecord[];
+  /** Absent from results of a bench without WebSocket routes. */
+  websocket?: WebSocketResults;
   profile?: ProfileSummary & { rpsUnderProfiler: number };
+  /** The gateway under WebSocket echo load, profiled the same way (when the WebSocket goal is missed). */
+  websocketProfile?: ProfileSummary & { messagesPerSecondUnderProfiler: number };
   seconds: number;
 }
 
@@ -130,6 +183,27 @@ function rows(r: BenchResults): Row[] {
 
 /** Gateway throughput as a share of a bare Node proxy's, at least. */
 const THROUGHPUT_GOAL = 0.5;
+/** WebSocket echo messages per second through the gateway as a share of the upstream socket's, at least. */
+const WEBSOCKET_GOAL = 0.8;
+
+const wsPick = (ws: WebSocketResults, target: WsTargetKey) => ws.rounds.filter((x) => x.target === target);
+/**
+ * Per WebSocket round r: f(`target`'s round r, `other`'s round r), the two having seen the same state of the
+ * machine (by default the ratio of their messages per second).
+ */
+function wsRatios(
+  ws: WebSocketResults,
+  target: WsTargetKey,
+  other: WsTargetKey,
+  f = (t: WsRoundRecord, o: WsRoundRecord) => t.echo.messagesPerSecond / o.echo.messagesPerSecond,
+): number[] {
+  return wsPick(ws, target).map((t) => {
+    const o = ws.rounds.find((x) => x.target === other && x.round === t.round);
+    return o ? f(t, o) : NaN;
+  });
+}
+/** A load generator at this share of a core or more is the bottleneck of its round. */
+const SATURATED_PERCENT = 90;
 
 export function evaluate(r: BenchResults): Check[] {
   const checks: Check[] = [];
@@ -198,6 +272,28 @@ export function evaluate(r: BenchResults): Check[] {
     measured: `CPU/req ${pct(cpuRatio - 1)}, Redis cmds/req ${sameRedis ? 'same' : 'differ'} (throughput ${pct(rpsRatio - 1)})`,
     ok: cpuRatio <= 1.1 && sameRedis,
   });
+
+  if (r.websocket) {
+    const ws = r.websocket;
+    const perRound = wsRatios(ws, 'gateway', 'direct');
+    const ratio = median(perRound);
+    // With every process CPU-bound, the throughput ratio is the ratio of the CPU a message costs the machine.
+    const costRatio = median(wsRatios(ws, 'gateway', 'direct', (g, d) => d.totalCpuUsPerMessage / g.totalCpuUsPerMessage));
+    // The direct rounds are the fastest: there the load generator is closest to its limit.
+    const loadgen = median(wsPick(ws, 'direct').map((x) => x.cpuPercent.loadgen));
+    const lost = ws.rounds.reduce((n, x) => n + x.echo.wrongEchoes + x.echo.socketErrors, 0);
+    checks.push({
+      name: `WebSocket echo throughput, gateway / direct (${ws.settings.sockets} sockets × ${ws.settings.window} in flight, ${ws.settings.messageBytes} B)`,
+      target: `≥ ${fmt(WEBSOCKET_GOAL)}`,
+      measured:
+        `${fmt(ratio)} (${ratio >= WEBSOCKET_GOAL ? '' : `${fmt((WEBSOCKET_GOAL - ratio) * 100, 0)} points short; `}` +
+        `rounds ${perRound.map((x) => fmt(x)).join(', ')}); a bare byte pipe: ${fmt(median(wsRatios(ws, 'bare', 'direct')))}; ` +
+        `CPU per message (all processes), direct / gateway: ${fmt(costRatio)}; load generator ${fmt(loadgen, 0)}% of a core in the direct rounds` +
+        (loadgen >= SATURATED_PERCENT ? ' (saturated: the direct figure is its limit)' : '') +
+        (lost ? `; ${lost} wrong echoes or lost sockets` : ''),
+      ok: ratio >= WEBSOCKET_GOAL && lost === 0,
+    });
+  }
 
   // A due wave's calls go on with the current tokens: its p99 is judged against the same burst with no refresh
   // due (the fresh wave), never against the load rounds (32 connections, not 500 calls at once).
@@ -287,6 +383,8 @@ export function renderMarkdown(r: BenchResults, checks: Check[]): string {
     ),
   );
 
+  if (r.websocket) lines.push(...websocketSection(r.websocket));
+
   if (r.waves.length) {
     lines.push(
       '',
@@ -300,6 +398,25 @@ export function renderMarkdown(r: BenchResults, checks: Check[]): string {
           `${fmt(l.p50, 1)} | ${fmt(l.p99, 1)} | ${fmt(l.max, 1)} | ${fmt(w.result.seconds)} | ${fmt(w.idpCpuMs, 0)} | ${sum(w.redisCalls)} |`,
       );
     }
+  }
+
+  if (r.websocketProfile) {
+    const p = r.websocketProfile;
+    lines.push(
+      '',
+      `CPU profile of the gateway over one WebSocket echo round (V8's profiler, the same as \`--cpu-prof\`, ${p.messagesPerSecondUnderProfiler.toFixed(0)} msg/s ` +
+        `under the profiler; busy ${p.busyMs} ms, idle ${p.idleMs} ms; ${p.file}). Self time by package or src/ file:`,
+      '',
+      '| place | self ms | % of busy |',
+      '|---|--:|--:|',
+      ...p.places.map((x) => `| ${x.where} | ${x.ms} | ${x.percent} |`),
+      '',
+      'Top self time:',
+      '',
+      '| function | where | self ms | % of busy |',
+      '|---|---|--:|--:|',
+      ...p.functions.map((f) => `| ${f.name} | ${f.location || f.where} | ${f.ms} | ${f.percent} |`),
+    );
   }
 
   if (r.profile) {
@@ -327,6 +444,77 @@ export function renderMarkdown(r: BenchResults, checks: Check[]): string {
     );
   }
   return `${lines.join('\n')}\n`;
+}
+
+function websocketSection(ws: WebSocketResults): string[] {
+  const st = ws.settings;
+  const lines: string[] = [
+    '',
+    `WebSocket echo: ${st.sockets} sockets, each keeping ${st.window} text messages of ${st.messageBytes} B in flight (an echo ` +
+      `received sends the next), to the upstream's \`ws\` echo server directly, through a bare Node relay (a byte pipe) and through ` +
+      `Gatehouse's \`websocket\` route (authenticated: session cookie and Origin); ${st.warmupSeconds} s of warm-up each, then ` +
+      `${st.rounds} interleaved rounds of ${st.roundSeconds} s (median shown). The load generator's \`ws\` clients are the same for every target.`,
+    '',
+    '| WebSocket echo | msg/s | p50 ms | p99 ms | relay CPU µs/msg | relay CPU % | upstream CPU % | load generator CPU % | all CPU µs/msg |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  const labels: Record<WsTargetKey, string> = {
+    direct: 'direct upstream socket',
+    bare: 'bare Node relay (byte pipe)',
+    gateway: 'Gatehouse, `websocket` route',
+  };
+  for (const t of ['direct', 'bare', 'gateway'] as const) {
+    const x = wsPick(ws, t);
+    if (!x.length) continue;
+    const m = (f: (v: WsRoundRecord) => number, digits = 0) => fmt(median(x.map(f)), digits);
+    // A direct round has no relay.
+    const relay = (f: (v: WsRoundRecord) => number, digits: number) => (t === 'direct' ? '–' : m(f, digits));
+    lines.push(
+      `| ${labels[t]} | ${m((v) => v.echo.messagesPerSecond)} | ${m((v) => v.echo.latencyMs.p50, 2)} | ${m((v) => v.echo.latencyMs.p99, 2)} | ` +
+        `${relay((v) => v.relayCpuUsPerMessage, 1)} | ${relay((v) => v.cpuPercent.relay, 0)} | ` +
+        `${m((v) => v.cpuPercent.upstream)} | ${m((v) => v.cpuPercent.loadgen)} | ${m((v) => v.totalCpuUsPerMessage, 1)} |`,
+    );
+  }
+  const direct = wsRatios(ws, 'gateway', 'direct');
+  const bare = wsRatios(ws, 'gateway', 'bare');
+  const bareDirect = wsRatios(ws, 'bare', 'direct');
+  const relayCost = median(wsRatios(ws, 'gateway', 'bare', (g, b) => g.relayCpuUsPerMessage / b.relayCpuUsPerMessage));
+  const loadgen = (t: WsTargetKey) => fmt(median(wsPick(ws, t).map((v) => v.cpuPercent.loadgen)), 0);
+  const loadgenMax = Math.max(...ws.rounds.map((v) => v.cpuPercent.loadgen));
+  lines.push(
+    '',
+    `Gateway / direct: ${fmt(median(direct))} (rounds ${direct.map((v) => fmt(v)).join(', ')}); bare relay / direct: ` +
+      `${fmt(median(bareDirect))}; gateway / bare relay: ${fmt(median(bare))}; the gateway's CPU per message is ` +
+      `${fmt(relayCost)} × the bare relay's. The load generator used ${loadgen('direct')}% of a core in the direct rounds, ` +
+      `${loadgen('bare')}% with the bare relay and ${loadgen('gateway')}% with the gateway (medians)` +
+      (loadgenMax >= SATURATED_PERCENT
+        ? ': it runs at a full core in the direct rounds, as does the upstream, so the direct figure is what the client and the ' +
+          'upstream can do with both cores to themselves; a relay is a third process on the same 2 cores, and takes its CPU from them.'
+        : '.') +
+      ` Other processes used ${fmt(median(ws.rounds.map((v) => v.foreignCpuPercent)), 0)}% of a core (median).`,
+  );
+
+  const i = ws.idle;
+  const n = Math.max(1, i.opened);
+  const mb = (b: number) => fmt(b / 2 ** 20, 1);
+  const per = (f: (m: MemoryReading) => number) => `${fmt((f(i.open) - f(i.before)) / n / 1024, 1)} KB`;
+  const row = (label: string, f: (m: MemoryReading) => number) =>
+    `| ${label} | ${mb(f(i.before))} | ${mb(f(i.open))} | ${mb(f(i.closed))} | ${per(f)} |`;
+  const refused = Object.keys(i.refused).length ? `, refused ${JSON.stringify(i.refused)}` : '';
+  lines.push(
+    '',
+    `${i.opened.toLocaleString('en-US')} of ${i.requested.toLocaleString('en-US')} idle sockets opened through the gateway ` +
+      `(${i.sessions} sessions × ${i.perSession}, GATEHOUSE_WEBSOCKETS_PER_SESSION=${i.perSession}${refused}) in ${fmt(i.openSeconds, 1)} s; ` +
+      `the gateway's gauge read ${i.gatewayGauge.open} open, then ${i.gatewayGauge.afterClose} after they closed (${fmt(i.closeSeconds, 1)} s). ` +
+      `Each reading 2–3 s after the step, right after a full garbage collection in the gateway (over its inspector):`,
+    '',
+    `| idle sockets | before MB | ${i.opened.toLocaleString('en-US')} open MB | after closing MB | per open socket |`,
+    '|---|--:|--:|--:|--:|',
+    row('gateway RSS', (m) => m.rssBytes),
+    row('gateway V8 heap in use', (m) => m.heapUsedBytes),
+    row('gateway V8 external memory', (m) => m.externalBytes),
+  );
+  return lines;
 }
 
 // `node dist/bench/report.js bench/results/latest.json`: renders a results file again (after a report change).

@@ -3,20 +3,24 @@
  *
  * Longer than 250 lines because it is the schedule itself, read top to bottom: start everything, warm up,
  * measure in interleaved rounds, count Redis commands, grow Redis to 100,000 sessions and measure again,
- * run the refresh wave, profile when asked (or when a target is missed), write the results.
+ * measure WebSockets (echo throughput against the upstream's own socket, the memory of idle sockets), run the
+ * refresh wave, profile when asked (or when a target is missed), write the results.
  *
  * Processes (each server in its own, so CPU time and peak RSS are per process):
  *   upstream      a fast HTTP server answering a small JSON body          (bench/upstream.ts)
  *   bare proxy    node:http piping to the upstream with one header added   (bench/bareProxy.ts)
+ *   bare relay    a byte pipe to the upstream, for WebSockets               (bench/bareRelay.ts)
  *   gateway       Gatehouse's own entry point, dist/src/main.js, with Redis and a live session
- *   load          autocannon at a fixed connection count                   (bench/load.ts)
+ *   load          autocannon at a fixed connection count, and the WebSocket clients (bench/load.ts, wsLoad.ts)
  *   redis-server  private, no persistence (or REDIS_URL)
  *   this process  the test IdP (oidc-provider) and the orchestration; idle while load runs
  *
  * Settings (environment): BENCH_CONNECTIONS (32), BENCH_ROUND_SECONDS (6), BENCH_ROUNDS (3),
  * BENCH_WARMUP_SECONDS (10), BENCH_SESSIONS (100000), BENCH_WAVE_SESSIONS (50), BENCH_WAVE_CALLS (10),
- * BENCH_WAVES (2), BENCH_LONG=1 (a 60 s gateway run for the RSS check), BENCH_PROFILE (auto: profile the
- * gateway when a target is missed; 1: always; 0: never), REDIS_URL (use that Redis instead of a private one).
+ * BENCH_WAVES (2), BENCH_WS_SOCKETS (50), BENCH_WS_WINDOW (16), BENCH_WS_MESSAGE_BYTES (64),
+ * BENCH_WS_WARMUP_SECONDS (5), BENCH_WS_IDLE_SOCKETS (1000), BENCH_LONG=1 (a 60 s gateway run for the RSS
+ * check), BENCH_PROFILE (auto: profile the gateway when a target is missed; 1: always; 0: never), REDIS_URL
+ * (use that Redis instead of a private one).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -41,6 +45,7 @@ import {
   type BenchRedis,
 } from './redis';
 import { summarizeProfile } from './profile';
+import { echoRounds, idleSockets, profileEcho, sanityCheckSockets, type WsRig, type WsSettings } from './websocket';
 import { evaluate, renderMarkdown, type BenchResults, type RoundRecord, type TargetKey, type WaveRecord } from './report';
 
 const ROOT = resolve(__dirname, '..', '..');
@@ -66,6 +71,18 @@ const S = {
   longSeconds: 60,
   profile: (process.env.BENCH_PROFILE ?? 'auto') as '0' | '1' | 'auto',
   accountingRequests: 2000,
+};
+/** The gateway's sockets per session (its default); the idle sockets take as many sessions as that needs. */
+const WS_PER_SESSION = 8;
+const WS: WsSettings = {
+  sockets: setting('BENCH_WS_SOCKETS', 50),
+  window: setting('BENCH_WS_WINDOW', 16),
+  messageBytes: setting('BENCH_WS_MESSAGE_BYTES', 64),
+  warmupSeconds: setting('BENCH_WS_WARMUP_SECONDS', 5),
+  roundSeconds: S.roundSeconds,
+  rounds: S.rounds,
+  idleSockets: setting('BENCH_WS_IDLE_SOCKETS', 1000),
+  perSession: WS_PER_SESSION,
 };
 
 const started = Date.now();
@@ -158,10 +175,10 @@ async function sanityCheck(targets: Target[], headers: Record<string, string>): 
 }
 
 /** Logs in `count` users, a few at a time (the IdP runs in this process). */
-async function loginMany(gateway: Gateway, idp: TestIdp, count: number): Promise<string[]> {
+async function loginMany(gateway: Gateway, idp: TestIdp, count: number, name = 'wave-user'): Promise<string[]> {
   const cookies: string[] = [];
   for (let i = 0; i < count; i += 10) {
-    const batch = Array.from({ length: Math.min(10, count - i) }, (_, j) => login(gateway.url, idp.issuer, `wave-user-${i + j}`));
+    const batch = Array.from({ length: Math.min(10, count - i) }, (_, j) => login(gateway.url, idp.issuer, `${name}-${i + j}`));
     cookies.push(...(await Promise.all(batch)));
   }
   return cookies;
@@ -242,34 +259,72 @@ async function refreshWaves(rig: Rig, upstreamPort: number, prefix: string): Pro
   }
 }
 
-/** A gateway started with --cpu-prof under one round of load; the profile is written when it exits. */
-async function profileGateway(rig: Rig, idp: TestIdp, upstreamPort: number, prefix: string) {
-  rmSync(PROFILE_DIR, { recursive: true, force: true });
-  mkdirSync(PROFILE_DIR, { recursive: true });
+/** Gatehouse's route table in the bench: the measured HTTP path is the catch-all, and one route takes WebSockets. */
+function routeTable(upstreamPort: number) {
+  const api = `http://127.0.0.1:${upstreamPort}`;
+  return [
+    { path: '/api', upstream: api },
+    { path: '/api/orders', upstream: api },
+    { path: '/api/catalog', upstream: api, token: 'optional' },
+    { path: '/api/status', upstream: api, token: 'none' },
+    { path: '/api/live', upstream: api, websocket: true },
+  ];
+}
+
+/** The gateway's settings besides the defaults: its routes, and logins unlimited (the bench logs many users in from one address). */
+function gatewayEnv(upstreamPort: number): Record<string, string> {
+  return {
+    GATEHOUSE_ROUTES: JSON.stringify(routeTable(upstreamPort)),
+    GATEHOUSE_WEBSOCKETS_PER_SESSION: String(WS_PER_SESSION),
+    GATEHOUSE_LOGIN_RATE_PER_MINUTE: '0',
+  };
+}
+
+/** A gateway started with --cpu-prof while `drive` loads it; the profile is written when it exits. */
+async function profiled<T>(
+  rig: Rig,
+  idp: TestIdp,
+  upstreamPort: number,
+  prefix: string,
+  name: string,
+  drive: (gateway: Gateway) => Promise<T>,
+): Promise<{ result: T; summary: ReturnType<typeof summarizeProfile> }> {
+  const dir = join(PROFILE_DIR, name);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
   const gateway = await startGateway({
-    name: 'profiled-gateway',
+    name: `profiled-${name}`,
     idp,
     upstreamPort,
     redisUrl: rig.redis.url,
-    keyPrefix: `${prefix}profile:`,
-    execArgv: ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR],
+    keyPrefix: `${prefix}profile-${name}:`,
+    env: gatewayEnv(upstreamPort),
+    execArgv: ['--cpu-prof', '--cpu-prof-dir', dir],
   });
-  let load;
+  let result: T;
   try {
+    result = await drive(gateway);
+  } finally {
+    await gateway.stop();
+  }
+  const file = readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .map((f) => join(dir, f))
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
+  if (!file) throw new Error('the profiled gateway wrote no .cpuprofile');
+  return { result, summary: { ...summarizeProfile(file, 15), file: file.slice(ROOT.length + 1) } };
+}
+
+/** The gateway under one round of HTTP load. */
+async function profileGateway(rig: Rig, idp: TestIdp, upstreamPort: number, prefix: string) {
+  const { result, summary } = await profiled(rig, idp, upstreamPort, prefix, 'http', async (gateway) => {
     const cookie = await login(gateway.url, idp.issuer, 'bench-profile-user');
     const headers = { cookie, 'x-csrf': '1' };
     const url = `${gateway.url}/api/items`;
     await rig.loader.load({ url, connections: S.connections, seconds: 2, headers });
-    load = await rig.loader.load({ url, connections: S.connections, seconds: S.roundSeconds, headers });
-  } finally {
-    await gateway.stop();
-  }
-  const file = readdirSync(PROFILE_DIR)
-    .filter((f) => f.endsWith('.cpuprofile'))
-    .map((f) => join(PROFILE_DIR, f))
-    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
-  if (!file) throw new Error('the profiled gateway wrote no .cpuprofile');
-  return { rpsUnderProfiler: load.rps, ...summarizeProfile(file, 15), file: file.slice(ROOT.length + 1) };
+    return rig.loader.load({ url, connections: S.connections, seconds: S.roundSeconds, headers });
+  });
+  return { rpsUnderProfiler: result.rps, ...summary };
 }
 
 /** The commit measured, and whether src/ had uncommitted changes (the build is of the working tree). */
@@ -295,26 +350,22 @@ async function main(): Promise<void> {
     const prefix = process.env.REDIS_URL ? `gatehouse-bench-${randomBytes(4).toString('hex')}:` : 'gatehouse:';
     const upstream = await forkHelper<number>('upstream', resolve(__dirname, 'upstream.js'));
     const bare = await forkHelper<number>('bare proxy', resolve(__dirname, 'bareProxy.js'), [String(upstream.ready)]);
+    const bareRelay = await forkHelper<number>('bare relay', resolve(__dirname, 'bareRelay.js'), [String(upstream.ready)]);
     const loader = await startLoader();
-    children.push(upstream.child, bare.child, loader.child);
+    children.push(upstream.child, bare.child, bareRelay.child, loader.child);
     const idp = await startTestIdp({ accessTokenTtl: 3600, refreshTokenTtl: 3600 });
     cleanup.push(() => idp.close());
     // A route table as a deployment might have one: the measured path is the catch-all, found after the
-    // longer prefixes (matching must cost nothing measurable), and a `none` route is measured on its own.
-    const api = `http://127.0.0.1:${upstream.ready}`;
-    const routes = [
-      { path: '/api', upstream: api },
-      { path: '/api/orders', upstream: api },
-      { path: '/api/catalog', upstream: api, token: 'optional' },
-      { path: '/api/status', upstream: api, token: 'none' },
-    ];
+    // longer prefixes (matching must cost nothing measurable), a `none` route is measured on its own, and a
+    // `websocket` route leads to the upstream's echo socket.
     const gateway = await startGateway({
       name: 'gateway',
       idp,
       upstreamPort: upstream.ready,
       redisUrl: redis.url,
       keyPrefix: prefix,
-      env: { GATEHOUSE_ROUTES: JSON.stringify(routes) },
+      env: gatewayEnv(upstream.ready),
+      gcOnDemand: true,
     });
     cleanup.push(() => gateway.stop());
     const cookie = await login(gateway.url, idp.issuer, 'bench-user');
@@ -326,7 +377,14 @@ async function main(): Promise<void> {
       { key: 'none', url: `${gateway.url}/api/status/items`, pid: gateway.child.pid },
     ];
     const gw = targets[2]!;
-    rig.pids = [upstream.child.pid, bare.child.pid, loader.child.pid, gateway.child.pid, ...(redis.pid ? [redis.pid] : [])];
+    rig.pids = [
+      upstream.child.pid,
+      bare.child.pid,
+      bareRelay.child.pid,
+      loader.child.pid,
+      gateway.child.pid,
+      ...(redis.pid ? [redis.pid] : []),
+    ];
     const loadBefore = loadavg()[0]!;
     await sanityCheck(targets, rig.headers);
     say(`started: redis ${redis.version} at ${redis.url}, gateway pid ${gateway.child.pid}, ${S.connections} connections`);
@@ -367,6 +425,24 @@ async function main(): Promise<void> {
 
     if (S.long) rounds.push(await measure(rig, gw, S.longSeconds, 'long', 1));
 
+    // WebSockets, on the same gateway: users logged in for the idle sockets (the echo sockets use one each).
+    const wsLoginStart = Date.now();
+    const wsCookies = await loginMany(gateway, idp, Math.max(Math.ceil(WS.idleSockets / WS_PER_SESSION), WS.sockets), 'ws-user');
+    say(`logged in ${wsCookies.length} users for the WebSockets in ${Date.now() - wsLoginStart} ms`);
+    const wsRig: WsRig = {
+      loader,
+      gateway,
+      upstreamPid: upstream.child.pid,
+      upstreamPort: upstream.ready,
+      bareRelay: { pid: bareRelay.child.pid, port: bareRelay.ready },
+      cookies: wsCookies,
+      benchCpuSeconds: () => benchCpuSeconds(rig),
+      say,
+    };
+    await sanityCheckSockets(wsRig);
+    const wsRounds = await echoRounds(wsRig, WS);
+    const idle = await idleSockets(wsRig, WS);
+
     const waves = await refreshWaves(rig, upstream.ready, prefix);
 
     const results: BenchResults = {
@@ -378,7 +454,7 @@ async function main(): Promise<void> {
         kernel: release(),
         node: process.version,
         redis: redis.version,
-        loadGenerator: 'autocannon 9.0.0 (child process)',
+        loadGenerator: 'autocannon 9.0.0 and ws 8.23.1 (child process)',
         loadAverage: { before: loadBefore, after: loadavg()[0]! },
       },
       source: sourceVersion(),
@@ -392,12 +468,20 @@ async function main(): Promise<void> {
       },
       rss: { warmBytes: warmRss, samples: rig.rss },
       waves,
+      websocket: { settings: WS, rounds: wsRounds, idle },
       seconds: 0,
     };
     const checks = evaluate(results);
-    if (S.profile === '1' || (S.profile === 'auto' && checks.some((c) => !c.ok))) {
+    // Each kind of load gets its own profile, when one of its targets is missed.
+    const missed = (sockets: boolean) => checks.some((c) => !c.ok && c.name.startsWith('WebSocket') === sockets);
+    if (S.profile === '1' || (S.profile === 'auto' && missed(false))) {
       say('profiling the gateway under load (node --cpu-prof)');
       results.profile = await profileGateway(rig, idp, upstream.ready, prefix);
+    }
+    if (S.profile === '1' || (S.profile === 'auto' && missed(true))) {
+      say('profiling the gateway under WebSocket echo load (V8 profiler, over its inspector)');
+      const profile = await profileEcho(wsRig, WS, join(PROFILE_DIR, 'websocket'));
+      results.websocketProfile = { ...profile, file: profile.file.slice(ROOT.length + 1) };
     }
     results.seconds = Math.round((Date.now() - started) / 1000);
     const md = renderMarkdown(results, evaluate(results));
