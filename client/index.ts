@@ -6,7 +6,9 @@
  *   - 401 `unauthenticated` / `session_expired` → the unauthenticated handler (default: navigate to
  *     `/auth/login?returnTo=<current path + search + hash>`);
  *   - 502 / 503 → retry with exponential backoff, never sooner than `Retry-After` (seconds or HTTP date),
- *     within `maxAttempts` and `maxDelayMs`.
+ *     within `maxAttempts` and `maxDelayMs`;
+ *   - a WebSocket (`openSocket`) closed with 1008 `session_ended`, or cut (1006) while `/auth/session` answers
+ *     401 → the same unauthenticated handler.
  *
  * Which requests are retried: a retry sends the request again, so it must be safe to send twice and its
  * body must be sendable twice. The body must be replayable (none, a string, URLSearchParams, FormData, a
@@ -17,7 +19,7 @@
  * the upstream API; a 502/503 from the API (or a 502 `bad_gateway`, which may come after the API saw the
  * request) is returned as-is.
  *
- * The code reads browser globals (`fetch`, `location`) when called, never at import, and types them
+ * The code reads browser globals (`fetch`, `location`, `WebSocket`) when called, never at import, and types them
  * structurally, so it also compiles and runs without the DOM library (server rendering, Node tests).
  *
  * Over 250 lines on purpose: half of it is the documented public types, and one file keeps the package a
@@ -69,7 +71,8 @@ export interface GatehouseClientOptions {
   basePath?: string;
   /**
    * Called when a call answers 401 `unauthenticated` or `session_expired` (the response is still returned to
-   * the caller). Default: navigate to the login, coming back to the current page.
+   * the caller), and when a socket of `openSocket` finds the session over (see there). Default: navigate to the
+   * login, coming back to the current page.
    */
   onUnauthenticated?: (reason: UnauthenticatedReason, response: Response) => void;
   retry?: RetryOptions;
@@ -85,6 +88,26 @@ export interface GatehouseClientOptions {
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
   /** Clock in epoch ms, for `Retry-After` dates (default: Date.now). For tests. */
   now?: () => number;
+  /** The WebSocket class `openSocket` uses (default: the global `WebSocket`, looked up at each call). For tests. */
+  WebSocket?: new (url: string, protocols?: string | string[]) => WebSocket;
+}
+
+/** What `openSocket` takes besides the path. */
+export interface GatehouseSocketOptions {
+  /** Sub-protocols asked for in the handshake (`Sec-WebSocket-Protocol`). */
+  protocols?: string | string[];
+  /** Each message from the server (`event.data`: a string, or binary data as the socket's `binaryType` says). */
+  onMessage?: (event: MessageEvent) => void;
+  /** The socket is open. */
+  onOpen?: (event: Event) => void;
+  /**
+   * The socket closed. `sessionEnded` is true when the session is known to be over (the unauthenticated
+   * handler has been called): do not open the socket again. Otherwise (the gateway going away, the session
+   * alive, or the check impossible) opening it again after a pause is fine.
+   */
+  onClose?: (event: CloseEvent, sessionEnded: boolean) => void;
+  /** This socket's unauthenticated handler (default: the client's `onUnauthenticated`). */
+  onUnauthenticated?: (reason: UnauthenticatedReason, response: Response) => void;
 }
 
 export interface GatehouseClient {
@@ -96,6 +119,8 @@ export interface GatehouseClient {
   logout(): Promise<void>;
   /** The login URL that comes back to `returnTo` (default: the current page). */
   loginUrl(returnTo?: string): string;
+  /** A WebSocket to a same-origin path (`/api/...`), tied to the session (see the function `openSocket`). */
+  openSocket(path: string, options?: GatehouseSocketOptions): WebSocket;
 }
 
 /** A Gatehouse answer the client could not turn into a result (getSession, logout). */
@@ -110,6 +135,7 @@ export class GatehouseError extends Error {
 }
 
 interface BrowserLocation {
+  href: string;
   pathname: string;
   search: string;
   hash: string;
@@ -119,6 +145,10 @@ interface BrowserLocation {
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 /** Gatehouse's own 503s, answered before the request is forwarded (DESIGN.md /api table). */
 const NOT_FORWARDED = new Set(['token_refresh_unavailable', 'session_store_unavailable']);
+/** The close Gatehouse sends on a WebSocket whose session ended (logout anywhere, revoked grant, idle or absolute end). */
+const SESSION_ENDED = { code: 1008, reason: 'session_ended' };
+/** A close without a close frame: the connection was cut (or the handshake refused), and nothing says why. */
+const CLOSED_ABNORMALLY = 1006;
 
 function browserLocation(): BrowserLocation {
   const loc = (globalThis as { location?: BrowserLocation }).location;
@@ -161,6 +191,22 @@ async function errorCode(res: Response): Promise<string | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/** The same-origin ws: or wss: URL of a path of this page's origin. */
+function socketUrl(path: string): string {
+  const page = new URL(browserLocation().href);
+  const url = new URL(path, page);
+  if (url.origin !== page.origin) throw new Error(`gatehouse-bff/client: openSocket takes a path of this page's origin, not ${url.origin}`);
+  url.protocol = page.protocol === 'https:' ? 'wss:' : 'ws:';
+  url.hash = '';
+  return url.href;
+}
+
+/** What the unauthenticated handler gets for a socket closed with session_ended, which has no HTTP answer. */
+function sessionEndedAnswer(): Response {
+  const body = { error: 'unauthenticated', message: 'The session ended: Gatehouse closed the WebSocket (1008 session_ended).' };
+  return new Response(JSON.stringify(body), { status: 401, headers: { 'Content-Type': 'application/json' } });
 }
 
 function defaultSleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -246,6 +292,38 @@ export function createGatehouseClient(options: GatehouseClientOptions = {}): Gat
       const { logoutUrl } = (await res.json()) as { logoutUrl: string | null };
       navigate(logoutUrl ?? options.loggedOutPath ?? '/');
     },
+
+    openSocket(path, o = {}) {
+      const Socket = options.WebSocket ?? (globalThis as { WebSocket?: GatehouseClientOptions['WebSocket'] }).WebSocket;
+      if (!Socket) throw new Error('gatehouse-bff/client: no `WebSocket` here; pass `WebSocket`');
+      const unauthenticated = o.onUnauthenticated ?? onUnauthenticated;
+      const ws = new Socket(socketUrl(path), o.protocols);
+      if (o.onOpen) ws.addEventListener('open', o.onOpen);
+      if (o.onMessage) ws.addEventListener('message', o.onMessage);
+      // True when the session is over, after calling the handler.
+      const sessionOver = async (event: CloseEvent): Promise<boolean> => {
+        if (event.code === SESSION_ENDED.code && event.reason === SESSION_ENDED.reason) {
+          unauthenticated('unauthenticated', sessionEndedAnswer());
+          return true;
+        }
+        if (event.code !== CLOSED_ABNORMALLY) return false;
+        // Cut, or a refused handshake (a browser shows neither's status): ask before anyone opens it again.
+        let res: Response;
+        try {
+          res = await send(`${base}/auth/session`);
+        } catch {
+          return false; // offline: unknown; a new socket's handshake asks again
+        }
+        if (res.status !== 401) {
+          await res.body?.cancel().catch(() => undefined);
+          return false;
+        }
+        unauthenticated((await errorCode(res)) === 'session_expired' ? 'session_expired' : 'unauthenticated', res);
+        return true;
+      };
+      ws.addEventListener('close', (event) => void sessionOver(event).then((ended) => o.onClose?.(event, ended)));
+      return ws;
+    },
   };
 }
 
@@ -265,4 +343,24 @@ export function getSession(): Promise<GatehouseSession | null> {
 /** Ends the session here and at the IdP, then leaves the page. */
 export function logout(): Promise<void> {
   return client().logout();
+}
+
+/**
+ * Opens a WebSocket to `path` on this page's origin (`/api/live/feed` → `wss://<this host>/api/live/feed`), on
+ * a Gatehouse route with `"websocket": true`; the browser sends the session cookie and Origin, Gatehouse adds
+ * the bearer upstream. Returned as is (send, close, more listeners); the session is watched through its close:
+ *
+ *   - 1008 `session_ended` (the session ended anywhere: logout in any tab, the IdP, idle or absolute end) →
+ *     the unauthenticated handler, at once, with a 401 `unauthenticated` Response made here (a socket has no
+ *     HTTP answer);
+ *   - 1006 (cut without a close frame, or the handshake refused: the browser tells neither why) →
+ *     `GET /auth/session` (with `X-CSRF: 1`, retried on 502/503), and on 401 the unauthenticated handler;
+ *   - then `onClose(event, sessionEnded)`. It never reconnects by itself: reconnect from `onClose` when
+ *     `sessionEnded` is false (after a pause), so a dead session is never reconnected.
+ *
+ * Other closes (1001 the gateway going away, 1011 `session_unchecked`, 1009 `message_too_big`, the upstream's
+ * own) leave the session as it is.
+ */
+export function openSocket(path: string, options?: GatehouseSocketOptions): WebSocket {
+  return client().openSocket(path, options);
 }

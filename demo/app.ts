@@ -4,6 +4,11 @@
  * token) and counts the access token down; an API call after it expired is refreshed by Gatehouse, and the
  * count goes up. Logged out, it asks once at load and again when the tab gets the focus back (a login in
  * another tab), never on a timer: each answer is a 401, which the browser's console shows as an error.
+ *
+ * The live clock is a WebSocket (openSocket, /api/live/clock → the demo API's /clock). When Gatehouse closes it
+ * because the session ended (a logout in another tab, the IdP ending the grant), the client calls the same
+ * handler as for a 401, and the same banner shows. Closed for another reason, it opens again at the next poll,
+ * which has just found the session alive.
  */
 import { createGatehouseClient, type GatehouseSession } from '../client/index.js';
 
@@ -19,6 +24,9 @@ const time = (unixSeconds: number) => new Date(unixSeconds * 1000).toLocaleStrin
 
 let session: GatehouseSession | null = null;
 let polling: ReturnType<typeof setInterval> | undefined;
+/** The live clock's socket while it is open or opening; `clockOn` is the Stop/Start button's choice. */
+let clock: WebSocket | undefined;
+let clockOn = true;
 /** The access token's lifetime as first seen, for the bar (the IdP's lifetime is not reported). */
 let tokenLife = { expiresAt: 0, seconds: 1 };
 
@@ -36,6 +44,7 @@ const gatehouse = createGatehouseClient({
 function sessionEnded(message: string): void {
   session = null;
   stopPolling();
+  stopClock();
   show('logged-in', false);
   show('api-card', false);
   show('logged-out', false);
@@ -61,6 +70,39 @@ function render(s: GatehouseSession): void {
   show('logged-in', true);
   tick();
   polling ??= setInterval(() => void poll(), POLL_MS);
+  if (clockOn) startClock();
+}
+
+function clockState(text: string, ok?: boolean): void {
+  $('clock-state').textContent = text;
+  $('clock-state').className = `status${ok === undefined ? '' : ok ? ' ok' : ' err'}`;
+}
+
+/** Opens the live clock unless it is open (or there is no session to open it with). */
+function startClock(): void {
+  if (clock || !session) return;
+  clockState('connecting');
+  const ws = gatehouse.openSocket('/api/live/clock', {
+    onOpen: () => clockState('live', true),
+    onMessage: (event) => {
+      const { time: at, sub } = JSON.parse(String(event.data)) as { time: string; sub: string };
+      $('clock-time').textContent = new Date(at).toLocaleTimeString();
+      $('clock-sub').textContent = sub;
+    },
+    // After the session check: when the session ended, onUnauthenticated has shown the banner already.
+    onClose: (event, ended) => {
+      if (clock !== ws) return; // stopped here
+      clock = undefined;
+      if (!ended) clockState(`closed (${event.code}${event.reason ? ` ${event.reason}` : ''}); opening again`, false);
+    },
+  });
+  clock = ws;
+}
+
+function stopClock(): void {
+  const ws = clock;
+  clock = undefined;
+  ws?.close();
 }
 
 function stopPolling(): void {
@@ -113,7 +155,17 @@ async function callApi(): Promise<void> {
 
 for (const id of ['login', 'banner-login']) $(id).setAttribute('href', gatehouse.loginUrl('/'));
 $('call-api').addEventListener('click', () => void callApi());
+$('clock-toggle').addEventListener('click', () => {
+  clockOn = !clockOn;
+  $('clock-toggle').textContent = clockOn ? 'Stop' : 'Start';
+  if (clockOn) startClock();
+  else {
+    stopClock();
+    clockState('stopped');
+  }
+});
 $('logout').addEventListener('click', () => {
+  stopClock(); // closed here first: the logout's own session_ended needs no banner
   gatehouse.logout().catch(() => notice('Logging out failed (the gateway did not answer). Try again.'));
 });
 $('js-cookies').textContent = JSON.stringify(document.cookie);

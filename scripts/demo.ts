@@ -1,9 +1,10 @@
 /**
  * `npm run demo`: the whole thing on one machine with nothing else installed.
  *
- *   http://localhost:8080  Gatehouse, serving the demo SPA (demo/) and proxying /api
+ *   http://localhost:8080  Gatehouse, serving the demo SPA (demo/) and proxying /api (WebSockets under /api/live)
  *   http://localhost:8081  a demo OpenID provider (oidc-provider; any user name and password log in)
- *   http://127.0.0.1:8082  a demo API that answers with the subject of the bearer token it receives
+ *   http://127.0.0.1:8082  a demo API that answers with the subject of the bearer token it receives, and
+ *                          a WebSocket clock (/clock, reached as /api/live/clock)
  *
  * The IdP shows its login form and, at logout, its sign-out confirmation; the demo SPA is its first-party
  * client, so there is no consent screen. Access tokens live 20 seconds and refresh tokens rotate (a reused
@@ -14,10 +15,12 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import express from 'express';
+import { WebSocketServer } from 'ws';
 import { createGatehouse, type Gatehouse } from '../src';
 import { ConfigError } from '../src/config/loadConfig';
 import { startTestIdp, type TestIdp } from '../src/testing/testIdp';
@@ -54,18 +57,27 @@ export interface Demo {
   close(): Promise<void>;
 }
 
+/** Who a bearer is, from the IdP's userinfo endpoint (the demo's access tokens are opaque); null when refused. */
+async function whoIs(userinfoUrl: string, authorization: string): Promise<{ sub: string; name?: string } | null> {
+  const r = await fetch(userinfoUrl, { headers: { authorization } });
+  if (!r.ok) {
+    await r.body?.cancel();
+    return null;
+  }
+  return (await r.json()) as { sub: string; name?: string };
+}
+
 /** The demo API: a resource server that learns who the bearer is from the IdP's userinfo endpoint. */
-function startDemoApi(userinfoUrl: string, port: number): Promise<http.Server> {
+function startDemoApi(userinfoUrl: string, port: number): Promise<DemoApi> {
   const server = http.createServer((req, res) => {
     const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
       res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
     };
     const auth = req.headers.authorization ?? '';
     if (!/^Bearer \S+$/.test(auth)) return send(401, { error: 'invalid_token' }, { 'www-authenticate': 'Bearer' });
-    fetch(userinfoUrl, { headers: { authorization: auth } })
-      .then(async (r) => {
-        if (!r.ok) return send(401, { error: 'invalid_token' }, { 'www-authenticate': 'Bearer error="invalid_token"' });
-        const who = (await r.json()) as { sub: string; name?: string };
+    whoIs(userinfoUrl, auth)
+      .then((who) => {
+        if (!who) return send(401, { error: 'invalid_token' }, { 'www-authenticate': 'Bearer error="invalid_token"' });
         send(200, {
           message: `Hello, ${who.name ?? who.sub}! This answer comes from the demo API behind Gatehouse.`,
           sub: who.sub,
@@ -78,7 +90,51 @@ function startDemoApi(userinfoUrl: string, port: number): Promise<http.Server> {
       })
       .catch(() => send(502, { error: 'idp_unreachable' }));
   });
-  return listen(server, port);
+  const clocks = serveClock(server, userinfoUrl);
+  return listen(server, port).then(() => ({
+    server,
+    close() {
+      // Upgraded connections are no longer the HTTP server's to close: its close would wait for them.
+      for (const ws of clocks.clients) ws.terminate();
+      clocks.close();
+      return closeServer(server);
+    },
+  }));
+}
+
+interface DemoApi {
+  server: http.Server;
+  close(): Promise<void>;
+}
+
+/**
+ * The demo API's WebSocket, `/clock`: `{"time": "<ISO>", "sub": "<the bearer's subject>"}` at once and then every
+ * second. The bearer is checked once, at the handshake (one userinfo call per connection): the socket outlives
+ * that token, and it is Gatehouse that closes it when the session ends.
+ */
+function serveClock(api: http.Server, userinfoUrl: string): WebSocketServer {
+  const wss = new WebSocketServer({ noServer: true });
+  api.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const refuse = (status: string, fields = '') =>
+      socket.end(`HTTP/1.1 ${status}\r\n${fields}Content-Length: 0\r\nConnection: close\r\n\r\n`);
+    if (new URL(req.url ?? '/', 'http://api').pathname !== '/clock') return refuse('404 Not Found');
+    const auth = req.headers.authorization ?? '';
+    if (!/^Bearer \S+$/.test(auth)) return refuse('401 Unauthorized', 'WWW-Authenticate: Bearer\r\n');
+    whoIs(userinfoUrl, auth)
+      .then((who) => {
+        if (!who) return refuse('401 Unauthorized', 'WWW-Authenticate: Bearer error="invalid_token"\r\n');
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          const tick = () => ws.send(JSON.stringify({ time: new Date().toISOString(), sub: who.sub }));
+          tick();
+          const timer = setInterval(tick, 1000);
+          ws.on('close', () => clearInterval(timer));
+          ws.on('error', () => ws.terminate());
+        });
+      })
+      .catch(() => refuse('502 Bad Gateway'));
+  });
+  return wss;
 }
 
 function listen<T extends http.Server>(server: T, port: number): Promise<T> {
@@ -118,13 +174,17 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
     refreshTokenTtl: 8 * 3600,
   });
   const api = await startDemoApi(`${idp.issuer}/me`, opts.apiPort ?? 8082);
-  const apiUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
+  const apiUrl = `http://127.0.0.1:${(api.server.address() as AddressInfo).port}`;
   const gatehouse = await createGatehouse({
     issuer: idp.issuer,
     clientId: 'gatehouse-demo',
     clientSecret,
     publicUrl,
-    upstream: apiUrl,
+    // /api/* → the demo API; /api/live/* too, WebSocket upgrades included (/api/live/clock → /clock).
+    routes: [
+      { path: '/api', upstream: apiUrl },
+      { path: '/api/live', upstream: apiUrl, websocket: true },
+    ],
     sessionSecret: opts.sessionSecret ?? randomBytes(36).toString('base64url'),
     redisUrl: opts.redisUrl,
     ...(opts.keyPrefix !== undefined && { keyPrefix: opts.keyPrefix }),
@@ -139,6 +199,8 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
   web.use('/demo', express.static(resolve(root, 'dist/demo'), { index: false }));
   web.use('/client', express.static(resolve(root, 'dist/client'), { index: false }));
   web.use((req, res) => gatehouse.frontDoor(req, res));
+  // WebSocket upgrades are the server's `upgrade` event, which Express never sees.
+  server.on('upgrade', gatehouse.frontDoor.upgrade);
 
   return {
     url: publicUrl,
@@ -146,7 +208,8 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
     gatehouse,
     apiUrl,
     async close() {
-      await Promise.all([closeServer(server), closeServer(api)]);
+      await gatehouse.closeSockets(); // 1001 to every browser's socket, as a gateway going away sends
+      await Promise.all([closeServer(server), api.close()]);
       await gatehouse.close();
       await idp.close();
     },
@@ -174,9 +237,9 @@ async function main(): Promise<void> {
       `  Open ${demo.url} and log in with any user name and password.`,
       '  The demo IdP shows two pages of its own: its login form, and at logout a "Sign out?" confirmation.',
       '',
-      `  gateway   ${demo.url}   demo SPA, /auth/*, /api/* -> demo API`,
+      `  gateway   ${demo.url}   demo SPA, /auth/*, /api/* -> demo API (WebSocket: /api/live/clock)`,
       `  IdP       ${demo.idp.issuer}   oidc-provider: access tokens live 20 s, refresh tokens rotate`,
-      `  demo API  ${demo.apiUrl}   answers with the bearer's subject`,
+      `  demo API  ${demo.apiUrl}   answers with the bearer's subject; /clock: a WebSocket clock`,
       `  sessions  ${store}`,
       '',
       'Press Ctrl+C to stop.',

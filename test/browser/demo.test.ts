@@ -2,8 +2,11 @@
  * The demo SPA in a real browser: Debian's Chromium (never a downloaded one) driven by playwright-core,
  * against the demo stack of `npm run demo` (scripts/demo.ts startDemo) on ephemeral ports: the real
  * oidc-provider with its HTML login form and sign-out confirmation (no consent form: the demo's client is
- * its first-party app) and 3 s access tokens, the demo API, real Redis
+ * its first-party app) and 3 s access tokens, the demo API (with its WebSocket clock), real Redis
  * (REDIS_URL from jest's globalSetup) and Gatehouse serving the SPA built on gatehouse-bff/client.
+ *
+ * While the SPA's live clock (a WebSocket) is open, Gatehouse refreshes the access token for it at every
+ * refresh point: the tests of the HTTP refresh path stop the clock first, as a user would with its button.
  *
  * Without Chromium the suite is skipped with a loud warning, except in CI (CI=true), where .ci/run
  * installs it: there a missing browser fails the suite rather than passing by skipping.
@@ -141,6 +144,26 @@ interface SessionBody {
     return s.refreshCount;
   }
 
+  /** Stops the live clock (its button), once it is live, so that the access token is left to expire. */
+  async function stopClock(page: Page): Promise<void> {
+    await visible(page, '#clock-state >> text=live');
+    await page.click('#clock-toggle');
+    await visible(page, '#clock-state >> text=stopped');
+  }
+
+  /** Records every WebSocket close the page sees (code, reason), before the SPA's script runs. */
+  const RECORD_CLOSES = `{
+    const Native = window.WebSocket;
+    window.closes = [];
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        this.addEventListener('close', (e) => window.closes.push({ code: e.code, reason: e.reason }));
+      }
+    };
+  }`;
+  const closesOf = (page: Page) => page.evaluate<Array<{ code: number; reason: string }>>('window.closes');
+
   /** Clicks "Call the API" and waits for this call's answer on the page. */
   async function callApi(page: Page): Promise<string> {
     // Page code goes as strings: this file compiles without the DOM library.
@@ -195,6 +218,7 @@ interface SessionBody {
     const context = await newContext();
     const page = await context.newPage();
     await logIn(page, 'bob');
+    await stopClock(page);
     let navigations = 0;
     page.on('framenavigated', (frame) => {
       if (frame === page.mainFrame()) navigations++;
@@ -221,6 +245,7 @@ interface SessionBody {
     const context = await newContext();
     const page = await context.newPage();
     await logIn(page, 'carol');
+    await stopClock(page);
     expect(await demo.idp.revoke('carol')).toBeGreaterThan(0);
     await pastTokenExpiry(page);
 
@@ -267,9 +292,11 @@ interface SessionBody {
     const context = await newContext();
     const first = await context.newPage();
     await logIn(first, 'erin');
+    await stopClock(first);
     const second = await context.newPage();
     await second.goto(`${demo.url}/`);
     await visible(second, '#logged-in');
+    await stopClock(second);
     await pastTokenExpiry(first);
 
     const grants = demo.idp.grants.refresh_token;
@@ -284,6 +311,76 @@ interface SessionBody {
     expect(demo.idp.grants.refresh_token).toBe(grants + 1);
     expect(demo.idp.reuseDetected).toBe(reuse);
     for (const page of [first, second]) expect(await page.locator('#banner').isHidden()).toBe(true);
+    await context.close();
+  });
+
+  it('shows the live clock over a WebSocket; a logout in another tab closes it with session_ended and shows the banner', async () => {
+    const context = await newContext();
+    await context.addInitScript(RECORD_CLOSES);
+    const first = await context.newPage();
+    let sockets = 0;
+    first.on('websocket', (ws) => {
+      if (ws.url() === `${demo.url.replace(/^http/, 'ws')}/api/live/clock`) sockets++;
+    });
+    await logIn(first, 'grace');
+
+    // The demo API's clock, through Gatehouse: its time changes every second, for the bearer's subject.
+    await visible(first, '#clock-state >> text=live');
+    await visible(first, '#clock-sub >> text=grace');
+    const times = new Set<string>();
+    for (let i = 0; i < 100 && times.size < 2; i++) {
+      const t = await text(first, '#clock-time');
+      if (t !== '—') times.add(t);
+      await first.waitForTimeout(100);
+    }
+    expect(times.size).toBe(2);
+    // While it is open, Gatehouse refreshes the token for it: the count goes up with no API call.
+    const refreshes = (await sessionOf(first)).refreshCount;
+    await first.waitForFunction(
+      `(async () => (await (await fetch('/auth/session', { headers: { 'X-CSRF': '1' } })).json()).refreshCount > ${refreshes})()`,
+      undefined,
+      { polling: 500, timeout: 15_000 },
+    );
+    expect(await closesOf(first)).toEqual([]);
+
+    // A second tab of the same browser logs out.
+    const second = await context.newPage();
+    await second.goto(`${demo.url}/`);
+    await visible(second, '#logged-in');
+    const loggedOut = second.waitForResponse((r) => new URL(r.url()).pathname === '/auth/logout' && r.status() === 200);
+    await second.click('#logout');
+    await loggedOut;
+    const at = Date.now();
+
+    await first.locator('#banner').waitFor({ state: 'visible', timeout: 3000 });
+    expect(Date.now() - at).toBeLessThan(3000);
+    expect(await text(first, '#banner-text')).toBe('Your session has ended. Log in again to continue.');
+    expect(await first.locator('#logged-in').isHidden()).toBe(true);
+    expect(await closesOf(first)).toEqual([{ code: 1008, reason: 'session_ended' }]);
+    expect(first.url()).toBe(`${demo.url}/`);
+    // No socket is opened again on the dead session (the logged-out page stops polling too).
+    await first.waitForTimeout(2500);
+    expect(sockets).toBe(1);
+    await shot(first, 'socket-session-ended');
+    await context.close();
+  });
+
+  it('notices a grant revoked at the IdP through the live clock alone: the token refresh for the socket ends the session', async () => {
+    const context = await newContext();
+    await context.addInitScript(RECORD_CLOSES);
+    const page = await context.newPage();
+    await logIn(page, 'heidi');
+    await visible(page, '#clock-state >> text=live');
+    const grants = demo.idp.grants.refresh_token;
+    expect(await demo.idp.revoke('heidi')).toBeGreaterThan(0);
+
+    // No API call: the refresh Gatehouse makes for the open socket is refused (invalid_grant).
+    await visible(page, '#banner');
+    expect(await text(page, '#banner-text')).toBe('Your session has ended. Log in again to continue.');
+    expect(await closesOf(page)).toEqual([{ code: 1008, reason: 'session_ended' }]);
+    expect(demo.idp.grants.refresh_token).toBeGreaterThan(grants);
+    const info = await page.evaluate<number>("fetch('/auth/session', { headers: { 'X-CSRF': '1' } }).then((r) => r.status)");
+    expect(info).toBe(401);
     await context.close();
   });
 });
