@@ -32,7 +32,8 @@ describe('a login racing a back-channel logout of its IdP session', () => {
   async function codeFor(browser: Agent, jar: Agent, sub: string): Promise<string> {
     const start = await browser.get('/auth/login').redirects(0).expect(302);
     const authorizationUrl = String(start.headers.location);
-    const redirectUri = new URL(authorizationUrl).searchParams.get('redirect_uri')!;
+    // A pushed authorization request (RFC 9126) leaves only request_uri in the URL: the way back is the callback path.
+    const redirectUri = new URL(authorizationUrl).searchParams.get('redirect_uri') ?? '/auth/callback';
     return driveIdp(jar, s.idp.issuer, authorizationUrl, redirectUri, sub);
   }
 
