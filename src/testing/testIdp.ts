@@ -1,5 +1,5 @@
 /**
- * A real OpenID provider for tests: oidc-provider 9 in-process on 127.0.0.1:<ephemeral> (STACK.md §5.1),
+ * A real OpenID provider for tests: oidc-provider 9 in-process on 127.0.0.1:<ephemeral>,
  * with counters and fault switches on its token endpoint.
  *
  * Behaviour worth knowing (all genuine oidc-provider behaviour, nothing faked unless a fault switch is set):
@@ -25,8 +25,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Provider, errors, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
-import { CompactSign, exportJWK, generateKeyPair, importJWK, type CompactJWSHeaderParameters } from 'jose';
+import { CompactSign, exportJWK, generateKeyPair, importJWK, type CompactJWSHeaderParameters, type JWK } from 'jose';
 
 export const DEFAULT_CLIENT_ID = 'gatehouse';
 export const DEFAULT_CLIENT_SECRET = 'gatehouse-test-client-secret-0123456789abcdef';
@@ -281,8 +282,6 @@ export interface TestIdp {
   close(): Promise<void>;
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 let consoleFiltered = false;
 /** oidc-provider prints harmless warnings (in-memory adapter, devInteractions, SSRF guard, pre-parsed body...) */
 function filterOidcProviderConsole(): void {
@@ -307,6 +306,17 @@ function readRawBody(req: http.IncomingMessage): Promise<string> {
   });
 }
 
+/**
+ * Reads a POST's form body on arrival, so the wrappers below see its parameters before oidc-provider does.
+ * oidc-provider's body parser then uses req.body (its documented fallback for an already-parsed body) instead
+ * of the consumed stream.
+ */
+async function preParseForm(req: http.IncomingMessage): Promise<URLSearchParams> {
+  const raw = await readRawBody(req);
+  (req as http.IncomingMessage & { body?: string }).body = raw;
+  return new URLSearchParams(raw);
+}
+
 function clientAuthOf(authorization: string, form: URLSearchParams): ClientAuthUsed {
   if (/^basic\s/i.test(authorization)) return 'client_secret_basic';
   if (form.has('client_assertion')) return 'private_key_jwt_or_client_secret_jwt';
@@ -326,14 +336,104 @@ function toArray(v: string | string[] | undefined): string[] {
   return Array.isArray(v) ? v : [v];
 }
 
+const TOKEN_PATH = '/token';
+const REVOCATION_PATH = '/token/revocation';
+
+type Middleware = (ctx: KoaContextWithOIDC, next: () => Promise<unknown>) => Promise<void>;
+
+/** The options every part needs, with their defaults applied. */
+interface IdpSettings {
+  clientId: string;
+  clientSecret: string;
+  accessTokenTtl: number;
+}
+
+/** The IdP's signing key, as oidc-provider gets it (a private JWK) and as signLogoutToken signs with it. */
+interface SigningKey {
+  jwk: JWK & { kid: string };
+  key: Awaited<ReturnType<typeof importJWK>>;
+}
+
+/**
+ * What the IdP records and its fault switches: written by the endpoint wrappers and the provider's events,
+ * read and set through the TestIdp controls.
+ */
+interface IdpState {
+  readonly grants: GrantCounters;
+  refreshSucceeded: number;
+  refreshFailed: number;
+  revocations: number;
+  reuseDetected: number;
+  grantErrors: Array<{ grantType: string; error: string; detail?: string }>;
+  backchannelLogouts: BackchannelLogoutRecord[];
+  reuseReports: ReuseReportRecord[];
+  reuseWebhook: ReuseWebhook | undefined;
+  /** reuse reports not answered yet */
+  readonly deliveries: Set<Promise<void>>;
+  tokenRequests: TokenRequestRecord[];
+  revocationRequests: RevocationRecord[];
+  refreshFault: RefreshFault | undefined;
+  revocationFault: { status: number; body: object; remaining: number } | undefined;
+  delayMs: number;
+  delayPhase: 'before' | 'after';
+  /** every access, refresh and ID token the token endpoint answered with (tokensIssued) */
+  readonly issued: string[];
+  /** grant ids by account, for revoke(sub) */
+  readonly grantsByAccount: Map<string, Set<string>>;
+  /** the account of the next programmatic login (setNextAccount) */
+  nextAccount: string;
+}
+
+function newState(opts: TestIdpOptions): IdpState {
+  return {
+    grants: { authorization_code: 0, refresh_token: 0 },
+    refreshSucceeded: 0,
+    refreshFailed: 0,
+    revocations: 0,
+    reuseDetected: 0,
+    grantErrors: [],
+    backchannelLogouts: [],
+    reuseReports: [],
+    reuseWebhook: opts.reuseWebhook,
+    deliveries: new Set(),
+    tokenRequests: [],
+    revocationRequests: [],
+    refreshFault: undefined,
+    revocationFault: undefined,
+    delayMs: 0,
+    delayPhase: 'before',
+    issued: [],
+    grantsByAccount: new Map(),
+    nextAccount: opts.account ?? 'alice',
+  };
+}
+
 export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> {
   if (opts.quiet !== false) filterOidcProviderConsole();
+  const settings: IdpSettings = {
+    clientId: opts.clientId ?? DEFAULT_CLIENT_ID,
+    clientSecret: opts.clientSecret ?? DEFAULT_CLIENT_SECRET,
+    accessTokenTtl: opts.accessTokenTtl ?? 2,
+  };
+  const { server, issuer } = await listen(opts);
+  const signingKey = await generateSigningKey();
+  const state = newState(opts);
 
-  const clientId = opts.clientId ?? DEFAULT_CLIENT_ID;
-  const accessTokenTtl = opts.accessTokenTtl ?? 2;
-  const clientSecret = opts.clientSecret ?? DEFAULT_CLIENT_SECRET;
-  const claimsOf = opts.claims ?? ((sub: string) => ({ sub, email: `${sub}@example.test`, email_verified: true, name: `Test ${sub}` }));
+  const provider = new Provider(issuer, buildConfiguration(opts, settings, signingKey));
+  recordProviderEvents(provider, state, issuer);
+  // provider.use middleware runs before oidc-provider's own routes
+  provider.use(recordRevocationRequests(state));
+  provider.use(recordTokenRequests(state));
+  if (opts.interactions !== 'dev') provider.use(finishInteractions(provider, state));
 
+  const handle = provider.callback();
+  server.on('request', (req, res) => void handle(req, res));
+  return controls({ provider, server, issuer, settings, signingKey, state });
+}
+
+// ---------- server start ----------
+
+async function listen(opts: TestIdpOptions): Promise<{ server: http.Server; issuer: string }> {
   const server = http.createServer();
   const hostname = opts.hostname ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
@@ -341,36 +441,25 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
     // Loopback only, also for 'localhost' (browsers and Node's fetch try 127.0.0.1 when ::1 refuses).
     server.listen(opts.port ?? 0, '127.0.0.1', resolve);
   });
-  const issuer = `http://${hostname}:${(server.address() as AddressInfo).port}`;
+  return { server, issuer: `http://${hostname}:${(server.address() as AddressInfo).port}` };
+}
 
+async function generateSigningKey(): Promise<SigningKey> {
   const { privateKey } = await generateKeyPair('RS256', { extractable: true });
-  const signingKey = { ...(await exportJWK(privateKey)), kid: `test-rs256-${randomBytes(4).toString('hex')}`, alg: 'RS256', use: 'sig' };
-  // the same private key oidc-provider signs with (it gets `jwks` below), for signLogoutToken
-  const logoutTokenKey = await importJWK(signingKey, 'RS256');
+  const jwk = { ...(await exportJWK(privateKey)), kid: `test-rs256-${randomBytes(4).toString('hex')}`, alg: 'RS256', use: 'sig' };
+  // the same private key oidc-provider signs with (it gets `jwks`), for signLogoutToken
+  return { jwk, key: await importJWK(jwk, 'RS256') };
+}
 
-  let nextAccount = opts.account ?? 'alice';
+// ---------- configuration ----------
 
-  const mainClient: ClientMetadata = {
-    client_id: clientId,
-    client_secret: clientSecret,
-    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
-    response_types: ['code'],
-    // oidc-provider rejects a client without redirect_uris: register a placeholder until real ones are added
-    redirect_uris: toArray(opts.redirectUri).length ? toArray(opts.redirectUri) : [PLACEHOLDER_REDIRECT_URI],
-    post_logout_redirect_uris: toArray(opts.postLogoutRedirectUri),
-    token_endpoint_auth_method: opts.tokenEndpointAuthMethod ?? 'client_secret_basic',
-    // ID tokens carry auth_time, as Keycloak's, Auth0's and Entra's do (OIDC Core §2)
-    require_auth_time: true,
-    ...(opts.backchannelLogoutUri ? { backchannel_logout_uri: opts.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
-  };
-
-  const TOKEN_PATH = '/token';
-  const REVOCATION_PATH = '/token/revocation';
-
-  const configuration: Configuration = {
-    clients: [mainClient, ...((opts.extraClients ?? []) as ClientMetadata[])],
+function buildConfiguration(opts: TestIdpOptions, settings: IdpSettings, signingKey: SigningKey): Configuration {
+  const { accessTokenTtl } = settings;
+  const claimsOf = opts.claims ?? ((sub: string) => ({ sub, email: `${sub}@example.test`, email_verified: true, name: `Test ${sub}` }));
+  return {
+    clients: [mainClient(opts, settings), ...((opts.extraClients ?? []) as ClientMetadata[])],
     clockTolerance: opts.clockTolerance ?? 0,
-    jwks: { keys: [signingKey] },
+    jwks: { keys: [signingKey.jwk] },
     cookies: { keys: [randomBytes(32).toString('hex')] },
     routes: { token: TOKEN_PATH, revocation: REVOCATION_PATH },
     pkce: { required: () => true },
@@ -382,24 +471,7 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
       userinfo: { enabled: true },
       // the gateway's own tokens (routes with token: client)
       clientCredentials: { enabled: true },
-      ...(opts.resources && {
-        resourceIndicators: {
-          enabled: true,
-          defaultResource: () => undefined,
-          // a token request without `resource` gets the login's token (userinfo), not one for an API
-          useGrantedResource: () => false,
-          getResourceServerInfo: (_ctx: unknown, resource: string) => {
-            if (!opts.resources!.includes(resource)) throw new errors.InvalidTarget();
-            return {
-              scope: 'api:read api:write',
-              audience: resource,
-              accessTokenTTL: accessTokenTtl,
-              accessTokenFormat: 'jwt' as const,
-              jwt: { sign: { alg: 'RS256' } },
-            };
-          },
-        },
-      }),
+      ...(opts.resources && { resourceIndicators: resourceIndicators(opts.resources, accessTokenTtl) }),
       pushedAuthorizationRequests: {
         enabled: opts.pushedAuthorizationRequests !== 'none',
         requirePushedAuthorizationRequests: opts.pushedAuthorizationRequests === 'required',
@@ -411,20 +483,7 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
       accountId: sub,
       claims: async () => ({ ...claimsOf(sub), sub }),
     }),
-    ...(opts.skipConsent && {
-      // oidc-provider's documented hook for first-party clients: the grant it would otherwise ask consent for.
-      loadExistingGrant: async (ctx: KoaContextWithOIDC) => {
-        const { client, session, result } = ctx.oidc;
-        const grantId = (result?.consent as { grantId?: string } | undefined)?.grantId ?? session?.grantIdFor(client!.clientId);
-        const existing = grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined;
-        if (existing || client?.clientId !== clientId || !session?.accountId) return existing;
-        const grant = new ctx.oidc.provider.Grant({ clientId, accountId: session.accountId });
-        grant.addOIDCScope([...ctx.oidc.requestParamOIDCScopes].join(' '));
-        if (ctx.oidc.requestParamClaims.size) grant.addOIDCClaims([...ctx.oidc.requestParamClaims]);
-        await grant.save();
-        return grant;
-      },
-    }),
+    ...(opts.skipConsent && { loadExistingGrant: firstPartyGrant(settings.clientId) }),
     // the default needs scope offline_access, which oidc-provider drops unless prompt=consent
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     // oidc-provider 9 blocks its own outgoing fetches (back-channel logout) to loopback: drop the SSRF dispatcher
@@ -443,56 +502,67 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
       Grant: 3600,
     },
   };
+}
 
-  const provider = new Provider(issuer, configuration);
+function mainClient(opts: TestIdpOptions, { clientId, clientSecret }: IdpSettings): ClientMetadata {
+  return {
+    client_id: clientId,
+    client_secret: clientSecret,
+    grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
+    response_types: ['code'],
+    // oidc-provider rejects a client without redirect_uris: register a placeholder until real ones are added
+    redirect_uris: toArray(opts.redirectUri).length ? toArray(opts.redirectUri) : [PLACEHOLDER_REDIRECT_URI],
+    post_logout_redirect_uris: toArray(opts.postLogoutRedirectUri),
+    token_endpoint_auth_method: opts.tokenEndpointAuthMethod ?? 'client_secret_basic',
+    // ID tokens carry auth_time, as Keycloak's, Auth0's and Entra's do (OIDC Core §2)
+    require_auth_time: true,
+    ...(opts.backchannelLogoutUri ? { backchannel_logout_uri: opts.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
+  };
+}
 
-  // ---------- state ----------
-  const grants: GrantCounters = { authorization_code: 0, refresh_token: 0 };
-  let refreshSucceeded = 0;
-  let refreshFailed = 0;
-  let revocations = 0;
-  let reuseDetected = 0;
-  let grantErrors: Array<{ grantType: string; error: string; detail?: string }> = [];
-  let backchannelLogouts: BackchannelLogoutRecord[] = [];
-  let reuseReports: ReuseReportRecord[] = [];
-  let reuseWebhook = opts.reuseWebhook;
-  const deliveries = new Set<Promise<void>>();
-  let tokenRequests: TokenRequestRecord[] = [];
-  let revocationRequests: RevocationRecord[] = [];
-  let revocationFault: { status: number; body: object; remaining: number } | undefined;
-  const issued: string[] = [];
-  const grantsByAccount = new Map<string, Set<string>>();
-  let fault: RefreshFault | undefined;
-  let delayMs = 0;
-  let delayPhase: 'before' | 'after' = 'before';
+/** RFC 8707 resource indicators for TestIdpOptions.resources: a JWT access token per API, `aud` = the API */
+function resourceIndicators(resources: string[], accessTokenTtl: number): NonNullable<Configuration['features']>['resourceIndicators'] {
+  return {
+    enabled: true,
+    defaultResource: () => undefined,
+    // a token request without `resource` gets the login's token (userinfo), not one for an API
+    useGrantedResource: () => false,
+    getResourceServerInfo: (_ctx: unknown, resource: string) => {
+      if (!resources.includes(resource)) throw new errors.InvalidTarget();
+      return {
+        scope: 'api:read api:write',
+        audience: resource,
+        accessTokenTTL: accessTokenTtl,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'RS256' } },
+      };
+    },
+  };
+}
 
+/** oidc-provider's documented hook for first-party clients: the grant it would otherwise ask consent for. */
+function firstPartyGrant(clientId: string) {
+  return async (ctx: KoaContextWithOIDC) => {
+    const { client, session, result } = ctx.oidc;
+    const grantId = (result?.consent as { grantId?: string } | undefined)?.grantId ?? session?.grantIdFor(client!.clientId);
+    const existing = grantId ? await ctx.oidc.provider.Grant.find(grantId) : undefined;
+    if (existing || client?.clientId !== clientId || !session?.accountId) return existing;
+    const grant = new ctx.oidc.provider.Grant({ clientId, accountId: session.accountId });
+    grant.addOIDCScope([...ctx.oidc.requestParamOIDCScopes].join(' '));
+    if (ctx.oidc.requestParamClaims.size) grant.addOIDCClaims([...ctx.oidc.requestParamClaims]);
+    await grant.save();
+    return grant;
+  };
+}
+
+// ---------- recording: the provider's events ----------
+
+function recordProviderEvents(provider: Provider, state: IdpState, issuer: string): void {
   const trackGrant = (accountId: string | undefined, grantId: string | undefined) => {
     if (!accountId || !grantId) return;
-    let set = grantsByAccount.get(accountId);
-    if (!set) grantsByAccount.set(accountId, (set = new Set()));
+    let set = state.grantsByAccount.get(accountId);
+    if (!set) state.grantsByAccount.set(accountId, (set = new Set()));
     set.add(grantId);
-  };
-  // Out of band, like an IdP's event hook: the token endpoint's answer never waits for the delivery.
-  const reportReuse = (hook: ReuseWebhook, body: ReuseReportRecord['body']) => {
-    const record: ReuseReportRecord = { body };
-    reuseReports.push(record);
-    const delivery = globalThis
-      .fetch(hook.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${hook.token}` },
-        body: JSON.stringify(body),
-      })
-      .then(
-        async (res) => {
-          record.status = res.status;
-          await res.body?.cancel();
-        },
-        (err: unknown) => {
-          record.error = err instanceof Error ? err.message : String(err);
-        },
-      )
-      .finally(() => deliveries.delete(delivery));
-    deliveries.add(delivery);
   };
   provider.on('grant.saved', (grant) => trackGrant(grant.accountId, grant.jti));
   provider.on('authorization_code.saved', (code) => trackGrant(code.accountId, code.grantId));
@@ -501,7 +571,7 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
   provider.on('grant.error', (ctx, err) => {
     const grantType = String((ctx.oidc?.params?.grant_type as string | undefined) ?? '');
     const detail = (err as { error_detail?: string }).error_detail;
-    grantErrors.push({ grantType, error: err.error ?? err.message, ...(detail !== undefined ? { detail } : {}) });
+    state.grantErrors.push({ grantType, error: err.error ?? err.message, ...(detail !== undefined ? { detail } : {}) });
   });
   // oidc-provider's reuse detection (lib/actions/grants/refresh_token.js): a consumed refresh token presented
   // again destroys it and revokes its grant, the only grant revocation a refresh_token grant makes. RFC 9700
@@ -509,59 +579,88 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
   provider.on('grant.revoked', (ctx) => {
     const rt = ctx.oidc.entities.RefreshToken;
     if (ctx.oidc.route !== 'token' || ctx.oidc.params?.grant_type !== 'refresh_token' || !rt?.consumed || !rt.accountId) return;
-    reuseDetected++;
-    if (reuseWebhook) reportReuse(reuseWebhook, { sub: rt.accountId, ...(rt.sid ? { sid: rt.sid } : {}), iss: issuer });
+    state.reuseDetected++;
+    if (state.reuseWebhook) reportReuse(state, state.reuseWebhook, { sub: rt.accountId, ...(rt.sid ? { sid: rt.sid } : {}), iss: issuer });
   });
   provider.on('backchannel.success', (_ctx, client, accountId, sid) => {
-    backchannelLogouts.push({ ok: true, clientId: client.clientId, accountId, sid });
+    state.backchannelLogouts.push({ ok: true, clientId: client.clientId, accountId, sid });
   });
   provider.on('backchannel.error', (_ctx, err, client, accountId, sid) => {
-    backchannelLogouts.push({ ok: false, clientId: client.clientId, accountId, sid, error: err.message });
+    state.backchannelLogouts.push({ ok: false, clientId: client.clientId, accountId, sid, error: err.message });
   });
+}
 
-  // ---------- token / revocation endpoint wrapper (provider.use runs before oidc-provider's routes) ----------
-  provider.use(async (ctx, next) => {
-    if (ctx.method === 'POST' && ctx.path === REVOCATION_PATH) {
-      revocations++;
-      // same pre-parsed body trick as the token endpoint below
-      const raw = await readRawBody(ctx.req);
-      (ctx.req as http.IncomingMessage & { body?: string }).body = raw;
-      const form = new URLSearchParams(raw);
-      const hint = form.get('token_type_hint');
-      const record: RevocationRecord = {
-        token: form.get('token') ?? '',
-        ...(hint !== null ? { tokenTypeHint: hint } : {}),
-        clientAuth: clientAuthOf(ctx.get('authorization'), form),
-        injected: false,
-      };
-      revocationRequests.push(record);
-      if (revocationFault && revocationFault.remaining > 0) {
-        revocationFault.remaining--;
-        const { status, body } = revocationFault;
-        if (revocationFault.remaining <= 0) revocationFault = undefined;
-        record.injected = true;
-        record.status = status;
-        ctx.status = status;
-        ctx.set('Cache-Control', 'no-store');
-        ctx.body = body;
-        return;
-      }
+/** Out of band, like an IdP's event hook: the token endpoint's answer never waits for the delivery. */
+function reportReuse(state: IdpState, hook: ReuseWebhook, body: ReuseReportRecord['body']): void {
+  const record: ReuseReportRecord = { body };
+  state.reuseReports.push(record);
+  const delivery = globalThis
+    .fetch(hook.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${hook.token}` },
+      body: JSON.stringify(body),
+    })
+    .then(
+      async (res) => {
+        record.status = res.status;
+        await res.body?.cancel();
+      },
+      (err: unknown) => {
+        record.error = err instanceof Error ? err.message : String(err);
+      },
+    )
+    .finally(() => state.deliveries.delete(delivery));
+  state.deliveries.add(delivery);
+}
+
+// ---------- recording: the revocation and token endpoints ----------
+
+/** Records each revocation-endpoint POST (revocationRequests) and answers it itself while failRevocation is set. */
+function recordRevocationRequests(state: IdpState): Middleware {
+  return async (ctx, next) => {
+    if (ctx.method !== 'POST' || ctx.path !== REVOCATION_PATH) {
       await next();
-      record.status = ctx.status;
       return;
     }
+    state.revocations++;
+    const form = await preParseForm(ctx.req);
+    const hint = form.get('token_type_hint');
+    const record: RevocationRecord = {
+      token: form.get('token') ?? '',
+      ...(hint !== null ? { tokenTypeHint: hint } : {}),
+      clientAuth: clientAuthOf(ctx.get('authorization'), form),
+      injected: false,
+    };
+    state.revocationRequests.push(record);
+    const fault = state.revocationFault;
+    if (fault && fault.remaining > 0) {
+      fault.remaining--;
+      if (fault.remaining <= 0) state.revocationFault = undefined;
+      record.injected = true;
+      record.status = fault.status;
+      ctx.status = fault.status;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = fault.body;
+      return;
+    }
+    await next();
+    record.status = ctx.status;
+  };
+}
+
+/**
+ * Counts and records each token-endpoint POST on arrival (grants, tokenRequests), applies delay() and
+ * failRefresh(), then counts the refresh outcome and keeps the tokens issued.
+ */
+function recordTokenRequests(state: IdpState): Middleware {
+  return async (ctx, next) => {
     if (ctx.method !== 'POST' || ctx.path !== TOKEN_PATH) {
       await next();
       return;
     }
-
-    // Read the form body here to see grant_type on arrival. oidc-provider's body parser then uses req.body
-    // (its documented fallback for an already-parsed body) instead of the consumed stream.
-    const raw = await readRawBody(ctx.req);
-    (ctx.req as http.IncomingMessage & { body?: string }).body = raw;
-    const form = new URLSearchParams(raw);
+    const form = await preParseForm(ctx.req);
     const grantType = form.get('grant_type') ?? '';
-    grants[grantType] = (grants[grantType] ?? 0) + 1;
+    state.grants[grantType] = (state.grants[grantType] ?? 0) + 1;
     const record: TokenRequestRecord = {
       grantType,
       clientAuth: clientAuthOf(ctx.get('authorization'), form),
@@ -569,106 +668,152 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
       ...(form.has('resource') && { resource: form.get('resource')! }),
       injected: false,
     };
-    tokenRequests.push(record);
+    state.tokenRequests.push(record);
 
-    if (delayMs > 0 && delayPhase === 'before') await sleep(delayMs);
+    if (state.delayMs > 0 && state.delayPhase === 'before') await sleep(state.delayMs);
 
+    const fault = state.refreshFault;
     if (grantType === 'refresh_token' && fault && fault.remaining > 0) {
       fault.remaining--;
-      const { status, body, headers } = fault;
-      if (fault.remaining <= 0) fault = undefined;
-      refreshFailed++;
+      if (fault.remaining <= 0) state.refreshFault = undefined;
+      state.refreshFailed++;
       record.injected = true;
-      record.status = status;
-      ctx.status = status;
+      record.status = fault.status;
+      ctx.status = fault.status;
       ctx.set('Cache-Control', 'no-store');
-      for (const [k, v] of Object.entries(headers)) ctx.set(k, v);
-      ctx.body = body;
+      for (const [k, v] of Object.entries(fault.headers)) ctx.set(k, v);
+      ctx.body = fault.body;
       return;
     }
 
     await next();
 
-    if (delayMs > 0 && delayPhase === 'after') await sleep(delayMs);
+    if (state.delayMs > 0 && state.delayPhase === 'after') await sleep(state.delayMs);
 
     const ok = ctx.status === 200;
     record.status = ctx.status;
     if (grantType === 'refresh_token') {
-      if (ok) refreshSucceeded++;
-      else refreshFailed++;
+      if (ok) state.refreshSucceeded++;
+      else state.refreshFailed++;
     }
     const body: unknown = ctx.body;
     if (ok && body && typeof body === 'object' && !Buffer.isBuffer(body)) {
       const b = body as Record<string, unknown>;
       for (const key of ['access_token', 'refresh_token', 'id_token']) {
         const v = b[key];
-        if (typeof v === 'string') issued.push(v);
+        if (typeof v === 'string') state.issued.push(v);
       }
     }
-  });
+  };
+}
 
-  // ---------- programmatic interactions ('auto') ----------
-  if (opts.interactions !== 'dev') {
-    provider.use(async (ctx: KoaContextWithOIDC, next: () => Promise<unknown>) => {
-      if (ctx.method !== 'GET' || !/^\/interaction\/[^/]+$/.test(ctx.path)) {
-        await next();
-        return;
-      }
-      const details = await provider.interactionDetails(ctx.req, ctx.res);
-      const { prompt, params, session } = details;
-      let result: Record<string, unknown>;
-      if (prompt.name === 'login') {
-        // X-Test-Account (sent by loginAs) makes concurrent logins of different users race-free
-        result = { login: { accountId: ctx.get('x-test-account') || nextAccount } };
-      } else if (prompt.name === 'consent') {
-        const existing = details.grantId ? await provider.Grant.find(details.grantId) : undefined;
-        const grant = existing ?? new provider.Grant({ accountId: session!.accountId, clientId: params.client_id as string });
-        const d = prompt.details as {
-          missingOIDCScope?: string[];
-          missingOIDCClaims?: string[];
-          missingResourceScopes?: Record<string, string[]>;
-        };
-        if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
-        for (const [resource, scopes] of Object.entries(d.missingResourceScopes ?? {})) grant.addResourceScope(resource, scopes.join(' '));
-        if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
-        result = { consent: { grantId: await grant.save() } };
-      } else {
-        throw new Error(`test IdP: unexpected prompt ${prompt.name}`);
-      }
-      const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
-      ctx.status = 303;
-      ctx.redirect(returnTo);
-    });
+// ---------- accounts and interactions ----------
+
+/**
+ * Programmatic interactions ('auto'): a GET of /interaction/:uid signs in state.nextAccount (or the request's
+ * X-Test-Account) and grants every scope and claim asked for, then redirects back to the authorization endpoint.
+ */
+function finishInteractions(provider: Provider, state: IdpState): Middleware {
+  return async (ctx, next) => {
+    if (ctx.method !== 'GET' || !/^\/interaction\/[^/]+$/.test(ctx.path)) {
+      await next();
+      return;
+    }
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    const { prompt, params, session } = details;
+    let result: Record<string, unknown>;
+    if (prompt.name === 'login') {
+      // X-Test-Account (sent by loginAs) makes concurrent logins of different users race-free
+      result = { login: { accountId: ctx.get('x-test-account') || state.nextAccount } };
+    } else if (prompt.name === 'consent') {
+      const existing = details.grantId ? await provider.Grant.find(details.grantId) : undefined;
+      const grant = existing ?? new provider.Grant({ accountId: session!.accountId, clientId: params.client_id as string });
+      const d = prompt.details as {
+        missingOIDCScope?: string[];
+        missingOIDCClaims?: string[];
+        missingResourceScopes?: Record<string, string[]>;
+      };
+      if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
+      for (const [resource, scopes] of Object.entries(d.missingResourceScopes ?? {})) grant.addResourceScope(resource, scopes.join(' '));
+      if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
+      result = { consent: { grantId: await grant.save() } };
+    } else {
+      throw new Error(`test IdP: unexpected prompt ${prompt.name}`);
+    }
+    const returnTo = await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+    ctx.status = 303;
+    ctx.redirect(returnTo);
+  };
+}
+
+/** revoke(sub): every grant of the account, with its access and refresh tokens and codes */
+async function revokeAccount(provider: Provider, state: IdpState, sub: string): Promise<number> {
+  const ids = [...(state.grantsByAccount.get(sub) ?? [])];
+  for (const grantId of ids) {
+    await Promise.all([
+      provider.AccessToken.revokeByGrantId(grantId),
+      provider.RefreshToken.revokeByGrantId(grantId),
+      provider.AuthorizationCode.revokeByGrantId(grantId),
+      provider.Grant.adapter.destroy(grantId),
+    ]);
   }
+  state.grantsByAccount.delete(sub);
+  return ids.length;
+}
 
-  const handle = provider.callback();
-  server.on('request', (req, res) => void handle(req, res));
+/** static clients are cached as Client instances by oidc-provider: adding to their URI lists takes effect at once */
+async function addClientUris(
+  provider: Provider,
+  id: string,
+  uris: { redirectUri?: string | string[]; postLogoutRedirectUri?: string | string[] },
+): Promise<void> {
+  const client = await provider.Client.find(id);
+  if (!client) throw new Error(`test IdP: no client ${id}`);
+  const c = client as unknown as { redirectUris: string[]; postLogoutRedirectUris?: string[] };
+  for (const r of toArray(uris.redirectUri)) if (!c.redirectUris.includes(r)) c.redirectUris.push(r);
+  const post = (c.postLogoutRedirectUris ??= []);
+  for (const r of toArray(uris.postLogoutRedirectUri)) if (!post.includes(r)) post.push(r);
+}
 
-  const revoke = async (sub: string): Promise<number> => {
-    const ids = [...(grantsByAccount.get(sub) ?? [])];
-    for (const grantId of ids) {
-      await Promise.all([
-        provider.AccessToken.revokeByGrantId(grantId),
-        provider.RefreshToken.revokeByGrantId(grantId),
-        provider.AuthorizationCode.revokeByGrantId(grantId),
-        provider.Grant.adapter.destroy(grantId),
-      ]);
-    }
-    grantsByAccount.delete(sub);
-    return ids.length;
-  };
+async function signLogoutToken(
+  issuer: string,
+  clientId: string,
+  signingKey: SigningKey,
+  claims: Record<string, unknown> = {},
+  header: Record<string, unknown> = {},
+): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  const payload = mergeDefined(
+    {
+      iss: issuer,
+      aud: clientId,
+      iat: now,
+      exp: now + 120,
+      jti: randomBytes(16).toString('base64url'),
+      events: { [BACKCHANNEL_LOGOUT_EVENT]: {} },
+    },
+    claims,
+  );
+  const protectedHeader = mergeDefined({ alg: 'RS256', kid: signingKey.jwk.kid, typ: 'logout+jwt' }, header);
+  if (protectedHeader.alg !== 'RS256') throw new Error('test IdP: signLogoutToken signs with RS256 only (use jose for other keys)');
+  return new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
+    .setProtectedHeader(protectedHeader as CompactJWSHeaderParameters)
+    .sign(signingKey.key);
+}
 
-  // static clients are cached as Client instances by oidc-provider: adding to their URI lists takes effect at once
-  const addClientUris: TestIdp['addClientUris'] = async (uris, id = clientId) => {
-    const client = await provider.Client.find(id);
-    if (!client) throw new Error(`test IdP: no client ${id}`);
-    const c = client as unknown as { redirectUris: string[]; postLogoutRedirectUris?: string[] };
-    for (const r of toArray(uris.redirectUri)) if (!c.redirectUris.includes(r)) c.redirectUris.push(r);
-    const post = (c.postLogoutRedirectUris ??= []);
-    for (const r of toArray(uris.postLogoutRedirectUri)) if (!post.includes(r)) post.push(r);
-  };
+// ---------- controls ----------
 
-  const idp: TestIdp = {
+function controls(parts: {
+  provider: Provider;
+  server: http.Server;
+  issuer: string;
+  settings: IdpSettings;
+  signingKey: SigningKey;
+  state: IdpState;
+}): TestIdp {
+  const { provider, server, issuer, signingKey, state } = parts;
+  const { clientId, clientSecret, accessTokenTtl } = parts.settings;
+  return {
     issuer,
     provider,
     clientId,
@@ -678,63 +823,63 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
     // the gateway counts a token's life from when it received it, never longer than the IdP's TTL
     waitForAccessTokenExpiry: () => sleep(accessTokenTtl * 1000 + 500),
     setNextAccount: (sub) => {
-      nextAccount = sub;
+      state.nextAccount = sub;
     },
-    grants,
+    grants: state.grants,
     get refreshSucceeded() {
-      return refreshSucceeded;
+      return state.refreshSucceeded;
     },
     get refreshFailed() {
-      return refreshFailed;
+      return state.refreshFailed;
     },
     get revocations() {
-      return revocations;
+      return state.revocations;
     },
     get reuseDetected() {
-      return reuseDetected;
+      return state.reuseDetected;
     },
     get grantErrors() {
-      return grantErrors;
+      return state.grantErrors;
     },
     get tokenRequests() {
-      return tokenRequests;
+      return state.tokenRequests;
     },
     get revocationRequests() {
-      return revocationRequests;
+      return state.revocationRequests;
     },
     get backchannelLogouts() {
-      return backchannelLogouts;
+      return state.backchannelLogouts;
     },
     get reuseReports() {
-      return reuseReports;
+      return state.reuseReports;
     },
     reportReuseTo: (hook) => {
-      reuseWebhook = hook ?? undefined;
+      state.reuseWebhook = hook ?? undefined;
     },
     reuseReportsDelivered: async () => {
-      while (deliveries.size > 0) await Promise.all([...deliveries]);
-      return reuseReports;
+      while (state.deliveries.size > 0) await Promise.all([...state.deliveries]);
+      return state.reuseReports;
     },
     resetCounters: () => {
-      for (const k of Object.keys(grants)) grants[k] = 0;
-      refreshSucceeded = 0;
-      refreshFailed = 0;
-      revocations = 0;
-      reuseDetected = 0;
-      grantErrors = [];
-      backchannelLogouts = [];
-      reuseReports = [];
-      tokenRequests = [];
-      revocationRequests = [];
+      for (const k of Object.keys(state.grants)) state.grants[k] = 0;
+      state.refreshSucceeded = 0;
+      state.refreshFailed = 0;
+      state.revocations = 0;
+      state.reuseDetected = 0;
+      state.grantErrors = [];
+      state.backchannelLogouts = [];
+      state.reuseReports = [];
+      state.tokenRequests = [];
+      state.revocationRequests = [];
     },
     failRefresh: (status, body, o) => {
       if (status === null) {
-        fault = undefined;
+        state.refreshFault = undefined;
         return;
       }
       const defaultBody =
         status === 400 ? { error: 'invalid_grant' } : { error: 'temporarily_unavailable', error_description: 'injected by the test IdP' };
-      fault = {
+      state.refreshFault = {
         status,
         body: body ?? defaultBody,
         headers: o?.headers ?? {},
@@ -743,48 +888,29 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
     },
     failRevocation: (status, body, o) => {
       if (status === null) {
-        revocationFault = undefined;
+        state.revocationFault = undefined;
         return;
       }
       const defaultBody =
         status >= 500 ? { error: 'temporarily_unavailable', error_description: 'injected by the test IdP' } : { error: 'invalid_request' };
-      revocationFault = { status, body: body ?? defaultBody, remaining: o?.times ?? Infinity };
+      state.revocationFault = { status, body: body ?? defaultBody, remaining: o?.times ?? Infinity };
     },
     delay: (ms, phase = 'before') => {
-      delayMs = ms;
-      delayPhase = phase;
+      state.delayMs = ms;
+      state.delayPhase = phase;
     },
-    addClientUris,
-    allowGateway: (publicUrl, id) =>
-      addClientUris({ redirectUri: `${publicUrl}/auth/callback`, postLogoutRedirectUri: `${publicUrl}/` }, id),
-    revoke,
-    tokensIssued: () => [...issued],
-    signLogoutToken: async (claims = {}, header = {}) => {
-      const now = Math.floor(Date.now() / 1000);
-      const payload = mergeDefined(
-        {
-          iss: issuer,
-          aud: clientId,
-          iat: now,
-          exp: now + 120,
-          jti: randomBytes(16).toString('base64url'),
-          events: { [BACKCHANNEL_LOGOUT_EVENT]: {} },
-        },
-        claims,
-      );
-      const protectedHeader = mergeDefined({ alg: 'RS256', kid: signingKey.kid, typ: 'logout+jwt' }, header);
-      if (protectedHeader.alg !== 'RS256') throw new Error('test IdP: signLogoutToken signs with RS256 only (use jose for other keys)');
-      return new CompactSign(new TextEncoder().encode(JSON.stringify(payload)))
-        .setProtectedHeader(protectedHeader as CompactJWSHeaderParameters)
-        .sign(logoutTokenKey);
-    },
+    addClientUris: (uris, id = clientId) => addClientUris(provider, id, uris),
+    allowGateway: (publicUrl, id = clientId) =>
+      addClientUris(provider, id, { redirectUri: `${publicUrl}/auth/callback`, postLogoutRedirectUri: `${publicUrl}/` }),
+    revoke: (sub) => revokeAccount(provider, state, sub),
+    tokensIssued: () => [...state.issued],
+    signLogoutToken: (claims, header) => signLogoutToken(issuer, clientId, signingKey, claims, header),
     close: async () => {
-      await Promise.all([...deliveries]);
+      await Promise.all([...state.deliveries]);
       return new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
       });
     },
   };
-  return idp;
 }
