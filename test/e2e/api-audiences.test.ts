@@ -9,7 +9,7 @@ import type { RouteOptions } from '../../src/config/routes';
 import type { EchoResponse } from '../support/upstream';
 import { loginAs } from '../support/login';
 import { startStack, SPA, type Instance, type Stack } from '../support/stack';
-import { issuedCookie } from './security-support';
+import { issuedCookie } from '../support/security';
 
 const ORDERS = 'https://orders.example/';
 const BILLING = 'https://billing.example/';

@@ -6,7 +6,7 @@
 import request from 'supertest';
 import { loginAs } from '../support/login';
 import { SPA, startStack, type Instance, type Stack } from '../support/stack';
-import { issuedCookie, rawRequest, rawSocket } from './security-support';
+import { issuedCookie, rawRequest, rawSocket } from '../support/security';
 
 /** The secure headers helmet sets with Gatehouse's options on http (no HSTS). */
 const SECURE_HEADERS = [

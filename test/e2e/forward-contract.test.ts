@@ -10,7 +10,7 @@ import { createForwarder, forwardShared, type Forwarder, type ForwardRoute } fro
 import { createMetrics } from '../../src/health/metrics';
 import { createLogger } from '../../src/log/logger';
 import { upstreamPath } from '../../src/api/pathGuard';
-import { rawRequest, rawSocket } from './security-support';
+import { rawRequest, rawSocket } from '../support/security';
 
 interface Seen {
   url: string;

@@ -11,7 +11,7 @@ import { GatewayError, sendError } from '../../src/http/errors';
 import { createLogger } from '../../src/log/logger';
 import { upstreamPath } from '../../src/api/pathGuard';
 import { sleep } from '../support/login';
-import { rawRequest } from './security-support';
+import { rawRequest } from '../support/security';
 
 interface Seen {
   method: string;

@@ -11,7 +11,7 @@ import { loginAs } from '../support/login';
 import { redisUrl, startStack, type Stack } from '../support/stack';
 import { startTestIdp } from '../support/idp';
 import { createTestGatehouse, type TestGatehouse } from '../../src/testing/createTestGatehouse';
-import { callbackPathFor, dumpAll, rawRequest, startLogin } from './security-support';
+import { callbackPathFor, dumpAll, rawRequest, startLogin } from '../support/security';
 
 const TOO_MANY = { error: 'too_many_requests', message: 'Too many requests. Retry later.' };
 const HTML = { Accept: 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8' } as const;

@@ -8,7 +8,7 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { loginAs, sleep } from '../support/login';
 import { SPA, startStack, type Instance, type Stack } from '../support/stack';
-import { issuedCookie } from './security-support';
+import { issuedCookie } from '../support/security';
 
 interface Seen {
   url: string;

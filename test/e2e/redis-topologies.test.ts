@@ -7,7 +7,7 @@
 import { Redis } from 'ioredis';
 import { SPA, startStack, type Stack } from '../support/stack';
 import { startRedisCluster, startRedisSentinel, type RedisCluster, type RedisSentinel } from '../support/redisTopologies';
-import { api, keysOf, login, outliveAccessToken, refreshCounters, refreshTokenReuse, sleep } from './refresh-support';
+import { api, keysOf, login, outliveAccessToken, refreshCounters, refreshTokenReuse, sleep } from '../support/refresh';
 import request from 'supertest';
 
 const AT_TTL = 2; // the test IdP's access-token lifetime (s)

@@ -23,7 +23,7 @@ import {
   setCookies,
   sleep,
   waitFor,
-} from './refresh-support';
+} from '../support/refresh';
 
 const AT_TTL = 8;
 const IDP_DELAY_MS = 1500;

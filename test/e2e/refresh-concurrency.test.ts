@@ -17,7 +17,7 @@ import {
   setCookies,
   transcript,
   waitFor,
-} from './refresh-support';
+} from '../support/refresh';
 
 const AT_TTL = 2; // the test IdP's default access-token lifetime (s)
 const MARKER = 'MARKER-refresh-concurrency-9c1';

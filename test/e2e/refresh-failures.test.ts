@@ -26,7 +26,7 @@ import {
   sleep,
   transcript,
   waitFor,
-} from './refresh-support';
+} from '../support/refresh';
 
 const AT_TTL = 2;
 const MARKER = 'MARKER-7f3-refresh-failures';

@@ -6,7 +6,7 @@
 import type { Provider } from 'oidc-provider';
 import type { TestIdp, TokenRequestRecord } from '../support/idp';
 import { startStack, type Stack } from '../support/stack';
-import { api, bearersSeen, login, outliveAccessToken, refreshCounters, refreshTokenReuse, sessionInfo } from './refresh-support';
+import { api, bearersSeen, login, outliveAccessToken, refreshCounters, refreshTokenReuse, sessionInfo } from '../support/refresh';
 
 const AT_TTL = 2;
 /** Refresh grants answered by the IdP while it did not rotate: their refresh token legitimately stays valid. */

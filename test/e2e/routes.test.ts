@@ -8,7 +8,7 @@ import type { RouteOptions } from '../../src/config/routes';
 import { loginAs, type Agent } from '../support/login';
 import { startStack, SPA, type Instance, type Stack } from '../support/stack';
 import { startUpstream, type TestUpstream } from '../support/upstream';
-import { accessTokensIssuedSince, refreshCounters, refreshTokenReuse } from './refresh-support';
+import { accessTokensIssuedSince, refreshCounters, refreshTokenReuse } from '../support/refresh';
 
 describe('routes', () => {
   let s: Stack;

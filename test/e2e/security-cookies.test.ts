@@ -23,7 +23,7 @@ import {
   startLogin,
   tokenForms,
   type Recorded,
-} from './security-support';
+} from '../support/security';
 
 const UNAUTHENTICATED = { error: 'unauthenticated', message: 'No valid session. Log in at /auth/login.' };
 

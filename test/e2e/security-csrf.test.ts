@@ -6,7 +6,7 @@
 import request from 'supertest';
 import { loginAs } from '../support/login';
 import { SPA, startStack, type Stack } from '../support/stack';
-import { issuedCookie, recordResponses, settle, type Recorded } from './security-support';
+import { issuedCookie, recordResponses, settle, type Recorded } from '../support/security';
 
 const CSRF = { error: 'csrf', message: 'Cross-site request refused. Send X-CSRF: 1 from the same origin.' };
 

@@ -17,7 +17,7 @@ import {
   startLogin,
   type ParsedCookie,
   type Recorded,
-} from './security-support';
+} from '../support/security';
 
 const PUBLIC = 'https://app.example';
 const SESSION = '__Host-Http-gatehouse';

@@ -23,7 +23,7 @@ import {
   startLogin,
   tokenForms,
   type Recorded,
-} from './security-support';
+} from '../support/security';
 
 const LOGIN_FAILED = { error: 'login_failed', message: 'The login could not be completed. Start again at /auth/login.' };
 const B64URL = /^[A-Za-z0-9_-]+$/;

@@ -24,7 +24,7 @@ import {
   settle,
   tokenForms,
   type Recorded,
-} from './security-support';
+} from '../support/security';
 
 const BAD_REQUEST = { error: 'bad_request', message: 'The request is malformed.' };
 

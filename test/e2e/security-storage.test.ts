@@ -18,7 +18,7 @@ import {
   tokenForms,
   type RedisEntry,
   type Recorded,
-} from './security-support';
+} from '../support/security';
 
 describe('security: nothing secret at rest, on the wire or in the logs (R33–R35)', () => {
   let s: Stack;

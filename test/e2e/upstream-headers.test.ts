@@ -4,7 +4,7 @@
  */
 import { loginAs } from '../support/login';
 import { SPA, startStack, type Stack } from '../support/stack';
-import { issuedCookie, rawRequest } from './security-support';
+import { issuedCookie, rawRequest } from '../support/security';
 
 /** Identity, client-address, routing and client-certificate assertions, as a browser could forge them. */
 const FORGED = [

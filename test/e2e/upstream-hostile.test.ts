@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads';
 import request from 'supertest';
 import { loginAs, sleep } from '../support/login';
 import { SPA, startStack, type Instance, type Stack } from '../support/stack';
-import { issuedCookie, rawRequest } from './security-support';
+import { issuedCookie, rawRequest } from '../support/security';
 
 // ---------- a hostile upstream ----------
 

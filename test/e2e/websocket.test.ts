@@ -10,7 +10,7 @@ import WebSocket from 'ws';
 import type { RouteOptions } from '../../src/config/routes';
 import { idpAgent, idpLogout, loginAs, sleep } from '../support/login';
 import { startStack, SPA, type Instance, type Stack } from '../support/stack';
-import { issuedCookie } from './security-support';
+import { issuedCookie } from '../support/security';
 
 const ADMIN_TOKEN = 'admin-token-of-the-websocket-test-0123456789';
 

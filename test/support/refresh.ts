@@ -1,13 +1,13 @@
 /**
- * Helpers shared by the test/e2e/refresh-*.test.ts files: one browser's session cookie replayed on any
- * gateway instance, a transcript of every gateway response (for the error_description leak check), and
- * the R38 audit of every refresh token the IdP was sent.
+ * Helpers for the token-refresh tests (test/e2e/refresh-*.test.ts, redis-topologies): one browser's session
+ * cookie replayed on any gateway instance, a transcript of every gateway response (for the error_description
+ * leak check), and the audit that no refresh token the IdP has rotated or rejected was ever presented again.
  */
 import request from 'supertest';
 import { Keyring, type SessionKeys } from '../../src/session/keyring';
-import type { TestIdp, TokenRequestRecord } from '../support/idp';
-import { loginAs, sleep, type Response } from '../support/login';
-import { SESSION_SECRET, SPA, type Instance, type Stack } from '../support/stack';
+import type { TestIdp, TokenRequestRecord } from './idp';
+import { loginAs, sleep, type Response } from './login';
+import { SESSION_SECRET, SPA, type Instance, type Stack } from './stack';
 
 export { sleep };
 
@@ -107,8 +107,9 @@ export function accessTokensIssuedSince(idp: TestIdp, issuedBefore: number): str
 }
 
 /**
- * R38: a refresh token that reached oidc-provider (answered by it, not by a failRefresh injection) has been
- * rotated (200) or is dead (an error): presenting it again is a violation. `stillValid` lists requests after
+ * Under refresh-token rotation (RFC 9700 §4.14.2) a refresh token is good for one use: one that reached
+ * oidc-provider (answered by it, not by a failRefresh injection) has been rotated (200) or is dead (an error), so
+ * the gateway presenting it again is a violation. `stillValid` lists requests after
  * which the token legitimately stayed valid (cut off before oidc-provider looked at it, or answered by an IdP
  * told not to rotate).
  */

@@ -1,15 +1,15 @@
 /**
- * Helpers shared by the test/e2e/security-*.test.ts files: raw HTTP requests (node:http and net sockets,
- * which never normalise a path or fix a header), a recorder of every response a gateway server wrote,
- * Set-Cookie parsing, a type-aware Redis dump and the "no secret anywhere" search.
+ * Helpers for the tests that look at the wire (the test/e2e/security-*.test.ts files and the proxy tests): raw
+ * HTTP requests (node:http and net sockets, which never normalise a path or fix a header), a recorder of every
+ * response a gateway server wrote, Set-Cookie parsing, a type-aware Redis dump and the "no secret anywhere" search.
  */
 import http from 'node:http';
 import net from 'node:net';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import type { TestIdp } from '../support/idp';
-import { followIdp, type Agent, type Response } from '../support/login';
-import type { Stack } from '../support/stack';
-import type { TestUpstream } from '../support/upstream';
+import type { TestIdp } from './idp';
+import { followIdp, type Agent, type Response } from './login';
+import type { Stack } from './stack';
+import type { TestUpstream } from './upstream';
 
 // ---------- raw requests ----------
 
