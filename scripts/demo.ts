@@ -11,13 +11,17 @@
  * one revokes the grant), so the transparent refresh is visible within a minute of use. The store is in
  * memory unless GATEHOUSE_REDIS_URL is set. Ports: DEMO_PORT (gateway), DEMO_IDP_PORT, DEMO_API_PORT.
  *
+ * With Redis, the demo writes its gateway's settings (throwaway secrets made up at start) to .env.demo at the
+ * repository root, git-ignored and deleted when the demo stops, so that the kill switch can be tried on it from
+ * another shell: `npm run sessions -- list --sub <user name> --env .env.demo`.
+ *
  * startDemo() is also what the real-browser tests (test/browser) run, on ephemeral ports.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import express from 'express';
 import { WebSocketServer } from 'ws';
@@ -54,6 +58,8 @@ export interface Demo {
   idp: TestIdp;
   gatehouse: Gatehouse;
   apiUrl: string;
+  /** The gateway's settings as the GATEHOUSE_* variables `npm start` and `npm run sessions` read. */
+  env: Record<string, string>;
   close(): Promise<void>;
 }
 
@@ -175,17 +181,19 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
   });
   const api = await startDemoApi(`${idp.issuer}/me`, opts.apiPort ?? 8082);
   const apiUrl = `http://127.0.0.1:${(api.server.address() as AddressInfo).port}`;
+  // /api/* → the demo API; /api/live/* too, WebSocket upgrades included (/api/live/clock → /clock).
+  const routes = [
+    { path: '/api', upstream: apiUrl },
+    { path: '/api/live', upstream: apiUrl, websocket: true },
+  ];
+  const sessionSecret = opts.sessionSecret ?? randomBytes(36).toString('base64url');
   const gatehouse = await createGatehouse({
     issuer: idp.issuer,
     clientId: 'gatehouse-demo',
     clientSecret,
     publicUrl,
-    // /api/* → the demo API; /api/live/* too, WebSocket upgrades included (/api/live/clock → /clock).
-    routes: [
-      { path: '/api', upstream: apiUrl },
-      { path: '/api/live', upstream: apiUrl, websocket: true },
-    ],
-    sessionSecret: opts.sessionSecret ?? randomBytes(36).toString('base64url'),
+    routes,
+    sessionSecret,
     redisUrl: opts.redisUrl,
     ...(opts.keyPrefix !== undefined && { keyPrefix: opts.keyPrefix }),
     refreshSkewSeconds: opts.refreshSkewSeconds ?? 5,
@@ -207,6 +215,16 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
     idp,
     gatehouse,
     apiUrl,
+    env: {
+      GATEHOUSE_ISSUER: idp.issuer,
+      GATEHOUSE_CLIENT_ID: 'gatehouse-demo',
+      GATEHOUSE_CLIENT_SECRET: clientSecret,
+      GATEHOUSE_PUBLIC_URL: publicUrl,
+      GATEHOUSE_ROUTES: JSON.stringify(routes),
+      GATEHOUSE_SESSION_SECRET: sessionSecret,
+      ...(opts.redisUrl !== undefined && { GATEHOUSE_REDIS_URL: opts.redisUrl }),
+      ...(opts.keyPrefix !== undefined && { GATEHOUSE_KEY_PREFIX: opts.keyPrefix }),
+    },
     async close() {
       await gatehouse.closeSockets(); // 1001 to every browser's socket, as a gateway going away sends
       await Promise.all([closeServer(server), api.close()]);
@@ -216,8 +234,20 @@ export async function startDemo(opts: DemoOptions = {}): Promise<Demo> {
   };
 }
 
+/** Where `npm run demo` leaves its settings for `npm run sessions -- --env .env.demo` (git-ignored). */
+const ENV_FILE = '.env.demo';
+
+/** The variables in the dotenv format Node reads (`--env-file`, process.loadEnvFile), each value single-quoted. */
+function envFileText(env: Record<string, string>): string {
+  const lines = Object.entries(env).map(([name, value]) => {
+    if (/['\n\r]/.test(value)) throw new Error(`${name} cannot be written to ${ENV_FILE}`);
+    return `${name}='${value}'`;
+  });
+  return `# Written by \`npm run demo\` for \`npm run sessions -- <command> --env ${ENV_FILE}\`; deleted when it stops.\n# Throwaway secrets of the demo's own IdP and gateway, made up at its start.\n${lines.join('\n')}\n`;
+}
+
 async function main(): Promise<void> {
-  const redisUrl = process.env.GATEHOUSE_REDIS_URL;
+  const redisUrl = process.env.GATEHOUSE_REDIS_URL || undefined;
   // `npm run demo` builds first (predemo); started some other way, the page would load without its script.
   if (!existsSync(resolve(root, 'dist/demo/app.js'))) process.stderr.write('demo: dist/demo/app.js is missing: run `npm run build`\n');
   const demo = await startDemo({
@@ -229,6 +259,18 @@ async function main(): Promise<void> {
     logLevel: process.env.GATEHOUSE_LOG_LEVEL,
   });
   const store = redisUrl ? `Redis at ${redisUrl}` : 'in memory (set GATEHOUSE_REDIS_URL to use Redis)';
+  const envFile = resolve(root, ENV_FILE);
+  // Without Redis the sessions live in this process, out of the CLI's reach: no file then.
+  if (redisUrl) writeFileSync(envFile, envFileText(demo.env), { mode: 0o600 });
+  const killSwitch = redisUrl
+    ? [
+        `  kill switch  npm run sessions -- list --sub <user name> --env ${ENV_FILE}`,
+        `               (${ENV_FILE}: this demo's settings and throwaway secrets; revoke ends the sessions)`,
+      ]
+    : [
+        `  kill switch  needs Redis: GATEHOUSE_REDIS_URL=redis://127.0.0.1:6379 npm run demo, then`,
+        `               npm run sessions -- list --sub <user name> --env ${ENV_FILE}`,
+      ];
   process.stdout.write(
     [
       '',
@@ -242,11 +284,17 @@ async function main(): Promise<void> {
       `  demo API  ${demo.apiUrl}   answers with the bearer's subject; /clock: a WebSocket clock`,
       `  sessions  ${store}`,
       '',
+      ...killSwitch,
+      '',
       'Press Ctrl+C to stop.',
       '',
     ].join('\n'),
   );
-  const stop = () => void demo.close().finally(() => process.exit(0));
+  const stop = () =>
+    void demo.close().finally(() => {
+      if (redisUrl) rmSync(envFile, { force: true });
+      process.exit(0);
+    });
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
 }

@@ -3,13 +3,18 @@
  * (GATEHOUSE_* variables as for `npm start`). Ends sessions on every replica at once and revokes their
  * refresh tokens at the IdP.
  *
- *   npm run sessions -- list   --sub <sub>
- *   npm run sessions -- revoke --sub <sub> [--session <hash>]
+ *   npm run sessions -- list   --sub <sub> [--env <file>]
+ *   npm run sessions -- revoke --sub <sub> [--session <hash>] [--env <file>]
+ *
+ * --env reads more variables from a dotenv file (Node's format, the one `node --env-file` reads; the flag is not
+ * named --env-file because Node takes that one for itself wherever it appears); variables already in the
+ * environment win. `npm run demo` with Redis writes its gateway's to .env.demo for this.
  *
  * Times are unix seconds. Exit codes: 0 done, 1 failure (Redis unreachable, or the IdP refused a revocation),
  * 2 bad usage or configuration (a GATEHOUSE_SESSION_SECRET that opens none of the stored sessions included).
  */
-import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { parseArgs, parseEnv } from 'node:util';
 import { Cluster } from 'ioredis';
 import { createGatehouse, loadConfig, ConfigError, type Config } from '../src';
 import { createLogger } from '../src/log/logger';
@@ -18,19 +23,20 @@ import { Keyring } from '../src/session/keyring';
 import { openIndexEntry } from '../src/session/sessionIndex';
 import { inSeconds } from '../src/admin/adminApp';
 
-const USAGE = 'usage: npm run sessions -- list --sub <sub> | revoke --sub <sub> [--session <hash>]';
+const USAGE = 'usage: npm run sessions -- list --sub <sub> | revoke --sub <sub> [--session <hash>] [--env <file>]';
 
 async function main(): Promise<number> {
   let command: string | undefined;
   let sub: string | undefined;
   let session: string | undefined;
+  let envFile: string | undefined;
   try {
     const { positionals, values } = parseArgs({
-      options: { sub: { type: 'string' }, session: { type: 'string' } },
+      options: { sub: { type: 'string' }, session: { type: 'string' }, env: { type: 'string' } },
       allowPositionals: true,
     });
     [command] = positionals;
-    ({ sub, session } = values);
+    ({ sub, session, env: envFile } = values);
   } catch (err) {
     process.stderr.write(`sessions: ${(err as Error).message}\n${USAGE}\n`);
     return 2;
@@ -38,6 +44,20 @@ async function main(): Promise<number> {
   if ((command !== 'list' && command !== 'revoke') || !sub || (command === 'list' && session)) {
     process.stderr.write(`${USAGE}\n`);
     return 2;
+  }
+  if (envFile !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(envFile, 'utf8');
+    } catch (err) {
+      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+      process.stderr.write(
+        `sessions: --env ${envFile}: ${missing ? 'no such file (npm run demo writes .env.demo only while it runs with GATEHOUSE_REDIS_URL)' : (err as Error).message}\n`,
+      );
+      return 2;
+    }
+    // As `node --env-file` does: a variable the environment already has keeps its value.
+    for (const [name, value] of Object.entries(parseEnv(text))) process.env[name] ??= value;
   }
   let cfg;
   try {
