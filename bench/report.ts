@@ -11,8 +11,11 @@ import type { EchoResult } from './wsLoad';
 import type { WsSettings } from './websocket';
 import { median } from './stats';
 
-/** gateway: a `user` route of a four-route table; none: its `none` route (no session, no token). */
-export type TargetKey = 'direct' | 'bare' | 'gateway' | 'none';
+/**
+ * gateway: a `user` route of a four-route table; none: its `none` route (no session, no token); dpop: the same
+ * `user` route on a gateway with DPoP on (a proof signed per proxied request).
+ */
+export type TargetKey = 'direct' | 'bare' | 'gateway' | 'none' | 'dpop';
 
 export interface RoundRecord {
   target: TargetKey;
@@ -174,6 +177,7 @@ function rows(r: BenchResults): Row[] {
     { label: 'bare Node proxy', rounds: pick(r.rounds, 'bare', 'steady') },
     { label: 'Gatehouse, 1 session', rounds: pick(r.rounds, 'gateway', 'steady') },
     { label: 'Gatehouse, a `none` route', rounds: pick(r.rounds, 'none', 'steady') },
+    { label: 'Gatehouse, DPoP (a proof per request)', rounds: pick(r.rounds, 'dpop', 'steady') },
     { label: `Gatehouse, ${r.sessions.seeded.toLocaleString('en-US')} sessions`, rounds: pick(r.rounds, 'gateway', 'sessions') },
   ];
   const long = pick(r.rounds, 'gateway', 'long');
@@ -350,6 +354,7 @@ export function renderMarkdown(r: BenchResults, checks: Check[]): string {
     );
   }
   const gw = pick(r.rounds, 'gateway', 'steady');
+  const dpop = pick(r.rounds, 'dpop', 'steady');
   const ratioDirect = paired(r.rounds, (g) => g.load.rps) / median(pick(r.rounds, 'direct', 'steady').map((d) => d.load.rps));
   lines.push(
     '',
@@ -357,6 +362,14 @@ export function renderMarkdown(r: BenchResults, checks: Check[]): string {
       `${fmt(median(r.rounds.filter((x) => x.phase === 'steady').map((x) => x.loadgenCpuPercent)), 0)}% of a core (median). ` +
       `Other processes on the machine used ${fmt(median(r.rounds.map((x) => x.foreignCpuPercent)), 0)}% of a core during rounds ` +
       `(median; max ${fmt(Math.max(...r.rounds.map((x) => x.foreignCpuPercent)), 0)}%; load average ${fmt(m.loadAverage.before, 1)} → ${fmt(m.loadAverage.after, 1)}).`,
+    ...(dpop.length
+      ? [
+          '',
+          `DPoP's cost (an ES256 proof signed for every proxied request, its key imported once per session): ` +
+            `${fmt(med(dpop, (v) => v.cpuUsPerRequest) - med(gw, (v) => v.cpuUsPerRequest), 0)} µs more gateway CPU per request, ` +
+            `throughput ${fmt(med(dpop, (v) => v.load.rps) / med(gw, (v) => v.load.rps))} of the same route without DPoP (medians).`,
+        ]
+      : []),
     '',
     '| target | goal | measured | |',
     '|---|---|---|---|',

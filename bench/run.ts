@@ -93,6 +93,8 @@ interface Target {
   url: string;
   pid: number;
   heap?: () => Promise<HeapSizes>;
+  /** The target's own cookie (a gateway of its own), instead of the rig's. */
+  headers?: Record<string, string>;
 }
 
 /** Everything a round needs to know. */
@@ -123,7 +125,7 @@ async function measure(rig: Rig, t: Target, seconds: number, phase: RoundRecord[
   const machine0 = machineBusySeconds();
   const sampler =
     t.key === 'gateway' ? setInterval(() => rig.rss.push([(Date.now() - started) / 1000, memory(t.pid).rss]), 1000) : undefined;
-  const load = await loader.load({ url: t.url, connections: S.connections, seconds, headers: rig.headers });
+  const load = await loader.load({ url: t.url, connections: S.connections, seconds, headers: t.headers ?? rig.headers });
   clearInterval(sampler);
   const cpu = cpuSeconds(t.pid) - cpu0;
   const loadCpu = cpuSeconds(loader.child.pid) - loadCpu0;
@@ -163,13 +165,14 @@ async function measure(rig: Rig, t: Target, seconds: number, phase: RoundRecord[
 /** Every target answers 200 to the bench's request, and the proxies deliver a Bearer token upstream. */
 async function sanityCheck(targets: Target[], headers: Record<string, string>): Promise<void> {
   for (const t of targets) {
-    const r = await fetch(t.url, { headers });
+    const r = await fetch(t.url, { headers: t.headers ?? headers });
     await r.arrayBuffer();
     const bearer = r.headers.get('x-saw-bearer');
-    // A `none` route sends no token; every other proxy sends one.
-    const wanted = t.key === 'direct' || t.key === 'none' ? bearer !== '1' : bearer === '1';
+    const dpop = r.headers.get('x-saw-dpop');
+    // A `none` route sends no token; a DPoP gateway a DPoP token with its proof; every other proxy a Bearer token.
+    const wanted = t.key === 'direct' || t.key === 'none' ? bearer !== '1' : t.key === 'dpop' ? dpop === '1' : bearer === '1';
     if (r.status !== 200 || !wanted) {
-      throw new Error(`sanity check: ${t.key} answered ${r.status} (upstream saw a bearer: ${bearer})`);
+      throw new Error(`sanity check: ${t.key} answered ${r.status} (upstream saw a bearer: ${bearer}, a DPoP token: ${dpop})`);
     }
   }
 }
@@ -369,12 +372,25 @@ async function main(): Promise<void> {
     });
     cleanup.push(() => gateway.stop());
     const cookie = await login(gateway.url, idp.issuer, 'bench-user');
+    // The same routes with DPoP on: what a proof per request costs. Its user's cookie is the only one it knows.
+    const dpopGateway = await startGateway({
+      name: 'gateway-dpop',
+      idp,
+      upstreamPort: upstream.ready,
+      redisUrl: redis.url,
+      keyPrefix: `${prefix}dpop:`,
+      env: { ...gatewayEnv(upstream.ready), GATEHOUSE_DPOP: 'true' },
+      gcOnDemand: true,
+    });
+    cleanup.push(() => dpopGateway.stop());
+    const dpopCookie = await login(dpopGateway.url, idp.issuer, 'bench-dpop-user');
     const rig: Rig = { redis, loader, headers: { cookie, 'x-csrf': '1' }, rss: [], pids: [] };
     const targets: Target[] = [
       { key: 'direct', url: `http://127.0.0.1:${upstream.ready}/api/items`, pid: upstream.child.pid },
       { key: 'bare', url: `http://127.0.0.1:${bare.ready}/api/items`, pid: bare.child.pid },
       { key: 'gateway', url: `${gateway.url}/api/items`, pid: gateway.child.pid, heap: () => gateway.heap() },
       { key: 'none', url: `${gateway.url}/api/status/items`, pid: gateway.child.pid },
+      { key: 'dpop', url: `${dpopGateway.url}/api/items`, pid: dpopGateway.child.pid, headers: { cookie: dpopCookie, 'x-csrf': '1' } },
     ];
     const gw = targets[2]!;
     rig.pids = [
@@ -383,6 +399,7 @@ async function main(): Promise<void> {
       bareRelay.child.pid,
       loader.child.pid,
       gateway.child.pid,
+      dpopGateway.child.pid,
       ...(redis.pid ? [redis.pid] : []),
     ];
     const loadBefore = loadavg()[0]!;
@@ -390,7 +407,7 @@ async function main(): Promise<void> {
     say(`started: redis ${redis.version} at ${redis.url}, gateway pid ${gateway.child.pid}, ${S.connections} connections`);
 
     for (const t of targets)
-      await rig.loader.load({ url: t.url, connections: S.connections, seconds: S.warmupSeconds, headers: rig.headers });
+      await rig.loader.load({ url: t.url, connections: S.connections, seconds: S.warmupSeconds, headers: t.headers ?? rig.headers });
     const warmRss = memory(gw.pid).rss;
     rig.rss.push([(Date.now() - started) / 1000, warmRss]);
     say(`warmed up (${S.warmupSeconds} s each); gateway RSS ${(warmRss / 2 ** 20).toFixed(1)} MB`);

@@ -1,6 +1,7 @@
 /**
  * The fast upstream (a child process of the bench): answers every request at once with a small JSON body,
- * like a cached API read. `x-saw-bearer` tells the bench's sanity check whether a Bearer token arrived.
+ * like a cached API read. `x-saw-bearer` and `x-saw-dpop` tell the bench's sanity check whether a Bearer token,
+ * or a DPoP token with its proof, arrived.
  *
  * The same server takes WebSocket upgrades (`ws`, no compression): `/echo` sends every message back as it
  * came (text as text, binary as binary); `/bearer` sends one message, `saw-bearer:1` or `saw-bearer:0`, and
@@ -27,6 +28,8 @@ const server = http.createServer((req, res) => {
       'content-length': Buffer.byteLength(BODY),
       'cache-control': 'no-store',
       'x-saw-bearer': /^Bearer \S+$/.test(req.headers.authorization ?? '') ? '1' : '0',
+      // A DPoP-bound token comes with its proof (RFC 9449 §7.1).
+      'x-saw-dpop': /^DPoP \S+$/.test(req.headers.authorization ?? '') && typeof req.headers.dpop === 'string' ? '1' : '0',
     });
     res.end(BODY);
   });

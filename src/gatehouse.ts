@@ -223,6 +223,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
       now,
       timing: { skewSeconds: cfg.refreshSkewSeconds, marginSeconds: cfg.tokenExpiryMarginSeconds },
       lockWaitMs: cfg.idpTimeoutSeconds * 1000 + 5000,
+      dpop: cfg.dpop,
       onGrant: (outcome) => (outcome === 'ok' ? undefined : metrics.idpError('refresh', 'client_credentials')),
     }),
     sockets: { forwarders: socketForwarders, live },

@@ -1,8 +1,9 @@
-/** Puts a fresh access token on the request (res.locals.accessToken), or answers as the /api table says. */
+/** Puts a fresh access token on the request (res.locals.token), or answers as the /api table says. */
 import type { HttpRequest, HttpResponse, Step } from '../http/exchange';
 import { endSession, rejectSession, sessionKeys, type Lifecycle } from '../session/lifecycle';
 import { sendError } from '../http/errors';
 import type { AccessResult, TokenService } from '../tokens/refresh';
+import { upstreamToken } from '../tokens/dpop';
 
 export function attachAccessToken(lc: Lifecycle, tokens: TokenService): Step {
   return async (req, res, next) => {
@@ -10,7 +11,7 @@ export function attachAccessToken(lc: Lifecycle, tokens: TokenService): Step {
     // The route's own token when it names an API audience (resource, scope), else the login's.
     const result = await tokens.accessToken(sessionKeys(req, lc), gh, res.locals.route?.route.audience);
     if (result.kind !== 'bearer') return answerNoToken(req, res, lc, result);
-    res.locals.accessToken = result.accessToken;
+    res.locals.token = await upstreamToken(result.accessToken, result.dpop);
     next();
   };
 }

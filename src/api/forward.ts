@@ -32,6 +32,7 @@ import { pathOf } from '../http/exchange';
 import { clientAddress } from '../http/clientAddress';
 import { answerError, RETRY_AFTER_SECONDS, sendError } from '../http/errors';
 import { downstreamHeaders, droppedNames, upstreamHeaders } from './headers';
+import { authorization, dpopProof, type UpstreamToken } from '../tokens/dpop';
 
 /** One route's upstream. */
 export interface ForwardRoute {
@@ -54,8 +55,8 @@ export interface ForwardShared {
 export interface Exchange {
   /** Path and query to append to the upstream's base path (already checked by the path guard). */
   upstreamPath: string;
-  /** The bearer to send; absent: no Authorization header at all. */
-  accessToken?: string;
+  /** The access token to send (with a DPoP proof when it is bound); absent: no Authorization header at all. */
+  token?: UpstreamToken;
   /** Who the in-flight bound counts: the session's storage hash, or for requests without a session the client address. */
   bound: string;
   /**
@@ -64,8 +65,9 @@ export interface Exchange {
    * with neither Content-Length > 0 nor Transfer-Encoding). Resolves to a new access token (replay once with it and
    * pass the second answer through whatever it is), or to undefined when the hook has answered the browser itself
    * (e.g. 401 session_expired, 503) — then the upstream's 401 is discarded. A request with a body is never replayed.
+   * (`DPoP error="invalid_token"` counts the same; `use_dpop_nonce` does not: it asks for a proof, not a token.)
    */
-  retryWithNewToken?: () => Promise<string | undefined>;
+  retryWithNewToken?: () => Promise<UpstreamToken | undefined>;
 }
 
 export interface Forwarder {
@@ -112,14 +114,19 @@ interface Flight {
   /** The upstream request's header fields but Authorization, from the browser's as they arrived. */
   readonly headers: readonly string[];
   readonly path: string;
-  /** The bearer of the current upstream request. */
-  token: string | undefined;
+  /** The token of the current upstream request, and the DPoP proof that goes with it when it is bound. */
+  token: UpstreamToken | undefined;
+  proof: string | undefined;
   /** The request announced a body (Content-Length > 0 or Transfer-Encoding). */
   readonly hasBody: boolean;
   /** A method whose request, without a body, can be sent again. */
   readonly replayable: boolean;
-  /** The current upstream request is the replay (its body is an empty stream, the browser's was read). */
+  /** The current upstream request is sent again (its body is an empty stream, the browser's was read). */
   replay: boolean;
+  /** Sent again once with a new token, after the upstream refused the first (invalid_token). */
+  renewed: boolean;
+  /** Sent again once with the upstream's DPoP nonce (RFC 9449 §9). */
+  nonced: boolean;
   /** The proxy's options for this request, as it prepared them for the first upstream request. */
   options: EngineOptions | undefined;
   /** connect: until a connected socket is ours (queued in the pool counts); wait: until the response head. */
@@ -153,6 +160,10 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
   const drop = droppedNames(shared.dropHeaders);
   const connectMs = shared.upstreamConnectTimeoutSeconds * 1000;
   const answerMs = route.timeoutSeconds * 1000;
+  // RFC 9449 §4.2: a proof's htu is the request's URI without query and fragment.
+  const origin = `${upstream.protocol}//${upstream.host}`;
+  // RFC 9449 §9: the nonce the upstream gave last goes into the next proofs (sparing a retry each time).
+  let upstreamNonce: string | undefined;
   const ownCookie = route.allowSetCookie ? shared.ownCookieNames : undefined;
   // Upstream requests in flight per bound (a session): one user's requests can hold at most this share of the pool.
   const inFlight = new Map<string, number>();
@@ -198,8 +209,23 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
     f.timer = setTimeout(() => fail(f, 'response_timeout'), answerMs);
   };
 
-  /** Sends the flight's upstream request (again, for a replay) through the proxy. */
+  /** Sends the flight's upstream request (again, for a replay), with a new DPoP proof when its token is bound. */
   const send = (f: Flight): void => {
+    const key = f.token?.dpop;
+    if (!key) return dispatch(f);
+    f.proof = undefined;
+    dpopProof(key, { method: f.req.method ?? 'GET', url: origin + f.path, accessToken: f.token!.accessToken, nonce: upstreamNonce }).then(
+      (proof) => {
+        if (f.gone || f.failed) return;
+        f.proof = proof;
+        dispatch(f);
+      },
+      (err: unknown) => broken(f, err),
+    );
+  };
+
+  /** Sends the flight's upstream request through the proxy. */
+  const dispatch = (f: Flight): void => {
     f.phase = 'connect';
     f.upstream = undefined;
     f.timer = setTimeout(() => fail(f, 'connect_timeout'), connectMs);
@@ -254,7 +280,7 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
   };
 
   /** The upstream said the token is not good: the hook refreshes it, and the request goes once more. */
-  const replay = (f: Flight, answer: IncomingMessage, hook: () => Promise<string | undefined>): void => {
+  const replay = (f: Flight, answer: IncomingMessage, hook: () => Promise<UpstreamToken | undefined>): void => {
     metrics.upstreamTokenRetried();
     answer.resume(); // this 401 is not the answer: its body is read and dropped, its connection reused
     // Called a microtask later, so that a hook that throws rejects instead of throwing into the proxy's event.
@@ -266,6 +292,7 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
           if (token === undefined || f.gone || f.failed || f.res.headersSent) return;
           f.token = token;
           f.replay = true;
+          f.renewed = true;
           send(f);
         },
         (err: unknown) => {
@@ -288,7 +315,8 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
         for (const name of up.getHeaderNames()) up.removeHeader(name);
         const h = f.headers;
         for (let i = 0; i < h.length; i += 2) up.appendHeader(h[i]!, h[i + 1]!);
-        if (f.token !== undefined) up.setHeader('authorization', `Bearer ${f.token}`);
+        if (f.token !== undefined) up.setHeader('authorization', authorization(f.token));
+        if (f.proof !== undefined) up.setHeader('dpop', f.proof);
       } catch (err) {
         return broken(f, err); // a token node:http will not send (invalid characters): nothing goes upstream
       }
@@ -322,13 +350,25 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
       if (status < 200 || status > 599) return fail(f, 'malformed', new Error(`status ${status}`));
       const hook = f.exchange.retryWithNewToken;
       try {
+        if (f.proof !== undefined) {
+          const nonce = answer.headers['dpop-nonce'];
+          if (typeof nonce === 'string' && nonce !== '') upstreamNonce = nonce;
+          // RFC 9449 §9: the upstream wants a proof with its nonce. Asked once more with it, a request without
+          // a body only; the token was not refused, so this is no reason to refresh it.
+          if (status === 401 && !f.nonced && f.replayable && !f.hasBody && dpopNonceChallenge(answer.headers['www-authenticate'])) {
+            f.nonced = true;
+            f.replay = true;
+            answer.resume();
+            return send(f);
+          }
+        }
         if (
           status === 401 &&
           hook &&
-          !f.replay &&
+          !f.renewed &&
           f.replayable &&
           !f.hasBody &&
-          invalidTokenChallenge(answer.headers['www-authenticate'])
+          invalidTokenChallenge(answer.headers['www-authenticate'], f.token?.dpop ? 'dpop' : 'bearer')
         ) {
           return replay(f, answer, hook);
         }
@@ -385,10 +425,13 @@ export function createForwarder(route: ForwardRoute, shared: ForwardShared, log:
         drop,
       ),
       path: base + exchange.upstreamPath,
-      token: exchange.accessToken,
+      token: exchange.token,
+      proof: undefined,
       hasBody: req.headers['transfer-encoding'] !== undefined || (length !== undefined && Number(length) > 0),
       replayable: REPLAYABLE.has(method),
       replay: false,
+      renewed: false,
+      nonced: false,
       options: undefined,
       phase: 'connect',
       timer: undefined,
@@ -437,13 +480,14 @@ const AUTH_PARAM = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*=/;
 const SCHEME = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:\s+|$)/;
 /** The parameter's name is case-insensitive (RFC 9110 §11.2), the error code is not (RFC 6749 §5.2). */
 const INVALID_TOKEN = /^[Ee][Rr][Rr][Oo][Rr]\s*=\s*(?:"invalid_token"|invalid_token)$/;
+const USE_DPOP_NONCE = /^[Ee][Rr][Rr][Oo][Rr]\s*=\s*(?:"use_dpop_nonce"|use_dpop_nonce)$/;
 
 /**
- * True when a WWW-Authenticate value holds a Bearer challenge whose error is invalid_token (RFC 6750 §3.1:
- * the token expired, was revoked or is malformed). Challenges and their parameters share one comma-separated
- * list (RFC 9110 §11.6.1): a member that is not `name=value` starts the next challenge.
+ * True when a WWW-Authenticate value holds a challenge of one of `schemes` with the error `error`. Challenges
+ * and their parameters share one comma-separated list (RFC 9110 §11.6.1): a member that is not `name=value`
+ * starts the next challenge.
  */
-export function invalidTokenChallenge(header: string | undefined): boolean {
+function challenged(header: string | undefined, schemes: readonly string[], error: RegExp): boolean {
   if (!header) return false;
   let scheme = '';
   for (const member of members(header)) {
@@ -454,7 +498,20 @@ export function invalidTokenChallenge(header: string | undefined): boolean {
       scheme = starts[1]!.toLowerCase();
       param = param.slice(starts[0].length);
     }
-    if (scheme === 'bearer' && INVALID_TOKEN.test(param)) return true;
+    if (schemes.includes(scheme) && error.test(param)) return true;
   }
   return false;
+}
+
+/**
+ * True for a challenge of the scheme the token was sent with (`bearer`, or `dpop` for a DPoP-bound token) whose
+ * error is invalid_token (RFC 6750 §3.1, RFC 9449 §7.1: the token expired, was revoked or is malformed).
+ */
+export function invalidTokenChallenge(header: string | undefined, scheme: 'bearer' | 'dpop' = 'bearer'): boolean {
+  return challenged(header, [scheme], INVALID_TOKEN);
+}
+
+/** True for a DPoP challenge asking for a proof with the server's nonce (RFC 9449 §9). */
+export function dpopNonceChallenge(header: string | undefined): boolean {
+  return challenged(header, ['dpop'], USE_DPOP_NONCE);
 }

@@ -33,6 +33,7 @@ export const DROPPED_REQUEST_HEADERS: readonly string[] = [
   // the browser's own credentials: the upstream gets the gateway's Bearer instead
   'cookie',
   'authorization',
+  'dpop', // a proof is the gateway's to make (RFC 9449): never one of the browser's
   'x-csrf',
   // identity and tokens
   'x-email',

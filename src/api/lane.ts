@@ -23,6 +23,7 @@ import { sessionKeys, type Lifecycle } from '../session/lifecycle';
 import { requireSession } from '../session/requireSession';
 import { answerNoToken, attachAccessToken } from './attachAccessToken';
 import type { TokenService } from '../tokens/refresh';
+import { upstreamToken } from '../tokens/dpop';
 import type { ClientTokens } from '../tokens/clientTokens';
 import type { Exchange, Forwarder } from './forward';
 import { RouteTable, type Route, type TokenPolicy } from './routes';
@@ -104,27 +105,27 @@ export function createApiLane(d: LaneDeps): ApiLane {
   const clientToken: Step = async (_req, res, next) => {
     const result = await d.clientTokens.accessToken(res.locals.route!.route.audience!);
     if (result.kind !== 'bearer') return sendError(res, 503, 'token_refresh_unavailable', { 'Retry-After': String(RETRY_AFTER_SECONDS) });
-    res.locals.accessToken = result.accessToken;
+    res.locals.token = await upstreamToken(result.accessToken, result.dpop);
     next();
   };
 
   const forward: Step = (req, res) => {
     const { route: r, rest } = res.locals.route!;
     const gh = res.locals.session;
-    const accessToken = res.locals.accessToken;
+    const token = res.locals.token;
     const keys = gh ? sessionKeys(req, lc) : undefined;
     const exchange: Exchange = {
       upstreamPath: rest,
       bound: keys?.hash ?? `address:${clientAddress(req, d.trustProxy) ?? ''}`,
-      ...(accessToken !== undefined && { accessToken }),
-      ...(accessToken !== undefined &&
+      ...(token !== undefined && { token }),
+      ...(token !== undefined &&
         gh &&
         keys && {
           // The upstream refused the token (revoked early, replaced at the IdP): one replacement, or this
           // request's answer (401 when the session is over, 503 while the IdP cannot help).
           retryWithNewToken: async () => {
-            const result = await d.tokens.replacement(keys, gh, accessToken, r.audience);
-            if (result.kind === 'bearer') return result.accessToken;
+            const result = await d.tokens.replacement(keys, gh, token.accessToken, r.audience);
+            if (result.kind === 'bearer') return upstreamToken(result.accessToken, result.dpop);
             await answerNoToken(req, res, lc, result);
             return undefined;
           },
@@ -174,7 +175,7 @@ export function createApiLane(d: LaneDeps): ApiLane {
     ws.forwarders.get(r)!.open(req, res, socket, head, {
       upstreamPath: rest,
       ticket,
-      ...(res.locals.accessToken !== undefined && { accessToken: res.locals.accessToken }),
+      ...(res.locals.token !== undefined && { token: res.locals.token }),
       ...(keys && { session: keys.hash }),
     });
   };

@@ -123,6 +123,7 @@ export function createApp(d: AppDeps): { app: Express; api: ApiLane } {
       secureCookies: cfg.secureCookies,
       timing: { skewSeconds: cfg.refreshSkewSeconds, marginSeconds: cfg.tokenExpiryMarginSeconds },
       absoluteMs: cfg.sessionAbsoluteSeconds * 1000,
+      dpop: cfg.dpop,
       now: d.now,
     }),
   );

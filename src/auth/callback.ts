@@ -17,6 +17,7 @@ import { classifyRefreshError } from '../idp/classify';
 import type { Idp } from '../idp/idp';
 import type { LoginTransactions } from './loginTx';
 import type { EndedIdpSessions } from '../session/endedIdpSessions';
+import { newDpopKey } from '../tokens/dpop';
 
 export interface CallbackDeps {
   idp: Idp;
@@ -31,6 +32,8 @@ export interface CallbackDeps {
   secureCookies: boolean;
   timing: TokenTiming;
   absoluteMs: number;
+  /** RFC 9449: each session gets its own DPoP key pair, made here. */
+  dpop: boolean;
   now: () => number;
 }
 
@@ -95,9 +98,11 @@ export function callback(d: CallbackDeps): RequestHandler {
       const callbackUrl = new URL(req.originalUrl, d.publicOrigin);
       // RFC 6749 §5.1: expiry counts from the response; the time the request was sent is never later.
       const sentAt = d.now();
+      // RFC 9449: the session's key pair, proven at the code exchange; its private key goes into the sealed record.
+      const dpop = d.dpop ? await newDpopKey() : undefined;
       let tokens;
       try {
-        tokens = await d.idp.codeGrant(callbackUrl, { state: state!, nonce: tx.nonce, codeVerifier: tx.codeVerifier });
+        tokens = await d.idp.codeGrant(callbackUrl, { state: state!, nonce: tx.nonce, codeVerifier: tx.codeVerifier }, dpop?.key);
       } catch (err) {
         if (err instanceof GatewayError) throw err;
         d.lifecycle.metrics.idpError('login', classifyRefreshError(err));
@@ -111,7 +116,7 @@ export function callback(d: CallbackDeps): RequestHandler {
         fail('the IdP session ended by a back-channel logout while this login was under way');
       let userinfo: Record<string, unknown> = {};
       try {
-        userinfo = await d.idp.userinfo(tokens.accessToken, sub);
+        userinfo = await d.idp.userinfo(tokens, sub, dpop?.key);
       } catch (err) {
         d.log.warn({ err }, 'userinfo failed; the session carries the ID token claims only');
       }
@@ -147,7 +152,8 @@ export function callback(d: CallbackDeps): RequestHandler {
         // Indexed before its tokens are stored: a revocation deciding meanwhile whether the user has another
         // session (one that may share the grant) must see this one.
         await d.lifecycle.index.add(keys, gh);
-        if (!(await d.vault.write(keys, 0, tokensFrom(tokens, sentAt, d.timing), ttl + TOKEN_GRACE_MS))) fail('session id collision');
+        const record = { ...tokensFrom(tokens, sentAt, d.timing), ...(dpop && { dpopKey: dpop.jwk }) };
+        if (!(await d.vault.write(keys, 0, record, ttl + TOKEN_GRACE_MS))) fail('session id collision');
         req.session.gh = gh;
         await d.lifecycle.ledger.add(keys, gh, now + ttl);
         await save(req);

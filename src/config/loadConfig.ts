@@ -248,6 +248,8 @@ export function validate(
   }
 
   const anomalyRefreshesPerHour = int('anomalyRefreshesPerHour', 0, 100_000, 'a count');
+  const dpopRaw = raw('dpop')!.toLowerCase();
+  if (dpopRaw !== 'true' && dpopRaw !== 'false') fail('dpop', `"${dpopRaw}" is not a boolean — use true or false`);
   const endRaw = raw('anomalyEndSession')!.toLowerCase();
   if (endRaw !== 'true' && endRaw !== 'false') fail('anomalyEndSession', `"${endRaw}" is not a boolean — use true or false`);
 
@@ -316,6 +318,7 @@ export function validate(
     adminToken,
     anomalyRefreshesPerHour,
     anomalyEndSession: endRaw === 'true',
+    dpop: dpopRaw === 'true',
     shutdownSeconds,
     upstreamTimeoutSeconds,
     upstreamConnectTimeoutSeconds,

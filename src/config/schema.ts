@@ -46,6 +46,8 @@ export interface GatehouseOptions {
   shutdownSeconds?: number | string;
   anomalyRefreshesPerHour?: number | string;
   anomalyEndSession?: boolean | string;
+  /** DPoP (RFC 9449) sender-constrained tokens: true or false. */
+  dpop?: boolean | string;
   upstreamTimeoutSeconds?: number | string;
   upstreamConnectTimeoutSeconds?: number | string;
   upstreamSocketsPerSession?: number | string;
@@ -118,6 +120,12 @@ export const SETTINGS: readonly Setting[] = [
   { option: 'metricsPort', env: 'GATEHOUSE_METRICS_PORT', default: '9464', why: 'admin port for /metrics (0 = off)' },
   { option: 'keyPrefix', env: 'GATEHOUSE_KEY_PREFIX', default: 'gatehouse:', why: 'prefix of every Redis key' },
   { option: 'cookieSameSite', env: 'GATEHOUSE_COOKIE_SAMESITE', default: 'strict', why: 'SameSite of the session cookie: strict or lax' },
+  {
+    option: 'dpop',
+    env: 'GATEHOUSE_DPOP',
+    default: 'false',
+    why: 'sender-constrained tokens (RFC 9449): a key pair per session, DPoP proofs on every token request and every upstream request',
+  },
   {
     option: 'par',
     env: 'GATEHOUSE_PAR',
@@ -250,6 +258,7 @@ export interface Config {
   readonly shutdownSeconds: number;
   readonly anomalyRefreshesPerHour: number;
   readonly anomalyEndSession: boolean;
+  readonly dpop: boolean;
   readonly upstreamTimeoutSeconds: number;
   readonly upstreamConnectTimeoutSeconds: number;
   readonly upstreamSocketsPerSession: number;

@@ -10,6 +10,7 @@ import type { Request } from 'express';
 import type { CookieState } from './cookieGuard';
 import type { GatehouseSession } from '../session/sessionData';
 import type { RouteMatch } from '../api/routes';
+import type { UpstreamToken } from '../tokens/dpop';
 
 /** A request, with the session express-session or the /api session loader put on it (when there is one). */
 export type HttpRequest = IncomingMessage & Pick<Request, 'session' | 'sessionID' | 'sessionStore'>;
@@ -27,8 +28,8 @@ export interface Locals {
   route?: RouteMatch;
   /** The session rules: the live session, its idle window slid. */
   session?: GatehouseSession;
-  /** attachAccessToken: the bearer to send upstream. */
-  accessToken?: string;
+  /** attachAccessToken (or the client token step): the access token to send upstream, with its DPoP key if bound. */
+  token?: UpstreamToken;
   /** A WebSocket upgrade: the browser's connection and what it sent past the request's head. */
   upgrade?: { socket: Duplex; head: Buffer };
 }

@@ -16,6 +16,7 @@ import type { Logger } from '../log/logger';
 import { GatewayError } from '../http/errors';
 import { ConfigError } from '../config/loadConfig';
 import type { Audience } from '../api/routes';
+import type { DpopKey } from '../tokens/dpop';
 
 type Par = Config['par'];
 
@@ -24,8 +25,16 @@ function usePar(mode: Par, meta: oidc.ServerMetadata): boolean {
   return mode !== 'off' && typeof meta.pushed_authorization_request_endpoint === 'string';
 }
 
+/**
+ * RFC 9449: a token request with a proof of `key` (openid-client signs it, and answers an IdP's
+ * use_dpop_nonce by asking once more with its nonce).
+ */
+function proofs(config: oidc.Configuration, key: DpopKey | undefined): oidc.DPoPOptions | undefined {
+  return key ? { DPoP: oidc.getDPoPHandle(config, key.pair) } : undefined;
+}
+
 /** The settings the IdP's metadata makes impossible, as configuration problems, one line each. */
-export function metadataProblems(cfg: Pick<Config, 'par' | 'settingNames' | 'routes'>, meta: oidc.ServerMetadata): string[] {
+export function metadataProblems(cfg: Pick<Config, 'par' | 'dpop' | 'settingNames' | 'routes'>, meta: oidc.ServerMetadata): string[] {
   const env = cfg.settingNames === 'env';
   const par = env ? 'GATEHOUSE_PAR' : 'par';
   const problems: string[] = [];
@@ -40,6 +49,12 @@ export function metadataProblems(cfg: Pick<Config, 'par' | 'settingNames' | 'rou
     problems.push(
       `${env ? 'GATEHOUSE_ROUTES' : 'routes'}: ${client.join(', ')} use token "client", but the IdP does not offer the client_credentials grant — enable it there or change the route`,
     );
+  // RFC 9449 §5.1: an IdP that binds tokens to DPoP keys lists the proof algorithms it accepts.
+  const algs = meta.dpop_signing_alg_values_supported;
+  if (cfg.dpop && !(Array.isArray(algs) && algs.includes('ES256')))
+    problems.push(
+      `${env ? 'GATEHOUSE_DPOP' : 'dpop'}: true, but the IdP does not accept DPoP proofs signed with ES256 — enable DPoP there or set it to false`,
+    );
   return problems;
 }
 
@@ -49,6 +64,8 @@ export interface TokenSet {
   idToken: string | undefined;
   /** Seconds, as sent by the IdP (RFC 6749 §5.1); undefined when the IdP sent none. */
   expiresIn: number | undefined;
+  /** `Bearer`, or `DPoP` for a token bound to the proof's key (RFC 9449 §5). */
+  tokenType?: string;
   claims: Record<string, unknown> | undefined;
 }
 
@@ -125,6 +142,7 @@ export function toTokenSet(r: oidc.TokenEndpointResponse & oidc.TokenEndpointRes
     refreshToken: r.refresh_token,
     idToken: r.id_token,
     expiresIn: typeof r.expires_in === 'number' ? r.expires_in : undefined,
+    tokenType: r.token_type,
     claims: r.claims(),
   };
 }
@@ -273,15 +291,21 @@ export class Idp {
   }
 
   /** R8, R11, R13, R14: state, iss (RFC 9207), code exchange with PKCE, ID token with nonce. */
-  async codeGrant(callbackUrl: URL, checks: LoginChecks): Promise<TokenSet> {
+  async codeGrant(callbackUrl: URL, checks: LoginChecks, dpop?: DpopKey): Promise<TokenSet> {
     const config = await this.metadata();
     const tokens = toTokenSet(
-      await oidc.authorizationCodeGrant(config, callbackUrl, {
-        pkceCodeVerifier: checks.codeVerifier,
-        expectedState: checks.state,
-        expectedNonce: checks.nonce,
-        idTokenExpected: true,
-      }),
+      await oidc.authorizationCodeGrant(
+        config,
+        callbackUrl,
+        {
+          pkceCodeVerifier: checks.codeVerifier,
+          expectedState: checks.state,
+          expectedNonce: checks.nonce,
+          idTokenExpected: true,
+        },
+        undefined,
+        proofs(config, dpop),
+      ),
     );
     checkIdTokenClaims(tokens.claims ?? {}, this.cfg.clientId, Math.floor(Date.now() / 1000), true);
     return tokens;
@@ -292,7 +316,7 @@ export class Idp {
    * of its answer was invalid. A refreshed ID token that fails Gatehouse's own checks is dropped (the
    * previous one is kept for id_token_hint): the access and refresh tokens are still good.
    */
-  async refresh(refreshToken: string, audience?: Audience): Promise<TokenSet> {
+  async refresh(refreshToken: string, audience?: Audience, dpop?: DpopKey): Promise<TokenSet> {
     const config = await this.metadata();
     const seen: { refreshToken?: string } = {};
     // RFC 8707 §2.2 / RFC 6749 §6: a token for one API, with the same refresh token.
@@ -301,7 +325,7 @@ export class Idp {
     if (audience?.scope) params.set('scope', audience.scope);
     let tokens: TokenSet;
     try {
-      tokens = toTokenSet(await rotation.run(seen, () => oidc.refreshTokenGrant(config, refreshToken, params)));
+      tokens = toTokenSet(await rotation.run(seen, () => oidc.refreshTokenGrant(config, refreshToken, params, proofs(config, dpop))));
     } catch (err) {
       if (seen.refreshToken !== undefined && seen.refreshToken !== refreshToken) throw new RefreshResponseRejected(seen.refreshToken, err);
       throw err;
@@ -318,18 +342,20 @@ export class Idp {
   }
 
   /** RFC 6749 §4.4: the gateway's own token, for an API audience (RFC 8707 resource, scope). */
-  async clientCredentials(audience: Audience): Promise<TokenSet> {
+  async clientCredentials(audience: Audience, dpop?: DpopKey): Promise<TokenSet> {
     const config = await this.metadata();
     const params = new URLSearchParams();
     if (audience.resource) params.set('resource', audience.resource);
     if (audience.scope) params.set('scope', audience.scope);
-    return toTokenSet(await oidc.clientCredentialsGrant(config, params));
+    return toTokenSet(await oidc.clientCredentialsGrant(config, params, proofs(config, dpop)));
   }
 
-  async userinfo(accessToken: string, sub: string): Promise<Record<string, unknown>> {
+  /** OIDC Core §5.3, with the login's access token (and, for a DPoP-bound one, a proof of its key). */
+  async userinfo(tokens: Pick<TokenSet, 'accessToken' | 'tokenType'>, sub: string, dpop?: DpopKey): Promise<Record<string, unknown>> {
     const config = await this.metadata();
     if (!config.serverMetadata().userinfo_endpoint) return {};
-    return await oidc.fetchUserInfo(config, accessToken, sub);
+    const bound = tokens.tokenType?.toLowerCase() === 'dpop';
+    return await oidc.fetchUserInfo(config, tokens.accessToken, sub, bound ? proofs(config, dpop) : undefined);
   }
 
   /** The IdP refused a resource the login named (RFC 8707 invalid_target): says which routes name which. */

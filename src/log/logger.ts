@@ -22,7 +22,7 @@ export interface Logger {
  * Field names whose values are secrets wherever they appear. A field named just `code` is not among them:
  * it is usually an error code (ECONNREFUSED, invalid_grant), and is judged by its value (codeValue).
  */
-const SECRET_FIELD = /token|cookie|secret|authorization|password|code_?verifier|^auth_?code$/i;
+const SECRET_FIELD = /token|cookie|secret|authorization|password|code_?verifier|^auth_?code$|dpop|private_?key|^d$/i;
 /** Field names already tested against SECRET_FIELD (log lines repeat the same few names). */
 const secretNames = new Map<string, boolean>();
 function isSecretField(name: string): boolean {
@@ -53,11 +53,15 @@ function codeValue(v: unknown): unknown {
  */
 const SECRET_PARAM =
   /((?:^|[?&#;\s])\s*(?:code|[a-z_]*token(?:_hint)?|code_verifier|client_secret|client_assertion|password)=)[^&#\s"'<>]+/gi;
-/** RFC 6750 §2.1: a bearer credential quoted in a string (an Authorization header in an error message). */
-const BEARER = /(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*/gi;
+/**
+ * RFC 6750 §2.1, RFC 9449 §7.1: a bearer or DPoP credential quoted in a string (an Authorization header in an
+ * error message).
+ */
+const BEARER = /(\b(?:bearer|dpop)\s+)[A-Za-z0-9\-._~+/]+=*/gi;
+const CREDENTIAL_SCHEME = /bearer|dpop/i;
 function scrubString(s: string): string {
   const scrubbed = s.includes('=') ? s.replace(SECRET_PARAM, '$1[redacted]') : s;
-  return scrubbed.includes('earer') || scrubbed.includes('EARER') ? scrubbed.replace(BEARER, '$1[redacted]') : scrubbed;
+  return CREDENTIAL_SCHEME.test(scrubbed) ? scrubbed.replace(BEARER, '$1[redacted]') : scrubbed;
 }
 
 function scrub(value: unknown, depth = 0): unknown {

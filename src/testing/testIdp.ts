@@ -66,6 +66,12 @@ export interface TestIdpOptions {
    * the feature is off.
    */
   resources?: string[];
+  /**
+   * DPoP (RFC 9449) is on, as oidc-provider ships it: a token request with a proof gets a DPoP-bound token.
+   * `dpopNonce: true` also makes the IdP demand its own nonce in every proof (RFC 9449 §8: the first proof
+   * without it is answered `use_dpop_nonce`).
+   */
+  dpopNonce?: boolean;
   /** refresh token lifetime in seconds (default 3600) */
   refreshTokenTtl?: number;
   /**
@@ -145,6 +151,8 @@ export interface TokenRequestRecord {
   refreshToken?: string;
   /** the resource asked for (RFC 8707), if any */
   resource?: string;
+  /** the request carried a DPoP proof (RFC 9449 §5) */
+  dpop: boolean;
   /** HTTP status answered (undefined while in flight) */
   status?: number;
   /** true when failRefresh answered it without oidc-provider */
@@ -472,6 +480,7 @@ function buildConfiguration(opts: TestIdpOptions, settings: IdpSettings, signing
       // the gateway's own tokens (routes with token: client)
       clientCredentials: { enabled: true },
       ...(opts.resources && { resourceIndicators: resourceIndicators(opts.resources, accessTokenTtl) }),
+      ...(opts.dpopNonce && { dPoP: { enabled: true, nonceSecret: randomBytes(32), requireNonce: () => true } }),
       pushedAuthorizationRequests: {
         enabled: opts.pushedAuthorizationRequests !== 'none',
         requirePushedAuthorizationRequests: opts.pushedAuthorizationRequests === 'required',
@@ -666,6 +675,7 @@ function recordTokenRequests(state: IdpState): Middleware {
       clientAuth: clientAuthOf(ctx.get('authorization'), form),
       ...(grantType === 'refresh_token' ? { refreshToken: form.get('refresh_token') ?? '' } : {}),
       ...(form.has('resource') && { resource: form.get('resource')! }),
+      dpop: ctx.get('dpop') !== '',
       injected: false,
     };
     state.tokenRequests.push(record);

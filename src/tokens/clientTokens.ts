@@ -15,6 +15,13 @@ import { open, randomId, seal } from '../crypto/seal';
 import { classifyRefreshError } from '../idp/classify';
 import { accessTokenFrom, usable, type AccessToken, type TokenTiming } from './vault';
 import type { AccessResult } from './refresh';
+import { newDpopKey, type DpopJwk } from './dpop';
+
+/** A stored client token, with the private key it is bound to when it is a DPoP token. */
+type ClientToken = AccessToken & { dpopKey?: DpopJwk };
+
+const bearer = (t: ClientToken): AccessResult =>
+  t.dpop && t.dpopKey ? { kind: 'bearer', accessToken: t.accessToken, dpop: t.dpopKey } : { kind: 'bearer', accessToken: t.accessToken };
 
 export interface ClientTokensOptions {
   kv: Kv;
@@ -25,6 +32,8 @@ export interface ClientTokensOptions {
   timing: TokenTiming;
   /** How long a call waits for another replica's grant before answering 503. */
   lockWaitMs: number;
+  /** RFC 9449: each grant gets a new key pair, stored sealed with the token it is bound to. */
+  dpop: boolean;
   onGrant?: (outcome: 'ok' | 'failed') => void;
 }
 
@@ -36,7 +45,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class ClientTokens {
   /** By audience key: the token read or obtained last. */
-  private readonly known = new Map<string, AccessToken>();
+  private readonly known = new Map<string, ClientToken>();
   private readonly inflight = new Map<string, Promise<AccessResult>>();
   private readonly failedAt = new Map<string, number>();
 
@@ -49,10 +58,10 @@ export class ClientTokens {
       token = (await this.read(audience)) ?? token;
       if (token) this.known.set(audience.key, token);
     }
-    if (token && now < token.refreshAt) return { kind: 'bearer', accessToken: token.accessToken };
+    if (token && now < token.refreshAt) return bearer(token);
     if (token && usable(token, now)) {
       void this.flight(audience).catch(() => undefined);
-      return { kind: 'bearer', accessToken: token.accessToken };
+      return bearer(token);
     }
     return this.flight(audience);
   }
@@ -71,11 +80,11 @@ export class ClientTokens {
     return { record: key, lock: `${key}:lock`, sealKey };
   }
 
-  private async read(audience: Audience): Promise<AccessToken | undefined> {
+  private async read(audience: Audience): Promise<ClientToken | undefined> {
     const { record, sealKey } = this.keys(audience);
     const sealed = await this.o.kv.get(record);
     const json = sealed === null ? undefined : open(sealKey, sealed, record);
-    return json === undefined ? undefined : (JSON.parse(json) as AccessToken);
+    return json === undefined ? undefined : (JSON.parse(json) as ClientToken);
   }
 
   /** One grant across replicas: under the audience's lock, or the result of the replica holding it. */
@@ -89,7 +98,7 @@ export class ClientTokens {
       const current = await this.read(audience);
       if (current && now() < current.refreshAt) {
         this.known.set(audience.key, current);
-        return { kind: 'bearer', accessToken: current.accessToken };
+        return bearer(current);
       }
       if (now() - (this.failedAt.get(audience.key) ?? -Infinity) < COOLDOWN_MS) return this.fallback(current) ?? unavailable;
       if (await kv.setIfAbsent(lock, owner, LOCK_LEASE_MS)) {
@@ -104,17 +113,21 @@ export class ClientTokens {
     }
   }
 
-  private async grant(audience: Audience, record: string, sealKey: Parameters<typeof seal>[0], current: AccessToken | undefined) {
+  private async grant(audience: Audience, record: string, sealKey: Parameters<typeof seal>[0], current: ClientToken | undefined) {
     const { idp, log, now, kv } = this.o;
     const sentAt = now();
     try {
-      const token = accessTokenFrom(await idp.clientCredentials(audience), sentAt, this.o.timing);
+      const dpop = this.o.dpop ? await newDpopKey() : undefined;
+      const token: ClientToken = {
+        ...accessTokenFrom(await idp.clientCredentials(audience, dpop?.key), sentAt, this.o.timing),
+        ...(dpop && { dpopKey: dpop.jwk }),
+      };
       // Kept until the token ends: a replica reading it later decides by its times.
       await kv.set(record, seal(sealKey, JSON.stringify(token), record), Math.max(1000, token.expiresAt - now()));
       this.known.set(audience.key, token);
       this.failedAt.delete(audience.key);
       this.o.onGrant?.('ok');
-      return { kind: 'bearer', accessToken: token.accessToken } satisfies AccessResult;
+      return bearer(token);
     } catch (err) {
       this.failedAt.set(audience.key, now());
       this.o.onGrant?.('failed');
@@ -127,7 +140,7 @@ export class ClientTokens {
   }
 
   /** The current token while it may still be sent. */
-  private fallback(current: AccessToken | undefined): AccessResult | undefined {
-    return current && usable(current, this.o.now()) ? { kind: 'bearer', accessToken: current.accessToken } : undefined;
+  private fallback(current: ClientToken | undefined): AccessResult | undefined {
+    return current && usable(current, this.o.now()) ? bearer(current) : undefined;
   }
 }

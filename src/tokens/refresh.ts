@@ -25,9 +25,11 @@ import type { GatehouseSession } from '../session/sessionData';
 import type { RevokeLater } from '../idp/revoker';
 import { accessTokenFrom, tokensFrom, usable, type AccessToken, type TokenTiming, type Tokens, type Vault, type VaultEntry } from './vault';
 import type { Audience } from '../api/routes';
+import { dpopKey, type DpopJwk } from './dpop';
 
 export type AccessResult =
-  | { kind: 'bearer'; accessToken: string }
+  /** `dpop`: the token is DPoP-bound (RFC 9449): sent with a proof of this key. */
+  | { kind: 'bearer'; accessToken: string; dpop?: DpopJwk }
   /**
    * The grant is dead (invalid_grant, or a refreshed ID token for someone else), or the session was ended as
    * an anomaly (`reason`): the session is over.
@@ -90,7 +92,11 @@ const STORE_RETRY_MS = 500;
 /** Background attempts (one a second) after that, while Redis is unreachable. */
 const STORE_BACKGROUND_ATTEMPTS = 30;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const bearer = (t: AccessToken): AccessResult => ({ kind: 'bearer', accessToken: t.accessToken });
+/** The token to send; a DPoP-bound one with the session's key. */
+const bearer = (t: AccessToken, tokens: Tokens): AccessResult =>
+  t.dpop && tokens.dpopKey
+    ? { kind: 'bearer', accessToken: t.accessToken, dpop: tokens.dpopKey }
+    : { kind: 'bearer', accessToken: t.accessToken };
 /** An audience's access token before the first was obtained: due, and not usable. */
 const NONE_YET: AccessToken = { accessToken: '', expiresAt: 0, refreshAt: 0, usableUntil: 0 };
 /** The access token `audience` names in a record (without one, the login's); NONE_YET before its first grant. */
@@ -113,7 +119,7 @@ export class TokenService {
     if (entry.dead) return { kind: 'session-expired' };
     const now = this.o.now();
     const token = tokenFor(entry.tokens, audience);
-    if (now < token.refreshAt) return bearer(token);
+    if (now < token.refreshAt) return bearer(token, entry.tokens);
     // Still good to send: no call waits for the IdP. The refresh is the same single flight (and the same
     // lock across replicas) that a call inside the margin joins and waits for; a failure keeps the session
     // and the current token, and the next call inside the window tries again (after the cooldown).
@@ -121,7 +127,7 @@ export class TokenService {
       this.flight(keys, gh, entry, 'background', undefined, audience).catch((err: unknown) =>
         this.o.log.warn({ err, session: keys.hash }, 'background refresh failed; the next call tries again'),
       );
-      return bearer(token);
+      return bearer(token, entry.tokens);
     }
     return this.flight(keys, gh, entry, 'foreground', undefined, audience);
   }
@@ -137,7 +143,7 @@ export class TokenService {
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
     const token = tokenFor(entry.tokens, audience);
-    if (token !== NONE_YET && token.accessToken !== rejected) return bearer(token);
+    if (token !== NONE_YET && token.accessToken !== rejected) return bearer(token, entry.tokens);
     const result = await this.flight(keys, gh, entry, 'foreground', rejected, audience);
     return result.kind === 'bearer' && result.accessToken === rejected
       ? { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS }
@@ -166,7 +172,7 @@ export class TokenService {
           // R42: a store that cannot coordinate a refresh (a Sentinel failover, Redis away) keeps the session,
           // and the current access token is used while it is still valid.
           const token = tokenFor(entry.tokens, audience);
-          if (err instanceof StoreUnavailableError && usable(token, this.o.now())) return bearer(token);
+          if (err instanceof StoreUnavailableError && usable(token, this.o.now())) return bearer(token, entry.tokens);
           throw err;
         })
         .finally(() => this.inflight.delete(id));
@@ -231,14 +237,14 @@ export class TokenService {
     const token = tokenFor(entry.tokens, audience);
     if (token === NONE_YET) return undefined;
     // A token the upstream refused settles nothing, however fresh: only another one does.
-    if (rejected !== undefined) return token.accessToken !== rejected ? bearer(token) : undefined;
-    if (this.o.now() < token.refreshAt) return bearer(token);
+    if (rejected !== undefined) return token.accessToken !== rejected ? bearer(token, entry.tokens) : undefined;
+    if (this.o.now() < token.refreshAt) return bearer(token, entry.tokens);
     // R39 (waiters reuse the winner's result): a slow IdP can hand back a token that is already inside its
     // skew window (expiry counts from when the grant was sent). It is still valid, so refreshing it again
     // would be a second grant for one expiring token.
     // The margin is not applied here: a token fresh from the IdP is the best there is, and asking again
     // would bring one no fresher.
-    if (entry.version > due && this.o.now() < token.expiresAt) return bearer(token);
+    if (entry.version > due && this.o.now() < token.expiresAt) return bearer(token, entry.tokens);
     return undefined;
   }
 
@@ -246,7 +252,7 @@ export class TokenService {
   private degrade(tokens: Tokens, rejected?: string, audience?: Audience): AccessResult {
     const token = tokenFor(tokens, audience);
     return usable(token, this.o.now()) && token.accessToken !== rejected
-      ? bearer(token)
+      ? bearer(token, tokens)
       : { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
   }
 
@@ -270,9 +276,11 @@ export class TokenService {
     const sent = entry.tokens.refreshToken;
     if (!sent) {
       // No refresh token was issued (no offline_access): the session ends with its access token.
-      return usable(current, now()) && current.accessToken !== rejected ? bearer(current) : this.kill(keys, entry.version);
+      return usable(current, now()) && current.accessToken !== rejected ? bearer(current, entry.tokens) : this.kill(keys, entry.version);
     }
 
+    // RFC 9449 §5: a DPoP session proves its key on every refresh; the new access token is bound to it.
+    const key = entry.tokens.dpopKey ? await dpopKey(entry.tokens.dpopKey) : undefined;
     const renew = setInterval(
       () => {
         this.o.kv.renewLock(keys.lockKey, owner, this.o.lockLeaseMs).catch(() => undefined);
@@ -283,7 +291,7 @@ export class TokenService {
     // Expiry counts from when the request was sent: never later than the IdP's own clock.
     const sentAt = now();
     try {
-      response = await idp.refresh(sent, audience);
+      response = await idp.refresh(sent, audience, key);
     } catch (err) {
       const failure = classifyRefreshError(err);
       const rotated = err instanceof RefreshResponseRejected ? err.rotatedRefreshToken : undefined;
@@ -397,12 +405,12 @@ export class TokenService {
     const giveUpAt = now() + STORE_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        return (await this.tryStore(keys, gh, version, tokens)) ?? bearer(token);
+        return (await this.tryStore(keys, gh, version, tokens)) ?? bearer(token, tokens);
       } catch (err) {
         if (attempt >= 4 || now() >= giveUpAt) {
           log.error({ session: keys.hash, err }, 'could not store rotated tokens yet; retrying in the background');
           this.storeLater(keys, gh, version, tokens);
-          return bearer(token);
+          return bearer(token, tokens);
         }
         await sleep(100 * 2 ** attempt);
       }

@@ -14,6 +14,7 @@ import { open, seal } from '../crypto/seal';
 import type { SessionKeys } from '../session/keyring';
 import type { TokenSet } from '../idp/idp';
 import { SessionCache } from '../session/sessionCache';
+import type { DpopJwk } from './dpop';
 
 /** One access token and its times. */
 export interface AccessToken {
@@ -26,6 +27,8 @@ export interface AccessToken {
   refreshAt: number;
   /** Absent in records written before it existed: expiresAt then. */
   usableUntil?: number;
+  /** A DPoP-bound token (RFC 9449): sent as `Authorization: DPoP` with a proof of the session's key. */
+  dpop?: true;
 }
 
 /** A session's tokens: the login's access token, and one per API audience (routes with resource or scope). */
@@ -34,6 +37,8 @@ export interface Tokens extends AccessToken {
   idToken: string | undefined;
   /** By Audience.key: access tokens obtained for one API with the same refresh token. */
   audiences?: Record<string, AccessToken>;
+  /** The session's DPoP key pair (private JWK), sealed with the record like the tokens. */
+  dpopKey?: DpopJwk;
 }
 
 /** How far ahead of the access token's end Gatehouse acts. */
@@ -71,6 +76,7 @@ export function tokensFrom(ts: TokenSet, sentAt: number, timing: TokenTiming, pr
     refreshToken: ts.refreshToken ?? previous?.refreshToken,
     idToken: ts.idToken ?? previous?.idToken,
     ...(previous?.audiences && { audiences: previous.audiences }),
+    ...(previous?.dpopKey && { dpopKey: previous.dpopKey }),
   };
 }
 
@@ -89,6 +95,7 @@ export function accessTokenFrom(ts: TokenSet, sentAt: number, timing: TokenTimin
   const margin = Math.min(timing.marginSeconds, life / 4);
   return {
     accessToken: ts.accessToken,
+    ...(ts.tokenType?.toLowerCase() === 'dpop' && { dpop: true as const }),
     expiresAt,
     refreshAt: expiresAt - Math.max(skew, margin) * 1000,
     usableUntil: expiresAt - margin * 1000,

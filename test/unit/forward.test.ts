@@ -1,4 +1,4 @@
-import { invalidTokenChallenge, isGatehouseCookie } from '../../src/api/forward';
+import { dpopNonceChallenge, invalidTokenChallenge, isGatehouseCookie } from '../../src/api/forward';
 import { allowedSetCookies } from '../../src/api/headers';
 
 describe('invalidTokenChallenge: a Bearer challenge saying the token is not good (RFC 6750 §3.1)', () => {
@@ -24,6 +24,26 @@ describe('invalidTokenChallenge: a Bearer challenge saying the token is not good
     'Bearer realm="error=\\"invalid_token\\""',
     'Basic error="invalid_token"',
   ])('%s → no', (header) => expect(invalidTokenChallenge(header)).toBe(false));
+});
+
+describe('challenges to a DPoP-bound token (RFC 9449 §7.1, §9)', () => {
+  it.each(['DPoP error="invalid_token"', 'Bearer realm="api", DPoP algs="ES256", error="invalid_token"', 'dpop Error=invalid_token'])(
+    '%s: the token is not good',
+    (header) => expect(invalidTokenChallenge(header, 'dpop')).toBe(true),
+  );
+  it.each([
+    'Bearer error="invalid_token"',
+    'DPoP error="use_dpop_nonce"',
+    'DPoP error="invalid_dpop_proof"',
+    'DPoP realm="error=invalid_token"',
+  ])('%s: not a refused token', (header) => expect(invalidTokenChallenge(header, 'dpop')).toBe(false));
+  it.each(['DPoP error="use_dpop_nonce"', 'Bearer realm="api", DPoP error=use_dpop_nonce'])('%s: asks for a nonce', (header) =>
+    expect(dpopNonceChallenge(header)).toBe(true),
+  );
+  it.each([undefined, 'Bearer error="use_dpop_nonce"', 'DPoP error="invalid_token"', 'DPoP error="USE_DPOP_NONCE"'])(
+    '%s: does not ask for a nonce',
+    (header) => expect(dpopNonceChallenge(header)).toBe(false),
+  );
 });
 
 describe('the gateway’s own cookie names, which no upstream may set', () => {

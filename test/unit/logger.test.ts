@@ -86,6 +86,20 @@ describe('logger (STYLE §14: secrets never reach logs)', () => {
     });
   });
 
+  it('redacts a DPoP credential quoted in a string and a DPoP private key wherever it sits', () => {
+    const { log, lines } = capture();
+    log.warn(
+      {
+        header: 'Authorization: DPoP eyJhbGciOi.DPOP-SECRET.sig',
+        record: { dpopKey: { kty: 'EC', d: 'PRIVATE-D' } },
+        jwk: { kty: 'EC', crv: 'P-256', x: 'X', y: 'Y', d: 'LOOSE-D' },
+      },
+      'x',
+    );
+    expect(lines[0]).not.toMatch(/DPOP-SECRET|PRIVATE-D|LOOSE-D/);
+    expect(only(lines)).toMatchObject({ header: 'Authorization: DPoP [redacted]', jwk: { x: 'X', d: '[redacted]' } });
+  });
+
   it('logs errors by type, message and code along their cause chain, plain objects and aggregates included', () => {
     const { log, lines } = capture();
     // What fetch() throws when nothing listens (the connection refused on every address).

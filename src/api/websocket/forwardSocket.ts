@@ -29,12 +29,14 @@ import { downstreamHeaders, droppedNames, upstreamHeaders } from '../headers';
 import type { ForwardRoute, ForwardShared } from '../forward';
 import { Relay } from './relay';
 import type { SocketTicket } from './liveSockets';
+import { authorization, dpopProof, type UpstreamToken } from '../../tokens/dpop';
 
 /** What the lane decided for this upgrade. */
 export interface SocketExchange {
   /** Path and query to append to the upstream's base path (checked by the path guard). */
   upstreamPath: string;
-  accessToken?: string;
+  /** The access token to send (with a DPoP proof when it is bound). */
+  token?: UpstreamToken;
   /** The socket's place among its session's sockets. */
   ticket: SocketTicket;
   /** For the log line when the socket closes. */
@@ -59,6 +61,8 @@ interface Opening {
   readonly exchange: SocketExchange;
   readonly headers: readonly string[];
   readonly path: string;
+  /** The DPoP proof of the handshake, when its token is bound. */
+  proof: string | undefined;
   phase: 'connect' | 'wait' | 'answered' | 'open';
   timer: NodeJS.Timeout | undefined;
   upstream: ClientRequest | undefined;
@@ -125,7 +129,8 @@ export function createSocketForwarder(
         for (let i = 0; i < h.length; i += 2) up.appendHeader(h[i]!, h[i + 1]!);
         up.setHeader('connection', 'Upgrade');
         up.setHeader('upgrade', 'websocket');
-        if (o.exchange.accessToken !== undefined) up.setHeader('authorization', `Bearer ${o.exchange.accessToken}`);
+        if (o.exchange.token !== undefined) up.setHeader('authorization', authorization(o.exchange.token));
+        if (o.proof !== undefined) up.setHeader('dpop', o.proof);
       } catch (err) {
         clearTimeout(o.timer);
         o.failed = true;
@@ -211,6 +216,7 @@ export function createSocketForwarder(
           drop,
         ),
         path: base + exchange.upstreamPath,
+        proof: undefined,
         phase: 'connect',
         timer: undefined,
         upstream: undefined,
@@ -224,7 +230,26 @@ export function createSocketForwarder(
       socket.once('close', () => {
         if (o.phase !== 'open') fail(o, 'reset');
       });
-      proxy.upgrade(req, socket as Socket, head);
+      const key = exchange.token?.dpop;
+      if (!key) return proxy.upgrade(req, socket as Socket, head);
+      // RFC 9449 §4.2: the handshake is an HTTP GET of the upstream's http(s) URI, proven like any request.
+      dpopProof(key, {
+        method: 'GET',
+        url: `${upstream.protocol}//${upstream.host}${o.path}`,
+        accessToken: exchange.token!.accessToken,
+      }).then(
+        (proof) => {
+          if (o.failed) return;
+          o.proof = proof;
+          proxy.upgrade(req, socket as Socket, head);
+        },
+        (err: unknown) => {
+          clearTimeout(o.timer);
+          o.failed = true;
+          exchange.ticket.release();
+          answerError(log, err, req, res);
+        },
+      );
     },
   };
 }
