@@ -119,6 +119,8 @@ export interface GatehouseClient {
   logout(): Promise<void>;
   /** The login URL that comes back to `returnTo` (default: the current page). */
   loginUrl(returnTo?: string): string;
+  /** A silent login (`prompt=none`), unless this page is the answer of one that failed (see `trySilentLogin`). */
+  trySilentLogin(returnTo?: string): boolean;
   /** A WebSocket to a same-origin path (`/api/...`), tied to the session (see the function `openSocket`). */
   openSocket(path: string, options?: GatehouseSocketOptions): WebSocket;
 }
@@ -242,6 +244,8 @@ export function createGatehouseClient(options: GatehouseClientOptions = {}): Gat
 
   const loginUrl = (returnTo = currentPath()) => `${base}/auth/login?returnTo=${encodeURIComponent(returnTo)}`;
   const onUnauthenticated = options.onUnauthenticated ?? (() => navigate(loginUrl()));
+  // The query parameter Gatehouse adds to returnTo when a silent login found no IdP session to use.
+  const silentLoginFailed = (path: string) => new URL(path, 'http://page.invalid').searchParams.get('login') === 'none';
 
   /** The contract without the 401 handler; `idempotent` marks calls Gatehouse defines as such (logout). */
   async function send(input: FetchInput, init: RequestInit = {}, idempotent = false): Promise<Response> {
@@ -268,6 +272,12 @@ export function createGatehouseClient(options: GatehouseClientOptions = {}): Gat
 
   return {
     loginUrl,
+
+    trySilentLogin(returnTo = currentPath()) {
+      if (silentLoginFailed(currentPath())) return false;
+      navigate(`${base}/auth/login?prompt=none&returnTo=${encodeURIComponent(returnTo)}`);
+      return true;
+    },
 
     async fetch(input, init) {
       const res = await send(input, init);
@@ -343,6 +353,19 @@ export function getSession(): Promise<GatehouseSession | null> {
 /** Ends the session here and at the IdP, then leaves the page. */
 export function logout(): Promise<void> {
   return client().logout();
+}
+
+/**
+ * Logs in without any screen when the user still has a session at the IdP (OIDC `prompt=none`): navigates to
+ * `/auth/login?prompt=none`, which comes back to `returnTo` (default: this page) logged in; or, when the IdP
+ * needs the user (to log in, consent or pick an account), comes back to it without a session and with
+ * `login=none` added to its query. On such a page this returns false and does not navigate: show a login
+ * button (`loginUrl()`) instead, so the page never loops. Returns true when it navigated.
+ *
+ *   if (!(await getSession()) && !trySilentLogin()) showLoginButton();
+ */
+export function trySilentLogin(returnTo?: string): boolean {
+  return client().trySilentLogin(returnTo);
 }
 
 /**

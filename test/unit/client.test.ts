@@ -193,6 +193,27 @@ describe('parseRetryAfter', () => {
   it.each([null, '', 'soon', '-1', '1.5'])('ignores %j', (value) => expect(parseRetryAfter(value, now)).toBeUndefined());
 });
 
+describe('gatehouse-bff/client silent login', () => {
+  it('navigates to a prompt=none login that comes back to the current page', () => {
+    const h = harness([], { basePath: '/bff' });
+    expect(h.client.trySilentLogin()).toBe(true);
+    expect(h.navigations).toEqual([`/bff/auth/login?prompt=none&returnTo=${encodeURIComponent('/orders/7?tab=items#line-3')}`]);
+    expect(h.client.trySilentLogin('/home')).toBe(true);
+    expect(h.navigations[1]).toBe('/bff/auth/login?prompt=none&returnTo=%2Fhome');
+  });
+
+  it('does not navigate on the page a failed silent login came back to (login=none): no loop', () => {
+    const h = harness([], { currentPath: () => '/orders/7?tab=items&login=none#line-3' });
+    expect(h.client.trySilentLogin()).toBe(false);
+    expect(h.navigations).toEqual([]);
+  });
+
+  it('tries again on a page whose query merely mentions login', () => {
+    const h = harness([], { currentPath: () => '/search?q=login%3Dnone&login=nonesuch' });
+    expect(h.client.trySilentLogin()).toBe(true);
+  });
+});
+
 describe('gatehouse-bff/client session and logout', () => {
   it('getSession returns the /auth/session body, with X-CSRF, and null on 401 without navigating', async () => {
     const session = {
