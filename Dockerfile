@@ -2,13 +2,13 @@
 #   docker build -t gatehouse .
 #   docker run --rm -p 8080:8080 -p 9464:9464 --env-file .env gatehouse      (variables: config/example.env)
 # Written for both BuildKit and the legacy builder (no RUN --mount), so it builds wherever `docker build` runs.
-# `npm run docker:smoke` (scripts/docker-smoke.sh, run by npm test) replays these stages without Docker: it parses
-# this file, so every instruction here must stay one that script understands (it fails on any other).
+# `npm run docker:smoke` (scripts/docker-smoke.sh) checks this file without a container engine: COPY sources,
+# .dockerignore, the runtime stage's user, entry point and HEALTHCHECK. More in docs/operations.md.
 
 # Not pinned by digest: no registry was reachable where this file was written, and a digest copied from elsewhere
 # could not be checked (nor told apart from a single-platform one). To pin, take the multi-platform index digest
 #   docker buildx imagetools inspect node:24-slim        (the "Digest:" line)
-# and build with --build-arg NODE_IMAGE=node:24-slim@sha256:<digest>, or write it here; the smoke test accepts both.
+# and build with --build-arg NODE_IMAGE=node:24-slim@sha256:<digest>, or write it here.
 ARG NODE_IMAGE=node:24-slim
 
 # --- build: all dependencies (incl. TypeScript), compile to dist/ --------------------------------------
