@@ -101,7 +101,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const idleMs = cfg.sessionIdleSeconds * 1000;
   const backingPrefix = `${cfg.keyPrefix}s:`;
   const backing: BackingStore = redis ? redisBackingStore(redis, backingPrefix, now) : new KvBackingStore(kv, backingPrefix, now);
-  // Sessions read a moment ago are reused; every change is announced to every replica (issue 6).
+  // Sessions read a moment ago are reused; every change is announced to every replica.
   const invalidations = redis ? redisInvalidations(redis, `${cfg.keyPrefix}changed`, log) : localInvalidations();
   const cache = new SessionCache(cfg.sessionCacheMs, (hash) => invalidations.publish(hash));
   invalidations.listen(
@@ -200,7 +200,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     resave: false,
     saveUninitialized: false,
     rolling: false,
-    genid: () => randomId(), // R22: 256 bits from the CSPRNG
+    genid: () => randomId(), // 256 bits from the CSPRNG: not guessable
     cookie: { httpOnly: true, secure: cfg.secureCookies, sameSite: cookies.sameSite === 'Lax' ? 'lax' : 'strict', path: '/' },
   });
 

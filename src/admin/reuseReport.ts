@@ -1,5 +1,5 @@
 /**
- * Issue 4 anomaly signal, reported by the IdP: a refresh token presented again after it was rotated (RFC 9700
+ * An anomaly signal reported by the IdP: a refresh token presented again after it was rotated (RFC 9700
  * §4.14.2 refresh token reuse detection). The IdP revokes the grant; this endpoint is where its event hook
  * tells Gatehouse, on the admin port with the admin token (Auth0 log streams `ferrt`, Okta event hooks,
  * Keycloak admin events, Curity):
@@ -7,7 +7,7 @@
  *   POST /admin/security/refresh-token-reuse {"sub": "...", "sid"?: "...", "iss"?: "..."} → 200 {"reported": true, "ended": <n>}
  *
  * Reuse is never inferred from a refresh grant's `invalid_grant`: that answer also means expired or revoked
- * (STYLE.md: classify by protocol code, never by message text), so the IdP's own report is the signal.
+ * (and IdP errors are classified by their protocol code, never by message text), so the IdP's own report is the signal.
  * Logged as a security event and counted; with GATEHOUSE_ANOMALY_END_SESSION=true the sessions are ended.
  */
 import type { RequestHandler } from 'express';

@@ -65,7 +65,7 @@ export function createApp(d: AppDeps): { app: Express; api: ApiLane } {
   const { cfg, lifecycle: lc } = d;
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', cfg.trustProxy > 0 ? cfg.trustProxy : false); // R64: X-Forwarded-* only from configured hops
+  app.set('trust proxy', cfg.trustProxy > 0 ? cfg.trustProxy : false); // X-Forwarded-* only from configured hops
   app.set('etag', false);
 
   const logRequest = requestLog(d.log, (req) => sessionKeys(req, lc).hash);
@@ -133,7 +133,7 @@ export function createApp(d: AppDeps): { app: Express; api: ApiLane } {
   app.post('/auth/backchannel-logout', ...backchannelLogout(d.backchannel));
   app.all('/auth/backchannel-logout', methodNotAllowed('POST'));
 
-  // R54: where the IdP sends the browser after logout, when that is on this origin.
+  // Where the IdP sends the browser after logout, when that is on this origin.
   const postLogout = new URL(cfg.postLogoutRedirectUri);
   if (postLogout.origin === cfg.publicOrigin) app.get(postLogout.pathname, logoutReturn({ lifecycle: lc, kv: d.kv }));
 

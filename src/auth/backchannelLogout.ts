@@ -1,12 +1,12 @@
 /**
  * POST /auth/backchannel-logout: OpenID Connect Back-Channel Logout 1.0 (with errata 1).
  *
- * R32: server to server, so no CSRF rule and no cookie. R57: a form-encoded body with exactly one
- * `logout_token`. R58: validated fully (logoutToken.ts). R61: a `jti` is remembered until the token expires,
- * so a replayed token is refused, and sessions created after the token was issued are never ended.
- * R59: a `sid` ends the sessions of that IdP session (of that `sub` too when both are given); a `sub`
- * alone ends every session of the user. R60: 200 also when no session was live; 400 for an invalid token
- * and (BCL §2.8) when the logout itself failed, which is logged as an error; always `Cache-Control: no-store`.
+ * Server to server, so no CSRF rule and no cookie. A form-encoded body with exactly one `logout_token`
+ * (§2.5), validated fully (§2.6, logoutToken.ts). A `jti` is remembered until the token expires, so a
+ * replayed token is refused, and sessions created after the token was issued are never ended.
+ * A `sid` ends the sessions of that IdP session (of that `sub` too when both are given); a `sub` alone ends
+ * every session of the user (§2.7). 200 also when no session was live; 400 for an invalid token and when
+ * the logout itself failed, which is logged as an error (§2.8); always `Cache-Control: no-store`.
  */
 import express, { type ErrorRequestHandler, type RequestHandler } from 'express';
 import { sendError } from '../http/errors';
@@ -88,7 +88,7 @@ export function backchannelLogout(d: BackchannelDeps): [RequestHandler, RequestH
       sendError(res, 400, 'invalid_request');
     }
   };
-  // DESIGN.md: every refused request is 400 invalid_request here (a body too large stays 413).
+  // A body that cannot be read is refused like an invalid token, 400 invalid_request (a body too large stays 413).
   const parseErrors: ErrorRequestHandler = (err: unknown, _req, res, _next) => {
     res.set('Cache-Control', 'no-store');
     if ((err as { type?: unknown }).type === 'entity.too.large') return sendError(res, 413, 'payload_too_large');

@@ -1,6 +1,7 @@
 /**
- * GET /auth/callback: R8–R18. Every failure is the same 400 login_failed with no session; the reason
- * goes to the log only (R12: nothing from the IdP's error response is reflected).
+ * GET /auth/callback: the authorization response (RFC 6749 §4.1.2, OIDC Core §3.1.2.5). Every failure is the
+ * same 400 login_failed with no session; the reason goes to the log only: nothing from the IdP's error
+ * response is reflected to the browser (anyone can craft one).
  */
 import type { Request, RequestHandler } from 'express';
 import { clearTxCookie, cookieValues, txCookieName, type CookiePolicy } from '../http/cookies';
@@ -61,7 +62,7 @@ export function callback(d: CallbackDeps): RequestHandler {
   return async (req, res) => {
     try {
       const q = new URLSearchParams(req.originalUrl.slice(req.originalUrl.indexOf('?') + 1 || req.originalUrl.length));
-      // RFC 6749 §3.1: parameters MUST NOT be included more than once (R10).
+      // RFC 6749 §3.1: parameters MUST NOT be included more than once.
       for (const name of ['state', 'code', 'iss', 'error']) if (q.getAll(name).length > 1) fail(`duplicate ${name}`);
       const state = q.get('state');
       if (!state || state.length > 512) fail('missing state');
@@ -69,11 +70,11 @@ export function callback(d: CallbackDeps): RequestHandler {
       const txCookie = txCookieName(d.cookies, state!);
       const bindings = cookieValues(req, txCookie);
       if (bindings.length !== 1) fail('missing login transaction cookie');
-      // R9: the transaction is consumed now, whatever happens next.
+      // The transaction is consumed now, whatever happens next: a state works once.
       const taken = await d.tx.take(state!, bindings[0]!);
       clearTxCookie(res, d.cookies, txCookie); // used up with its transaction
       if (!taken) fail('unknown, used or expired state');
-      // R8: the state must belong to this browser's transaction.
+      // The state must belong to this browser's transaction (RFC 6749 §10.12: no login CSRF).
       if (!taken!.bound) fail('state bound to another browser');
       const tx = taken!.tx;
       if (d.secureCookies && !req.secure) {
@@ -94,7 +95,7 @@ export function callback(d: CallbackDeps): RequestHandler {
 
       if (error === 'invalid_target') d.idp.refusedResources(); // a configuration problem: say which routes
 
-      // R13: openid-client derives redirect_uri from this URL, so it is built from the configured origin.
+      // openid-client derives redirect_uri from this URL: built from the configured origin, never the Host header.
       const callbackUrl = new URL(req.originalUrl, d.publicOrigin);
       // RFC 6749 §5.1: expiry counts from the response; the time the request was sent is never later.
       const sentAt = d.now();
@@ -173,7 +174,7 @@ export function callback(d: CallbackDeps): RequestHandler {
       await retirePrevious();
       d.lifecycle.metrics.sessionCreated();
       d.log.info({ session: keys.hash, sub: d.keyring.fingerprint(sub) }, 'login');
-      // R18: leave the callback at once, leaking nothing through Referer.
+      // Leave the callback URL at once: its code and state must not leak through Referer.
       res.set('Referrer-Policy', 'no-referrer');
       res.redirect(302, tx.returnTo);
     } catch (err) {

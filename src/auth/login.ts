@@ -1,7 +1,7 @@
 /**
- * GET /auth/login: R1–R7. Authorization code flow with PKCE S256 and fresh state and nonce (256 bits
- * each); nothing in the request can steer a protocol parameter (R7) but `prompt` (one of three values), and
- * `returnTo`, parsed to a same-origin path (R19).
+ * GET /auth/login: authorization code flow with PKCE S256 (RFC 7636) and fresh state and nonce (256 bits
+ * each); nothing in the request can steer a protocol parameter but `prompt` (one of three values), and
+ * `returnTo`, parsed to a same-origin path (returnTo.ts).
  *
  * Nobody needs to be logged in to call it, and each call stores a record for ten minutes, so what one
  * client address may start is rate limited (loginRateLimit, also on /auth/callback), and what all of them

@@ -1,5 +1,5 @@
 /**
- * R5, R6, R9: the login transaction lives server-side (sealed, TTL 10 minutes), keyed by its `state`,
+ * The login transaction lives server-side (sealed, TTL 10 minutes), keyed by its `state`,
  * and is consumed on first use (GETDEL), success or failure. It is bound to the browser by a cookie of its
  * own (http/cookies.ts txCookieName) holding a random binding issued with it: two tabs logging in at once
  * each have their own transaction and cookie, and both callbacks succeed.

@@ -1,9 +1,9 @@
 /**
- * POST /auth/logout: R31, R52–R56. The local logout always happens first and never waits for the IdP:
+ * POST /auth/logout. The local logout always happens first and never waits for the IdP:
  * token record and session deleted, cookie cleared with its own attributes, refresh token revoked in the
  * background. Idempotent: without a session it answers 200 {"logoutUrl": null}.
- * R20: post_logout_redirect_uri comes from configuration only.
- * R54 (RP-Initiated Logout §2, §3): logoutUrl carries id_token_hint, client_id, the configured
+ * post_logout_redirect_uri comes from configuration only, never from the request (no open redirect).
+ * OIDC RP-Initiated Logout 1.0 §2, §3: logoutUrl carries id_token_hint, client_id, the configured
  * post_logout_redirect_uri and a one-time `state`, checked when the IdP sends the browser back.
  */
 import type { RequestHandler } from 'express';
@@ -53,7 +53,7 @@ export function logout(deps: LogoutDeps): RequestHandler {
 
 /**
  * GET <post_logout_redirect_uri path>?state=…: the IdP sends the browser back. A state this gateway issued
- * (one time) lands on `/` with a clean URL; any other state is ignored (R54) and the request is served as
+ * (one time) lands on `/` with a clean URL; any other state is ignored and the request is served as
  * if it carried none.
  */
 export function logoutReturn(deps: { lifecycle: Lifecycle; kv: Kv }): RequestHandler {

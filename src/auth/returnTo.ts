@@ -1,5 +1,5 @@
 /**
- * R19 (RFC 9700 §4.11.1: clients MUST NOT expose open redirectors). Parse, don't validate: this is the
+ * No open redirect (RFC 9700 §4.11.1: clients MUST NOT expose open redirectors). Parse, don't validate: this is the
  * only producer of a ReturnTo, and the callback redirects to nothing else.
  */
 export type ReturnTo = string & { readonly __brand: 'ReturnTo' };

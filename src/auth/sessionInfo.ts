@@ -1,7 +1,8 @@
 /**
- * GET /auth/session (R27): who is logged in and until when; never a token; does not extend the session.
+ * GET /auth/session: who is logged in and until when (`user`, `expiresAt`, `idleExpiresAt`); never a token;
+ * does not extend the session.
  *
- * Besides DESIGN.md's fields it reports the access token's end and how often it was refreshed, read from
+ * It also reports the access token's end and how often it was refreshed, read from
  * the token vault (for an SPA's "session health" view; the demo shows them live). The vault record is
  * versioned: the login writes version 1 and every refresh one more, so refreshCount = version - 1.
  * Both are left out when the session has no live token record (a grant found dead a moment ago).

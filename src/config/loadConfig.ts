@@ -216,7 +216,7 @@ export function validate(
       `${sessionIdleSeconds} is longer than ${nameOf('sessionAbsoluteSeconds')} (${sessionAbsoluteSeconds}) — make the idle timeout the shorter one`,
     );
   }
-  // Issue 6: an ended session may be served from a replica's cache for at most a second.
+  // How long a replica may serve a session from its cache, an ended one too: a second at most.
   const sessionCacheMs = int('sessionCacheMs', 0, 1000, 'a duration in milliseconds (0 turns the cache off)');
   const idpTimeoutSeconds = int('idpTimeoutSeconds', 1, 120, 'a positive duration in seconds');
   const trustProxy = int('trustProxy', 0, 10, 'a hop count');

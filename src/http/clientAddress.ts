@@ -1,5 +1,5 @@
 /**
- * R64: the browser's address, trusting X-Forwarded-For only as far as the configured number of proxy hops
+ * The browser's address, trusting X-Forwarded-For only as far as the configured number of proxy hops
  * (GATEHOUSE_TRUST_PROXY). /api has no Express request to ask for `req.ip`, so this asks what Express asks:
  * proxy-addr, with Express' own trust function for a hop count (`trust proxy` = N trusts the N nearest).
  */

@@ -1,5 +1,5 @@
 /**
- * R24 (OWASP session management "Manage Session ID as Any Other User Input"): the session cookie is
+ * OWASP session management "Manage Session ID as Any Other User Input": the session cookie is
  * untrusted input, checked before any store lookup. Exactly one cookie of the exact name, in the exact
  * shape express-session writes (`s:` + 43-char base64url id + `.` + 43-char signature), under 200 bytes.
  * Anything else is dropped before express-session runs and answered like a missing session (401),

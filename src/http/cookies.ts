@@ -4,7 +4,7 @@
  *
  * RFC 6265bis §4.1.3.2 / draft-ietf-httpbis-layered-cookies: a `__Host-` cookie is only accepted with
  * Secure, Path=/ and no Domain, and so is its deletion; a bare clear is ignored by browsers, so a
- * clearing cookie repeats every attribute the cookie was set with (STANDARDS.md R52).
+ * clearing cookie repeats every attribute the cookie was set with.
  */
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -27,7 +27,7 @@ export function cookiePolicy(cfg: Config): CookiePolicy {
   };
 }
 
-/** Login transactions last at most ten minutes (R5: Max-Age <= 600). */
+/** Login transactions last at most ten minutes: the cookie's Max-Age and the record's TTL. */
 export const TX_MAX_AGE_SECONDS = 600;
 
 /** Login-transaction cookies one browser keeps at once; a new login past it drops the oldest. */
@@ -48,7 +48,7 @@ export function txCookieName(p: CookiePolicy, state: string): string {
   return `${p.txName}-${createHash('sha256').update(state).digest('base64url').slice(0, 16)}`;
 }
 
-/** R5: the transaction cookie must survive the cross-site callback navigation, so SameSite=Lax, never Strict. */
+/** The transaction cookie must survive the cross-site callback navigation, so SameSite=Lax, never Strict. */
 export function setTxCookie(res: ServerResponse, p: CookiePolicy, name: string, value: string): void {
   res.appendHeader('Set-Cookie', serialize(name, value, [`Max-Age=${TX_MAX_AGE_SECONDS}`, ...txAttrs(p)]));
 }
@@ -83,7 +83,7 @@ export function clearSessionCookie(res: ServerResponse, p: CookiePolicy): void {
   res.appendHeader('Set-Cookie', serialize(p.sessionName, '', attrs));
 }
 
-/** Every value sent under exactly `name` (case-sensitive, R24), raw. */
+/** Every value sent under exactly `name` (case-sensitive, as browsers compare names), raw. */
 export function cookieValues(req: IncomingMessage, name: string): string[] {
   const header = req.headers.cookie;
   if (!header) return [];

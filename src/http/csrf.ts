@@ -3,7 +3,7 @@
  * cannot send, required on EVERY cookie-authenticated request (GET too), plus OWASP CSRF Fetch Metadata
  * and Origin checks: anything but same-origin is refused. SameSite alone does not stop same-site
  * siblings (§6.1.3.3.1), so `Sec-Fetch-Site: same-site` is refused as well.
- * R69: every refusal is an audit event, with the reason (never a header's full value).
+ * Every refusal is logged as an audit event (`csrf_rejected`), with the reason (never a header's full value).
  */
 import { pathOf, type Step } from './exchange';
 import { sendError } from './errors';

@@ -1,7 +1,7 @@
 /**
  * Errors carry a stable code and a status; only the code (and a fixed human message) leaves the process
  * (node-oidc-provider's `expose = status < 500`). The cause goes to the log, never to the browser.
- * R67: no stack, no exception text, no internal address, no IdP error_description in any body.
+ * No stack, no exception text, no internal address, no IdP error_description in any body.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorRequestHandler } from 'express';

@@ -1,6 +1,6 @@
 /**
  * The request and response the /api steps are written against: plain node:http plus the few fields they
- * share. /api runs on node:http directly (app.ts, issue 6: Express' per-request work was most of what the
+ * share. /api runs on node:http directly (app.ts: Express' per-request work was most of what the
  * gateway cost beyond a bare proxy); /auth runs on Express, whose Request and Response are these and more,
  * so a step written against these (CSRF, cookie guard, session rules, errors) runs in both.
  */

@@ -1,7 +1,7 @@
 /**
  * One structured line per request, written when the response ends: request id (also sent back as
  * X-Request-Id), method, route, status, duration, and the session as its storage hash. Never the URL's
- * query, a cookie, a header or a token (STYLE §14). No work at all when the level is off.
+ * query, a cookie, a header or a token (any of them may carry a credential). No work at all when the level is off.
  */
 import { randomUUID } from 'node:crypto';
 import { pathOf, type HttpRequest, type Step } from './exchange';

@@ -1,5 +1,5 @@
 /**
- * R49 / DESIGN.md: an absolute-form request target (`GET http://evil.example/api/x`) is refused before
+ * An absolute-form request target (RFC 9112 §3.2.2: `GET http://evil.example/api/x`) is refused before
  * routing, so nothing downstream ever builds a URL from a host the browser chose.
  */
 import type { RequestHandler } from 'express';
@@ -12,7 +12,7 @@ export function requireOriginForm(): RequestHandler {
   };
 }
 
-/** R63: every /auth/* response, errors included, is `Cache-Control: no-store`. */
+/** Every /auth/* response, errors included, is `Cache-Control: no-store`: no cache may keep a session's answers. */
 export function noStore(): RequestHandler {
   return (_req, res, next) => {
     res.set('Cache-Control', 'no-store');

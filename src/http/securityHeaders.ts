@@ -1,7 +1,7 @@
 /**
  * OWASP secure headers, by helmet, computed once: with Gatehouse's options helmet's headers do not depend
  * on the request (no CSP nonce), so its list is recorded at start-up and every response gets it from here,
- * Express' routes and the /api lane alike (issue 6: no per-request header building on the hot path).
+ * Express' routes and the /api lane alike (no per-request header building on the hot path).
  * HSTS and upgrade-insecure-requests only make sense on https; on http://localhost they break the page.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';

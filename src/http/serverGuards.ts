@@ -1,5 +1,5 @@
 /**
- * DESIGN.md: CONNECT answers 405 method_not_allowed. Node hands CONNECT to the server's 'connect' event,
+ * CONNECT answers 405 method_not_allowed, like any method Gatehouse does not serve. Node hands CONNECT to the server's 'connect' event,
  * never to Express (and closes the socket when nobody listens), so the answer is written here.
  */
 import type { Server } from 'node:http';

@@ -132,7 +132,7 @@ function isoTime(): string {
  * event's fields before serialisation, so redaction does not depend on listing paths (pino's `redact`).
  * `write` receives each JSON line (tests capture them); by default lines go to stderr asynchronously: under
  * load the lines written while a write is under way go out together in the next (one system call per batch,
- * not per request: issue 6). pino flushes what is left synchronously when the process exits, crash
+ * not per request). pino flushes what is left synchronously when the process exits, crash
  * included (its on-exit hook), so only a SIGKILL can lose the last lines.
  */
 export function createLogger(level: LogLevel, write?: (line: string) => void): Logger {

@@ -1,7 +1,7 @@
 /**
  * Turns a session id into everything stored about it, without Redis ever seeing the id.
  *
- * R34 (STANDARDS.md): keys are HMAC-SHA-256(session id) under a key derived from the server secret, and
+ * Keys are HMAC-SHA-256(session id) under a key derived from the server secret, and
  * values are sealed with a key derived from the id AND the secret: a Redis dump alone opens nothing,
  * and the id alone (a stolen cookie) does not find its record without the secret.
  *

@@ -40,7 +40,7 @@ export async function liveSession(req: HttpRequest, lc: Lifecycle): Promise<Gate
   if (!gh) return undefined;
   const now = lc.now();
   if (now >= gh.absoluteExpiresAt || now >= gh.activeAt + lc.idleMs) {
-    // The IdP does not know the session timed out here: revoke its refresh token (issue 3, RFC 7009).
+    // The IdP does not know the session timed out here: revoke its refresh token (RFC 7009).
     await endSession(req, lc, { keepTokenRecord: false, revoke: true });
     lc.metrics.sessionEnded(now >= gh.absoluteExpiresAt ? 'absolute' : 'idle');
     return undefined;
@@ -49,8 +49,8 @@ export async function liveSession(req: HttpRequest, lc: Lifecycle): Promise<Gate
 }
 
 /**
- * The idle window slides in steps of a tenth of its length (DESIGN.md "Redis"): at most one write per
- * step, never one per request.
+ * The idle window slides in steps of a tenth of its length: at most one Redis write per step, never one
+ * per request.
  */
 export async function slideIdle(req: HttpRequest, lc: Lifecycle, gh: GatehouseSession): Promise<GatehouseSession> {
   const now = lc.now();
@@ -63,7 +63,7 @@ export async function slideIdle(req: HttpRequest, lc: Lifecycle, gh: GatehouseSe
 }
 
 /**
- * Ends the request's session: token record, index entries and session deleted (R52: never just the cookie);
+ * Ends the request's session: token record, index entries and session deleted (never just the cookie, which a copy of it would outlive);
  * with `revoke`, the refresh token is revoked at the IdP in the background and the tokens are returned.
  * After invalid_grant the token record is left as the short-lived "dead" marker, so requests waiting
  * on other replicas learn the outcome.
@@ -110,8 +110,8 @@ export async function retire(
 }
 
 /**
- * R23, R68: every kind of missing session gets the same 401 body; a cookie that named no live session
- * is cleared (with the attributes it was set with, R52).
+ * Every kind of missing session gets the same 401 body (it tells a guessed id from an expired one to no one);
+ * a cookie that named no live session is cleared (with the attributes it was set with, or browsers keep it).
  */
 export function rejectSession(res: HttpResponse, lc: Lifecycle, code: ErrorCode & ('unauthenticated' | 'session_expired')): void {
   if (res.locals.cookie?.sent || code === 'session_expired') clearSessionCookie(res, lc.cookies);

@@ -87,7 +87,7 @@ export class SealedSessionStore extends Store {
    * One round trip per lookup, or none: the session record and its token record share a hash slot and are
    * read together (MGET), or were so read a moment ago (SessionCache); the token record is handed to the
    * vault for this request (Vault.prime), so proxying with a valid access token costs at most one Redis read
-   * and no write (issue 6).
+   * and no write.
    */
   private async find(sid: string): Promise<SessionData | null> {
     for (let i = 0; i < this.keyring.secretCount; i++) {

@@ -1,9 +1,9 @@
 /**
  * Sessions this replica read from Redis in the last moment, reused so a burst of /api calls (a page load)
- * costs one Redis read instead of one per call (issue 6). What is kept is what a read returns: the
+ * costs one Redis read instead of one per call. What is kept is what a read returns: the
  * session, opened and parsed, and its parsed token record.
  *
- * A cached session must never outlive its end anywhere (issue 6: a kill, logout or back-channel logout on any
+ * A cached session must never outlive its end anywhere (a kill, logout or back-channel logout on any
  * replica takes effect everywhere within one second). Three rules make sure of it:
  * - Every write to a session's records (SealedSessionStore, Vault, Terminator) calls changed(): the entry is
  *   dropped here at once and the change is announced on a Redis channel every replica listens to

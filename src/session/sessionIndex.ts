@@ -1,6 +1,6 @@
 /**
  * Which live sessions belong to an IdP subject and to an IdP session (`sid`), for back-channel logout
- * (BCL 1.0 §2.7, R59) and the operators' kill switch.
+ * (BCL 1.0 §2.7) and the operators' kill switch.
  *
  * Each index is a Redis hash: field = the session's storage hash, value = an entry sealed with a key derived
  * from the server secret (a Redis dump alone reveals nothing). The entry holds what ending the session takes

@@ -1,5 +1,5 @@
 /**
- * Ends sessions without their cookie: back-channel logout (R59), the operators' kill switch, and the
+ * Ends sessions without their cookie: back-channel logout (BCL 1.0 §2.7), the operators' kill switch, and the
  * expiry sweeper (sessions that timed out).
  * Deleting a session's records ends it on every replica at once (each request reads Redis, or a copy that
  * the deletion's announcement drops: sessionCache.ts). When the IdP does not already know (kill switch),

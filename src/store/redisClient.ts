@@ -1,5 +1,5 @@
 /**
- * Redis faults must never hang a request or delete a session (oauth2-proxy #1630, connect-redis #373):
+ * Redis faults must never hang a request or end a session (a failed read is not a missing session):
  * no offline queue (a command while disconnected fails at once), a bounded command timeout, and
  * reconnection forever in the background with a capped backoff. The same holds for each topology:
  * one server, a Sentinel-managed master (found again after a failover), or a Cluster.
