@@ -61,32 +61,32 @@ export interface AppDeps {
 }
 
 /** The Express app (`/auth/*`, health, static files) and the API lane, on node:http (frontDoor.ts joins them). */
-export function createApp(d: AppDeps): { app: Express; api: ApiLane } {
-  const { cfg, lifecycle: lc } = d;
+export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
+  const { cfg, lifecycle } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', cfg.trustProxy > 0 ? cfg.trustProxy : false); // X-Forwarded-* only from configured hops
   app.set('etag', false);
 
-  const logRequest = requestLog(d.log, (req) => sessionKeys(req, lc).hash);
+  const logRequest = requestLog(deps.log, (req) => sessionKeys(req, lifecycle).hash);
   const secure = setHeaders(securityHeaders(cfg.secureCookies));
-  const csrf = requireCsrf(cfg.publicOrigin, d.log);
-  const cookies = cookieGuard(d.cookies);
+  const csrf = requireCsrf(cfg.publicOrigin, deps.log);
+  const cookies = cookieGuard(deps.cookies);
 
   const lane = createApiLane({
     routes: cfg.routes,
-    forwarders: d.forwarders,
-    before: [logRequest, secure, measure(d.metrics)],
+    forwarders: deps.forwarders,
+    before: [logRequest, secure, measure(deps.metrics)],
     guard: apiGuard,
     csrf,
     cookieGuard: cookies,
-    loadSession: d.sessionLoader,
-    lifecycle: lc,
-    tokens: d.tokens,
-    clientTokens: d.clientTokens,
+    loadSession: deps.sessionLoader,
+    lifecycle,
+    tokens: deps.tokens,
+    clientTokens: deps.clientTokens,
     trustProxy: cfg.trustProxy,
-    log: d.log,
-    sockets: { ...d.sockets, publicOrigin: cfg.publicOrigin, metrics: d.metrics },
+    log: deps.log,
+    sockets: { ...deps.sockets, publicOrigin: cfg.publicOrigin, metrics: deps.metrics },
   });
 
   app.use(logRequest);
@@ -94,55 +94,68 @@ export function createApp(d: AppDeps): { app: Express; api: ApiLane } {
   app.use(secure);
 
   app.get('/healthz', healthz());
-  app.get('/readyz', readyz({ kv: d.kv, idp: d.idp, draining: d.draining }));
+  app.get('/readyz', readyz({ kv: deps.kv, idp: deps.idp, draining: deps.draining }));
 
   app.use('/auth', noStore());
   // Anyone may start a login: one client address gets so many a minute, on every replica together.
-  const rate = { kv: d.kv, keyring: lc.keyring, keyPrefix: cfg.keyPrefix, perMinute: cfg.loginRatePerMinute, metrics: d.metrics };
+  const rate = {
+    kv: deps.kv,
+    keyring: lifecycle.keyring,
+    keyPrefix: cfg.keyPrefix,
+    perMinute: cfg.loginRatePerMinute,
+    metrics: deps.metrics,
+  };
   app.get(
     '/auth/login',
     loginRateLimit(rate, 'login'),
-    login({ idp: d.idp, tx: d.transactions, keyring: lc.keyring, cookies: d.cookies, publicOrigin: cfg.publicOrigin, metrics: d.metrics }),
-    loginErrorPage(d.log),
+    login({
+      idp: deps.idp,
+      tx: deps.transactions,
+      keyring: lifecycle.keyring,
+      cookies: deps.cookies,
+      publicOrigin: cfg.publicOrigin,
+      metrics: deps.metrics,
+    }),
+    loginErrorPage(deps.log),
   );
   app.get(
     '/auth/callback',
     loginRateLimit(rate, 'callback'),
     cookies,
-    d.session,
+    deps.session,
     callback({
-      idp: d.idp,
-      tx: d.transactions,
-      endedIdpSessions: d.backchannel.endedIdpSessions,
-      keyring: lc.keyring,
-      vault: lc.vault,
-      lifecycle: lc,
-      cookies: d.cookies,
-      log: d.log,
+      idp: deps.idp,
+      tx: deps.transactions,
+      endedIdpSessions: deps.backchannel.endedIdpSessions,
+      keyring: lifecycle.keyring,
+      vault: lifecycle.vault,
+      lifecycle,
+      cookies: deps.cookies,
+      log: deps.log,
       publicOrigin: cfg.publicOrigin,
       secureCookies: cfg.secureCookies,
       timing: { skewSeconds: cfg.refreshSkewSeconds, marginSeconds: cfg.tokenExpiryMarginSeconds },
       absoluteMs: cfg.sessionAbsoluteSeconds * 1000,
       dpop: cfg.dpop,
-      now: d.now,
+      now: deps.now,
     }),
   );
-  app.get('/auth/session', csrf, cookies, d.session, sessionInfo(lc));
-  app.post('/auth/logout', csrf, cookies, d.session, logout({ lifecycle: lc, idp: d.idp, kv: d.kv, log: d.log }));
+  app.get('/auth/session', csrf, cookies, deps.session, sessionInfo(lifecycle));
+  app.post('/auth/logout', csrf, cookies, deps.session, logout({ lifecycle, idp: deps.idp, kv: deps.kv, log: deps.log }));
   app.all('/auth/logout', methodNotAllowed('POST'));
-  app.post('/auth/backchannel-logout', ...backchannelLogout(d.backchannel));
+  app.post('/auth/backchannel-logout', ...backchannelLogout(deps.backchannel));
   app.all('/auth/backchannel-logout', methodNotAllowed('POST'));
 
   // Where the IdP sends the browser after logout, when that is on this origin.
   const postLogout = new URL(cfg.postLogoutRedirectUri);
-  if (postLogout.origin === cfg.publicOrigin) app.get(postLogout.pathname, logoutReturn({ lifecycle: lc, kv: d.kv }));
+  if (postLogout.origin === cfg.publicOrigin) app.get(postLogout.pathname, logoutReturn({ lifecycle, kv: deps.kv }));
 
   // Express answers OPTIONS on a path it routes by itself (200 with Allow): Gatehouse serves no CORS, so a
   // preflight to its own paths is refused, never granted by default.
   app.options(/^\/(?:auth(?:\/|$)|healthz$|readyz$)/, methodNotAllowed('GET, POST'));
   if (cfg.staticDir) app.use(express.static(cfg.staticDir, { index: 'index.html', dotfiles: 'ignore' }));
   // No 404 here: the front door answers it, or passes the request on to a host app (frontDoor.ts).
-  app.use(errorHandler(d.log));
+  app.use(errorHandler(deps.log));
   return { app, api: lane };
 }
 

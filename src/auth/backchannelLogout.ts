@@ -37,13 +37,13 @@ export interface BackchannelDeps {
   now: () => number;
 }
 
-export function backchannelLogout(d: BackchannelDeps): [RequestHandler, RequestHandler, ErrorRequestHandler] {
+export function backchannelLogout(deps: BackchannelDeps): [RequestHandler, RequestHandler, ErrorRequestHandler] {
   const parse = express.urlencoded({ extended: false, limit: '64kb', type: 'application/x-www-form-urlencoded' });
   const handle: RequestHandler = async (req, res) => {
     res.set('Cache-Control', 'no-store');
     const token = (req.body as Record<string, unknown> | undefined)?.logout_token;
     if (typeof token !== 'string' || token === '') {
-      d.log.warn(
+      deps.log.warn(
         { event: 'backchannel_logout_refused', reason: 'missing, repeated or not form-encoded logout_token' },
         'back-channel logout refused',
       );
@@ -51,40 +51,44 @@ export function backchannelLogout(d: BackchannelDeps): [RequestHandler, RequestH
     }
     let jtiKey: string | undefined;
     try {
-      const verification = await d.idp.logoutTokenVerification();
-      const result = await validateLogoutToken(token, { ...verification, clientId: d.clientId, nowSeconds: Math.floor(d.now() / 1000) });
+      const verification = await deps.idp.logoutTokenVerification();
+      const result = await validateLogoutToken(token, {
+        ...verification,
+        clientId: deps.clientId,
+        nowSeconds: Math.floor(deps.now() / 1000),
+      });
       if (!result.ok) {
-        d.log.warn({ event: 'backchannel_logout_refused', reason: result.reason }, 'back-channel logout refused');
+        deps.log.warn({ event: 'backchannel_logout_refused', reason: result.reason }, 'back-channel logout refused');
         return sendError(res, 400, 'invalid_request');
       }
       const { iss, sub, sid, iat, exp, jti } = result.claims;
-      const ttlS = Math.max(1, exp - Math.floor(d.now() / 1000)) + JTI_MARGIN_S;
-      const key = d.keyring.forRandom('j', `${iss}|${jti}`).key;
-      if (!(await d.kv.setIfAbsent(key, '1', ttlS * 1000))) {
-        d.log.warn({ event: 'backchannel_logout_refused', reason: 'jti replayed' }, 'back-channel logout refused');
+      const ttlS = Math.max(1, exp - Math.floor(deps.now() / 1000)) + JTI_MARGIN_S;
+      const key = deps.keyring.forRandom('j', `${iss}|${jti}`).key;
+      if (!(await deps.kv.setIfAbsent(key, '1', ttlS * 1000))) {
+        deps.log.warn({ event: 'backchannel_logout_refused', reason: 'jti replayed' }, 'back-channel logout refused');
         return sendError(res, 400, 'invalid_request');
       }
       jtiKey = key;
       // Before the sessions are ended: a callback of this IdP session that lists nothing yet must see it.
-      if (sid) await d.endedIdpSessions.remember(iss, sid, iat);
+      if (sid) await deps.endedIdpSessions.remember(iss, sid, iat);
       const listed = sid
-        ? (await d.index.list('sid', iss, sid)).filter((e) => sub === undefined || e.sub === sub)
-        : await d.index.list('sub', iss, sub!);
+        ? (await deps.index.list('sid', iss, sid)).filter((e) => sub === undefined || e.sub === sub)
+        : await deps.index.list('sub', iss, sub!);
       const issuedAt = iat * 1000 + SKEW_MS;
       // A session of the ended IdP session that authenticated before the logout is ended, even one made after
       // the token was issued (an IdP that delivers late); any other is judged by when it was made here.
       const predates = (e: IndexEntry) => (sid !== undefined && e.authAt !== undefined ? e.authAt <= iat : e.createdAt <= issuedAt);
-      const { count: ended } = await d.terminator.end(
+      const { count: ended } = await deps.terminator.end(
         listed.filter(predates),
         'backchannel',
         { revoke: false }, // the IdP ended the session: it knows (BCL §2.7 leaves the tokens to it)
       );
-      d.log.info({ event: 'backchannel_logout', by: sid ? 'sid' : 'sub', ended }, 'back-channel logout');
+      deps.log.info({ event: 'backchannel_logout', by: sid ? 'sid' : 'sub', ended }, 'back-channel logout');
       res.status(200).end();
     } catch (err) {
-      d.log.error({ err, event: 'backchannel_logout_failed' }, 'back-channel logout failed');
+      deps.log.error({ err, event: 'backchannel_logout_failed' }, 'back-channel logout failed');
       // The logout did not happen: forget the jti, so the IdP's retry of the same token is not a "replay".
-      if (jtiKey) await d.kv.del(jtiKey).catch(() => undefined);
+      if (jtiKey) await deps.kv.del(jtiKey).catch(() => undefined);
       sendError(res, 400, 'invalid_request');
     }
   };

@@ -26,26 +26,26 @@ export interface LogoutDeps {
 }
 
 export function logout(deps: LogoutDeps): RequestHandler {
-  const lc = deps.lifecycle;
+  const { lifecycle } = deps;
   return async (req, res) => {
     res.set('Cache-Control', 'no-store');
-    const gh = await liveSession(req, lc);
-    if (!gh) {
-      if ((res.locals as Locals).cookie?.sent) clearSessionCookie(res, lc.cookies);
+    const session = await liveSession(req, lifecycle);
+    if (!session) {
+      if ((res.locals as Locals).cookie?.sent) clearSessionCookie(res, lifecycle.cookies);
       res.json({ logoutUrl: null });
       return;
     }
-    const keys = sessionKeys(req, lc);
-    const tokens = await endSession(req, lc, { keepTokenRecord: false, revoke: true });
-    clearSessionCookie(res, lc.cookies);
-    lc.metrics.sessionEnded('logout');
+    const keys = sessionKeys(req, lifecycle);
+    const tokens = await endSession(req, lifecycle, { keepTokenRecord: false, revoke: true });
+    clearSessionCookie(res, lifecycle.cookies);
+    lifecycle.metrics.sessionEnded('logout');
     deps.log.info({ session: keys.hash }, 'logout');
     const state = randomId();
     const logoutUrl = deps.idp.endSessionUrl(tokens?.idToken, state);
     // The local logout is done whatever happens here: a store fault only costs the state check on return.
     if (logoutUrl)
       await deps.kv
-        .set(lc.keyring.forRandom('o', state).key, '1', RETURN_TTL_MS)
+        .set(lifecycle.keyring.forRandom('o', state).key, '1', RETURN_TTL_MS)
         .catch((err: unknown) => deps.log.warn({ err }, 'could not record the logout state'));
     res.json({ logoutUrl });
   };

@@ -10,19 +10,19 @@
 import type { RequestHandler } from 'express';
 import { liveSession, rejectSession, sessionKeys, type Lifecycle } from '../session/lifecycle';
 
-export function sessionInfo(lc: Lifecycle): RequestHandler {
+export function sessionInfo(lifecycle: Lifecycle): RequestHandler {
   return async (req, res) => {
-    const gh = await liveSession(req, lc);
-    if (!gh) return rejectSession(res, lc, 'unauthenticated');
+    const session = await liveSession(req, lifecycle);
+    if (!session) return rejectSession(res, lifecycle, 'unauthenticated');
     // The token record came with the session in one MGET (SealedSessionStore.find): no second round trip.
-    const entry = await lc.vault.readFor(gh, sessionKeys(req, lc));
+    const entry = await lifecycle.vault.readFor(session, sessionKeys(req, lifecycle));
     const tokens =
       entry && !entry.dead ? { accessTokenExpiresAt: Math.floor(entry.tokens.expiresAt / 1000), refreshCount: entry.version - 1 } : {};
     res.set('Cache-Control', 'no-store').json({
       authenticated: true,
-      user: gh.user,
-      expiresAt: Math.floor(gh.absoluteExpiresAt / 1000),
-      idleExpiresAt: Math.floor(Math.min(gh.activeAt + lc.idleMs, gh.absoluteExpiresAt) / 1000),
+      user: session.user,
+      expiresAt: Math.floor(session.absoluteExpiresAt / 1000),
+      idleExpiresAt: Math.floor(Math.min(session.activeAt + lifecycle.idleMs, session.absoluteExpiresAt) / 1000),
       ...tokens,
     });
   };

@@ -27,12 +27,12 @@ export function sessionCookieOk(raw: string): boolean {
   return SIGNED_ID.test(value);
 }
 
-export function cookieGuard(p: CookiePolicy): Step {
+export function cookieGuard(policy: CookiePolicy): Step {
   return (req, res, next) => {
-    const values = cookieValues(req, p.sessionName);
+    const values = cookieValues(req, policy.sessionName);
     const state: CookieState = { sent: values.length > 0 };
     res.locals.cookie = state;
-    if (values.length > 1 || (values.length === 1 && !sessionCookieOk(values[0]!))) dropCookie(req, p.sessionName);
+    if (values.length > 1 || (values.length === 1 && !sessionCookieOk(values[0]!))) dropCookie(req, policy.sessionName);
     next();
   };
 }

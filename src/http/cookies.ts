@@ -44,43 +44,43 @@ const TX_ID = /^[A-Za-z0-9_-]{16}$/;
  * two tabs' logins never overwrite each other's cookie and the callback clears exactly its own. The name
  * holds a hash of the state, never the state.
  */
-export function txCookieName(p: CookiePolicy, state: string): string {
-  return `${p.txName}-${createHash('sha256').update(state).digest('base64url').slice(0, 16)}`;
+export function txCookieName(policy: CookiePolicy, state: string): string {
+  return `${policy.txName}-${createHash('sha256').update(state).digest('base64url').slice(0, 16)}`;
 }
 
 /** The transaction cookie must survive the cross-site callback navigation, so SameSite=Lax, never Strict. */
-export function setTxCookie(res: ServerResponse, p: CookiePolicy, name: string, value: string): void {
-  res.appendHeader('Set-Cookie', serialize(name, value, [`Max-Age=${TX_MAX_AGE_SECONDS}`, ...txAttrs(p)]));
+export function setTxCookie(res: ServerResponse, policy: CookiePolicy, name: string, value: string): void {
+  res.appendHeader('Set-Cookie', serialize(name, value, [`Max-Age=${TX_MAX_AGE_SECONDS}`, ...txAttrs(policy)]));
 }
 
-export function clearTxCookie(res: ServerResponse, p: CookiePolicy, name: string): void {
-  res.appendHeader('Set-Cookie', serialize(name, '', ['Max-Age=0', 'Expires=Thu, 01 Jan 1970 00:00:00 GMT', ...txAttrs(p)]));
+export function clearTxCookie(res: ServerResponse, policy: CookiePolicy, name: string): void {
+  res.appendHeader('Set-Cookie', serialize(name, '', ['Max-Age=0', 'Expires=Thu, 01 Jan 1970 00:00:00 GMT', ...txAttrs(policy)]));
 }
 
-function txAttrs(p: CookiePolicy): string[] {
-  return p.secure ? ['SameSite=Lax', 'Secure'] : ['SameSite=Lax'];
+function txAttrs(policy: CookiePolicy): string[] {
+  return policy.secure ? ['SameSite=Lax', 'Secure'] : ['SameSite=Lax'];
 }
 
 /**
  * The names of the login-transaction cookies the browser sent, in the order it sent them: oldest first
  * (RFC 6265 §5.4: cookies with earlier creation times are listed first).
  */
-export function txCookieNames(req: IncomingMessage, p: CookiePolicy): string[] {
+export function txCookieNames(req: IncomingMessage, policy: CookiePolicy): string[] {
   const header = req.headers.cookie;
   if (!header) return [];
   const out = new Set<string>();
   for (const part of header.split(';')) {
     const eq = part.indexOf('=');
     const name = (eq < 0 ? '' : part.slice(0, eq)).trim();
-    if (name.startsWith(`${p.txName}-`) && TX_ID.test(name.slice(p.txName.length + 1))) out.add(name);
+    if (name.startsWith(`${policy.txName}-`) && TX_ID.test(name.slice(policy.txName.length + 1))) out.add(name);
   }
   return [...out];
 }
 
-export function clearSessionCookie(res: ServerResponse, p: CookiePolicy): void {
-  const attrs = ['Max-Age=0', 'Expires=Thu, 01 Jan 1970 00:00:00 GMT', `SameSite=${p.sameSite}`];
-  if (p.secure) attrs.push('Secure');
-  res.appendHeader('Set-Cookie', serialize(p.sessionName, '', attrs));
+export function clearSessionCookie(res: ServerResponse, policy: CookiePolicy): void {
+  const attrs = ['Max-Age=0', 'Expires=Thu, 01 Jan 1970 00:00:00 GMT', `SameSite=${policy.sameSite}`];
+  if (policy.secure) attrs.push('Secure');
+  res.appendHeader('Set-Cookie', serialize(policy.sessionName, '', attrs));
 }
 
 /** Every value sent under exactly `name` (case-sensitive, as browsers compare names), raw. */

@@ -31,7 +31,7 @@ export function requestLog(log: Logger, sessionHash: (req: HttpRequest) => strin
           route,
           status: res.statusCode,
           ms: Math.round((performance.now() - start) * 10) / 10,
-          ...(req.session?.gh && { session: sessionHash(req) }),
+          ...(req.session?.gatehouse && { session: sessionHash(req) }),
         },
         'request',
       );

@@ -32,8 +32,8 @@ export class ExpiryLedger {
     this.entriesKey = `${prefix}e:entries`;
   }
 
-  async add(keys: SessionKeys, gh: GatehouseSession, endMs: number): Promise<void> {
-    await this.put(indexEntry(keys, gh), keys, endMs);
+  async add(keys: SessionKeys, session: GatehouseSession, endMs: number): Promise<void> {
+    await this.put(indexEntry(keys, session), keys, endMs);
   }
 
   /** Schedules (again) the entry of a session that ends at `endMs`. */

@@ -7,7 +7,7 @@
  *
  * Every record of one session carries the same hash tag `{h}`, so they share one Redis Cluster slot.
  * With several secrets (rotation) the first one keys new sessions; lookups fall back to older secrets, and
- * a session found under an older one carries that index with it (GatehouseSession.k).
+ * a session found under an older one carries that index with it (GatehouseSession.secretIndex).
  */
 import { deriveKey, deriveRecordKey, keyedHash, open, seal, type Key } from '../crypto/seal';
 

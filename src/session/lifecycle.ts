@@ -30,34 +30,34 @@ export interface Lifecycle {
 }
 
 /** The storage keys of this request's session, under the secret it was found with. */
-export function sessionKeys(req: HttpRequest, lc: Lifecycle): SessionKeys {
-  return lc.keyring.forSession(req.sessionID, req.session?.gh?.k);
+export function sessionKeys(req: HttpRequest, lifecycle: Lifecycle): SessionKeys {
+  return lifecycle.keyring.forSession(req.sessionID, req.session?.gatehouse?.secretIndex);
 }
 
 /** The live session of this request, or undefined (expired ones are ended on the way). */
-export async function liveSession(req: HttpRequest, lc: Lifecycle): Promise<GatehouseSession | undefined> {
-  const gh = req.session?.gh;
-  if (!gh) return undefined;
-  const now = lc.now();
-  if (now >= gh.absoluteExpiresAt || now >= gh.activeAt + lc.idleMs) {
+export async function liveSession(req: HttpRequest, lifecycle: Lifecycle): Promise<GatehouseSession | undefined> {
+  const session = req.session?.gatehouse;
+  if (!session) return undefined;
+  const now = lifecycle.now();
+  if (now >= session.absoluteExpiresAt || now >= session.activeAt + lifecycle.idleMs) {
     // The IdP does not know the session timed out here: revoke its refresh token (RFC 7009).
-    await endSession(req, lc, { keepTokenRecord: false, revoke: true });
-    lc.metrics.sessionEnded(now >= gh.absoluteExpiresAt ? 'absolute' : 'idle');
+    await endSession(req, lifecycle, { keepTokenRecord: false, revoke: true });
+    lifecycle.metrics.sessionEnded(now >= session.absoluteExpiresAt ? 'absolute' : 'idle');
     return undefined;
   }
-  return gh;
+  return session;
 }
 
 /**
  * The idle window slides in steps of a tenth of its length: at most one Redis write per step, never one
  * per request.
  */
-export async function slideIdle(req: HttpRequest, lc: Lifecycle, gh: GatehouseSession): Promise<GatehouseSession> {
-  const now = lc.now();
-  if (now - gh.activeAt < lc.idleMs / 10) return gh;
-  const slid = { ...gh, activeAt: now };
-  if (await lc.store.slide(req.sessionID, { cookie: req.session.cookie, gh: slid })) {
-    await lc.ledger.move(sessionKeys(req, lc), Math.min(slid.absoluteExpiresAt, slid.activeAt + lc.idleMs));
+export async function slideIdle(req: HttpRequest, lifecycle: Lifecycle, session: GatehouseSession): Promise<GatehouseSession> {
+  const now = lifecycle.now();
+  if (now - session.activeAt < lifecycle.idleMs / 10) return session;
+  const slid = { ...session, activeAt: now };
+  if (await lifecycle.store.slide(req.sessionID, { cookie: req.session.cookie, gatehouse: slid })) {
+    await lifecycle.ledger.move(sessionKeys(req, lifecycle), Math.min(slid.absoluteExpiresAt, slid.activeAt + lifecycle.idleMs));
   }
   return slid;
 }
@@ -70,10 +70,10 @@ export async function slideIdle(req: HttpRequest, lc: Lifecycle, gh: GatehouseSe
  */
 export async function endSession(
   req: HttpRequest,
-  lc: Lifecycle,
+  lifecycle: Lifecycle,
   opts: { keepTokenRecord: boolean; revoke?: boolean },
 ): Promise<Tokens | undefined> {
-  const tokens = await retireSession(req, lc, opts);
+  const tokens = await retireSession(req, lifecycle, opts);
   await new Promise<void>((resolve, reject) =>
     req.session.destroy((err: unknown) => (err ? reject(err instanceof Error ? err : new StoreUnavailableError(err)) : resolve())),
   );
@@ -87,25 +87,26 @@ export async function endSession(
  */
 export async function retireSession(
   req: HttpRequest,
-  lc: Lifecycle,
+  lifecycle: Lifecycle,
   opts: { keepTokenRecord: boolean; revoke?: boolean },
 ): Promise<Tokens | undefined> {
-  return retire(lc, sessionKeys(req, lc), req.session.gh, opts);
+  return retire(lifecycle, sessionKeys(req, lifecycle), req.session.gatehouse, opts);
 }
 
 /** retireSession for a session named by its keys (a login retires the one its browser had after regenerating). */
 export async function retire(
-  lc: Lifecycle,
+  lifecycle: Lifecycle,
   keys: SessionKeys,
-  gh: GatehouseSession | undefined,
+  session: GatehouseSession | undefined,
   opts: { keepTokenRecord: boolean; revoke?: boolean },
 ): Promise<Tokens | undefined> {
-  const entry = opts.revoke && !opts.keepTokenRecord ? await lc.vault.take(keys) : null;
+  const entry = opts.revoke && !opts.keepTokenRecord ? await lifecycle.vault.take(keys) : null;
   const tokens = entry && !entry.dead ? entry.tokens : undefined;
-  if (!opts.keepTokenRecord) await lc.vault.remove(keys);
-  if (gh) await lc.index.remove(keys, gh);
-  await lc.ledger.remove(keys);
-  if (tokens?.refreshToken && gh) void lc.revokeLater(tokens.refreshToken, { iss: gh.iss, sub: gh.sub, session: keys.hash });
+  if (!opts.keepTokenRecord) await lifecycle.vault.remove(keys);
+  if (session) await lifecycle.index.remove(keys, session);
+  await lifecycle.ledger.remove(keys);
+  if (tokens?.refreshToken && session)
+    void lifecycle.revokeLater(tokens.refreshToken, { iss: session.iss, sub: session.sub, session: keys.hash });
   return tokens;
 }
 
@@ -113,8 +114,8 @@ export async function retire(
  * Every kind of missing session gets the same 401 body (it tells a guessed id from an expired one to no one);
  * a cookie that named no live session is cleared (with the attributes it was set with, or browsers keep it).
  */
-export function rejectSession(res: HttpResponse, lc: Lifecycle, code: ErrorCode & ('unauthenticated' | 'session_expired')): void {
-  if (res.locals.cookie?.sent || code === 'session_expired') clearSessionCookie(res, lc.cookies);
+export function rejectSession(res: HttpResponse, lifecycle: Lifecycle, code: ErrorCode & ('unauthenticated' | 'session_expired')): void {
+  if (res.locals.cookie?.sent || code === 'session_expired') clearSessionCookie(res, lifecycle.cookies);
   res.setHeader('Cache-Control', 'no-store');
   sendError(res, 401, code);
 }

@@ -6,11 +6,11 @@
 import type { Step } from '../http/exchange';
 import { liveSession, rejectSession, slideIdle, type Lifecycle } from './lifecycle';
 
-export function requireSession(lc: Lifecycle, required = true): Step {
+export function requireSession(lifecycle: Lifecycle, required = true): Step {
   return async (req, res, next) => {
-    const gh = await liveSession(req, lc);
-    if (gh) res.locals.session = await slideIdle(req, lc, gh);
-    else if (required) return rejectSession(res, lc, 'unauthenticated');
+    const session = await liveSession(req, lifecycle);
+    if (session) res.locals.session = await slideIdle(req, lifecycle, session);
+    else if (required) return rejectSession(res, lifecycle, 'unauthenticated');
     next();
   };
 }

@@ -53,9 +53,9 @@ function deepFreeze<T>(value: T): T {
 
 /** Remaining life of a session in ms: the earlier of its absolute end and its idle end. */
 export function sessionExpiry(sess: SessionData, idleMs: number): number {
-  const gh = sess.gh;
-  if (!gh) return 0;
-  return Math.min(gh.absoluteExpiresAt, gh.activeAt + idleMs);
+  const session = sess.gatehouse;
+  if (!session) return 0;
+  return Math.min(session.absoluteExpiresAt, session.activeAt + idleMs);
 }
 
 export class SealedSessionStore extends Store {
@@ -104,13 +104,14 @@ export class SealedSessionStore extends Store {
         this.cache.keep(keys.hash, read, mark);
       }
       // Each request gets its own copy of what it may change (express-session builds its Session and Cookie
-      // on it, the vault keys this request's token record by `gh`); the identity claims are shared, frozen.
-      const { cookie, gh } = read.session;
-      const sess: SessionData = { ...read.session, cookie: { ...cookie }, ...(gh && { gh: { ...gh } }) };
-      if (sess.gh) {
-        if (i > 0) sess.gh.k = i;
-        else delete sess.gh.k;
-        this.vault.prime(sess.gh, read.tokens);
+      // on it, the vault keys this request's token record by its `gatehouse` object); the identity claims
+      // are shared, frozen.
+      const { cookie, gatehouse } = read.session;
+      const sess: SessionData = { ...read.session, cookie: { ...cookie }, ...(gatehouse && { gatehouse: { ...gatehouse } }) };
+      if (sess.gatehouse) {
+        if (i > 0) sess.gatehouse.secretIndex = i;
+        else delete sess.gatehouse.secretIndex;
+        this.vault.prime(sess.gatehouse, read.tokens);
       }
       return sessionExpiry(sess, this.idleMs) > this.now() ? sess : null;
     }
@@ -118,7 +119,7 @@ export class SealedSessionStore extends Store {
   }
 
   override set(sid: string, sess: SessionData, cb?: Cb): void {
-    const keys = this.keyring.forSession(sid, sess.gh?.k);
+    const keys = this.keyring.forSession(sid, sess.gatehouse?.secretIndex);
     const exp = sessionExpiry(sess, this.idleMs);
     const env: Envelope = { v: seal(keys.sealKey, JSON.stringify(sess), keys.sessionKey), exp };
     call((c) => this.backing.set(SealedSessionStore.backingId(keys), env, c)).then(
@@ -144,7 +145,7 @@ export class SealedSessionStore extends Store {
    * it still exists (SET XX) and extends the token record to the same end, so both expire together.
    */
   async slide(sid: string, sess: SessionData): Promise<boolean> {
-    const keys = this.keyring.forSession(sid, sess.gh?.k);
+    const keys = this.keyring.forSession(sid, sess.gatehouse?.secretIndex);
     const exp = sessionExpiry(sess, this.idleMs);
     const ttl = exp - this.now();
     if (ttl <= 0) return false;

@@ -18,11 +18,11 @@ export interface GatehouseSession {
    * Index of the configured secret this session's records are keyed under (absent = the first). Set when
    * the session is found under an older secret after a rotation; it travels with the session.
    */
-  k?: number;
+  secretIndex?: number;
 }
 
 declare module 'express-session' {
   interface SessionData {
-    gh?: GatehouseSession;
+    gatehouse?: GatehouseSession;
   }
 }

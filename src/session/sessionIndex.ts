@@ -26,17 +26,17 @@ export interface IndexEntry {
   authAt?: number;
 }
 
-export function indexEntry(keys: SessionKeys, gh: GatehouseSession): IndexEntry {
+export function indexEntry(keys: SessionKeys, session: GatehouseSession): IndexEntry {
   const e: IndexEntry = {
     h: keys.hash,
     sk: keys.sealKey.export().toString('base64url'),
-    iss: gh.iss,
-    sub: gh.sub,
-    createdAt: gh.createdAt,
-    absoluteExpiresAt: gh.absoluteExpiresAt,
+    iss: session.iss,
+    sub: session.sub,
+    createdAt: session.createdAt,
+    absoluteExpiresAt: session.absoluteExpiresAt,
   };
-  if (gh.sid) e.sid = gh.sid;
-  if (gh.authAt !== undefined) e.authAt = gh.authAt;
+  if (session.sid) e.sid = session.sid;
+  if (session.authAt !== undefined) e.authAt = session.authAt;
   return e;
 }
 
@@ -70,10 +70,15 @@ export class SessionIndex {
   }
 
   /** Records a new session under its subject and IdP session; drops entries whose sessions have ended. */
-  async add(keys: SessionKeys, gh: GatehouseSession): Promise<void> {
-    const sealed = JSON.stringify(indexEntry(keys, gh));
-    for (const key of this.keysOf(gh, 0)) {
-      await this.kv.hashPut(key, keys.hash, this.keyring.sealIndexEntry(sealed, `${key}|${keys.hash}`), gh.absoluteExpiresAt - this.now());
+  async add(keys: SessionKeys, session: GatehouseSession): Promise<void> {
+    const sealed = JSON.stringify(indexEntry(keys, session));
+    for (const key of this.keysOf(session, 0)) {
+      await this.kv.hashPut(
+        key,
+        keys.hash,
+        this.keyring.sealIndexEntry(sealed, `${key}|${keys.hash}`),
+        session.absoluteExpiresAt - this.now(),
+      );
       await this.prune(key);
     }
   }

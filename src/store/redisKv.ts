@@ -90,7 +90,7 @@ export interface RedisKvOptions {
 export const REPLICA_WAIT_MS = 250;
 
 export class RedisKv implements Kv {
-  private readonly r: Scripted;
+  private readonly redis: Scripted;
   private readonly guard: <T>(op: () => Promise<T>) => Promise<T>;
   private readonly replicas: number;
 
@@ -107,89 +107,89 @@ export class RedisKv implements Kv {
     redis.defineCommand('gatehouseAdmit', { numberOfKeys: 1, lua: ADMIT });
     redis.defineCommand('gatehouseSchedule', { numberOfKeys: 1, lua: SCHEDULE });
     redis.defineCommand('gatehouseRenew', { numberOfKeys: 1, lua: RENEW });
-    this.r = redis as Scripted;
+    this.redis = redis as Scripted;
   }
 
   get(key: string) {
-    return this.guard(() => this.r.get(key));
+    return this.guard(() => this.redis.get(key));
   }
   async getPair(a: string, b: string): Promise<[string | null, string | null]> {
-    const [x, y] = await this.guard(() => this.r.mget(a, b));
+    const [x, y] = await this.guard(() => this.redis.mget(a, b));
     return [x ?? null, y ?? null];
   }
   async set(key: string, value: string, ttlMs: number) {
-    await this.guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs))));
+    await this.guard(() => this.redis.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs))));
   }
   async replace(key: string, value: string, ttlMs: number) {
-    return (await this.guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'XX'))) === 'OK';
+    return (await this.guard(() => this.redis.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'XX'))) === 'OK';
   }
   async replaceWithCompanion(key: string, value: string, ttlMs: number, companion: string, companionTtlMs: number) {
     const ms = (t: number) => Math.max(1, Math.ceil(t));
-    return (await this.guard(() => this.r.gatehouseReplacePair(key, companion, value, ms(ttlMs), ms(companionTtlMs)))) === 1;
+    return (await this.guard(() => this.redis.gatehouseReplacePair(key, companion, value, ms(ttlMs), ms(companionTtlMs)))) === 1;
   }
   async setIfAbsent(key: string, value: string, ttlMs: number) {
-    const taken = (await this.guard(() => this.r.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'))) === 'OK';
+    const taken = (await this.guard(() => this.redis.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'))) === 'OK';
     if (taken) await this.durable();
     return taken;
   }
   getDel(key: string) {
-    return this.guard(() => this.r.getdel(key));
+    return this.guard(() => this.redis.getdel(key));
   }
   async del(...keys: string[]) {
     // One DEL per key: keys of different sessions may live in different cluster slots.
-    await this.guard(() => Promise.all(keys.map((k) => this.r.del(k))));
+    await this.guard(() => Promise.all(keys.map((k) => this.redis.del(k))));
   }
   async expire(key: string, ttlMs: number) {
-    await this.guard(() => this.r.pexpire(key, Math.max(1, Math.ceil(ttlMs))));
+    await this.guard(() => this.redis.pexpire(key, Math.max(1, Math.ceil(ttlMs))));
   }
   async compareAndSet(key: string, expected: number, value: string, ttlMs: number | 'keep') {
     const ttl = ttlMs === 'keep' ? 'keep' : Math.max(1, Math.ceil(ttlMs));
-    const written = (await this.guard(() => this.r.gatehouseCas(key, expected, value, ttl))) === 1;
+    const written = (await this.guard(() => this.redis.gatehouseCas(key, expected, value, ttl))) === 1;
     if (written) await this.durable();
     return written;
   }
   async swapLock(key: string, owner: string, value: string, ttlMs: number) {
-    return (await this.guard(() => this.r.gatehouseSwap(key, owner, value, Math.max(1, Math.ceil(ttlMs))))) === 1;
+    return (await this.guard(() => this.redis.gatehouseSwap(key, owner, value, Math.max(1, Math.ceil(ttlMs))))) === 1;
   }
   async releaseLock(key: string, owner: string) {
-    return (await this.guard(() => this.r.gatehouseRelease(key, owner))) === 1;
+    return (await this.guard(() => this.redis.gatehouseRelease(key, owner))) === 1;
   }
   async renewLock(key: string, owner: string, ttlMs: number) {
-    return (await this.guard(() => this.r.gatehouseRenew(key, owner, Math.max(1, Math.ceil(ttlMs))))) === 1;
+    return (await this.guard(() => this.redis.gatehouseRenew(key, owner, Math.max(1, Math.ceil(ttlMs))))) === 1;
   }
   async hashPut(key: string, field: string, value: string, ttlMs: number) {
-    await this.guard(() => this.r.gatehouseHashPut(key, field, value, Math.max(1, Math.ceil(ttlMs))));
+    await this.guard(() => this.redis.gatehouseHashPut(key, field, value, Math.max(1, Math.ceil(ttlMs))));
   }
   async hashDelete(key: string, ...fields: string[]) {
-    if (fields.length) await this.guard(() => this.r.hdel(key, ...fields));
+    if (fields.length) await this.guard(() => this.redis.hdel(key, ...fields));
   }
   hashGetAll(key: string) {
-    return this.guard(() => this.r.hgetall(key));
+    return this.guard(() => this.redis.hgetall(key));
   }
   hashTake(key: string, field: string) {
-    return this.guard(() => this.r.gatehouseHashTake(key, field));
+    return this.guard(() => this.redis.gatehouseHashTake(key, field));
   }
   async schedule(key: string, member: string, atMs: number, keyTtlMs: number) {
-    await this.guard(() => this.r.gatehouseSchedule(key, member, atMs, Math.max(1, Math.ceil(keyTtlMs))));
+    await this.guard(() => this.redis.gatehouseSchedule(key, member, atMs, Math.max(1, Math.ceil(keyTtlMs))));
   }
   async reschedule(key: string, member: string, atMs: number) {
-    await this.guard(() => this.r.zadd(key, 'XX', atMs, member));
+    await this.guard(() => this.redis.zadd(key, 'XX', atMs, member));
   }
   async unschedule(key: string, member: string) {
-    await this.guard(() => this.r.zrem(key, member));
+    await this.guard(() => this.redis.zrem(key, member));
   }
   due(key: string, nowMs: number, limit: number) {
-    return this.guard(() => this.r.zrangebyscore(key, '-inf', nowMs, 'LIMIT', 0, limit));
+    return this.guard(() => this.redis.zrangebyscore(key, '-inf', nowMs, 'LIMIT', 0, limit));
   }
   async claim(key: string, member: string) {
-    return (await this.guard(() => this.r.zrem(key, member))) === 1;
+    return (await this.guard(() => this.redis.zrem(key, member))) === 1;
   }
   async admit(key: string, member: string, untilMs: number, nowMs: number, max: number) {
     const ttl = Math.max(1, Math.ceil(untilMs - nowMs));
-    return (await this.guard(() => this.r.gatehouseAdmit(key, member, untilMs, nowMs, max, ttl))) === 1;
+    return (await this.guard(() => this.redis.gatehouseAdmit(key, member, untilMs, nowMs, max, ttl))) === 1;
   }
   countInWindow(key: string, windowMs: number) {
-    return this.guard(() => this.r.gatehouseCount(key, Math.max(1, Math.ceil(windowMs))));
+    return this.guard(() => this.redis.gatehouseCount(key, Math.max(1, Math.ceil(windowMs))));
   }
   /**
    * Sentinel failover safety. Redis replicates asynchronously, and during a failover two servers can both act
@@ -202,10 +202,10 @@ export class RedisKv implements Kv {
    */
   async durable() {
     if (this.replicas === 0) return;
-    const acks = await this.guard(() => this.r.call('WAIT', this.replicas, REPLICA_WAIT_MS) as Promise<number>);
+    const acks = await this.guard(() => this.redis.call('WAIT', this.replicas, REPLICA_WAIT_MS) as Promise<number>);
     if (acks < this.replicas) throw new StoreUnavailableError(new Error(`write reached ${acks} of ${this.replicas} replicas`));
   }
   async ping() {
-    await this.guard(() => this.r.ping());
+    await this.guard(() => this.redis.ping());
   }
 }

@@ -139,7 +139,7 @@ const CLAIMS = { sub: 'subject-7f3a', email: 'claim-marker-91c@example.test', na
 /** A session as the callback writes it, `ageMs` after login and `idleForMs` after the last activity. */
 function session(at: number, o: { ageMs?: number; idleForMs?: number; absoluteMs?: number; sub?: string } = {}): SessionData {
   const createdAt = at - (o.ageMs ?? 0);
-  const gh: GatehouseSession = {
+  const gatehouse: GatehouseSession = {
     iss: 'https://idp.example.test',
     sub: o.sub ?? CLAIMS.sub,
     sid: 'idp-session-id-5d2',
@@ -149,7 +149,7 @@ function session(at: number, o: { ageMs?: number; idleForMs?: number; absoluteMs
     activeAt: at - (o.idleForMs ?? 0),
   };
   const cookie = { originalMaxAge: null, httpOnly: true, path: '/', sameSite: 'strict', secure: false } as unknown as Cookie;
-  return { cookie, gh };
+  return { cookie, gatehouse };
 }
 
 describe.each([
@@ -213,7 +213,7 @@ describe.each([
     await b.kv.set(keyring.forSession(attacker).sessionKey, victimRaw!, 60_000);
 
     expect(await get(store, attacker)).toBeNull();
-    expect((await get(store, victim))?.gh?.sub).toBe('victim');
+    expect((await get(store, victim))?.gatehouse?.sub).toBe('victim');
   });
 
   it('slide() extends a live session and the token record to the new idle end, bounded by the absolute end', async () => {
@@ -225,9 +225,9 @@ describe.each([
 
     b.advance(IDLE_MS / 2);
     const at = b.now();
-    const slid: SessionData = { ...sess, gh: { ...sess.gh!, activeAt: at } };
+    const slid: SessionData = { ...sess, gatehouse: { ...sess.gatehouse!, activeAt: at } };
     await store.slide(sid, slid);
-    expect((await get(store, sid))?.gh?.activeAt).toBe(at);
+    expect((await get(store, sid))?.gatehouse?.activeAt).toBe(at);
 
     const exp = sessionExpiry(slid, IDLE_MS);
     expect(exp).toBe(at + IDLE_MS);
@@ -248,7 +248,7 @@ describe.each([
     await destroy(store, sid);
     // ...while a slow request of the same session, loaded before, now records its activity
     b.advance(IDLE_MS / 5);
-    await store.slide(sid, { ...sess, gh: { ...sess.gh!, activeAt: b.now() } });
+    await store.slide(sid, { ...sess, gatehouse: { ...sess.gatehouse!, activeAt: b.now() } });
 
     expect(await get(store, sid)).toBeNull();
     expect(await b.kv.get(sessionKey)).toBeNull();
@@ -261,7 +261,7 @@ describe.each([
     const sess = session(b.now(), { ageMs: 10_250, idleForMs: 250 });
     await put(store, sid, sess);
     const exp = sessionExpiry(sess, IDLE_MS);
-    expect(exp).toBe(sess.gh!.activeAt + IDLE_MS);
+    expect(exp).toBe(sess.gatehouse!.activeAt + IDLE_MS);
     await b.expectExpiresAt(keyring.forSession(sid).sessionKey, exp);
   });
 
@@ -271,7 +271,7 @@ describe.each([
     const sess = session(b.now(), { ageMs: ABSOLUTE_MS - 300_500 });
     await put(store, sid, sess);
     const exp = sessionExpiry(sess, IDLE_MS);
-    expect(exp).toBe(sess.gh!.absoluteExpiresAt);
+    expect(exp).toBe(sess.gatehouse!.absoluteExpiresAt);
     await b.expectExpiresAt(keyring.forSession(sid).sessionKey, exp);
   });
 
@@ -298,7 +298,7 @@ describe.each([
     // an idle end after the absolute end: the absolute end wins
     const sid = randomId();
     const sess = session(b.now(), { ageMs: ABSOLUTE_MS - 1000 });
-    sess.gh!.activeAt = b.now() + 10_000;
+    sess.gatehouse!.activeAt = b.now() + 10_000;
     await put(store, sid, sess);
     b.advance(1000);
     expect(await get(store, sid)).toBeNull();
@@ -310,7 +310,7 @@ describe.each([
       await put(store, sid, session(b.now()));
 
       const rotated = b.store([SECRET_B, SECRET_A]);
-      expect((await get(rotated.store, sid))?.gh?.sub).toBe(CLAIMS.sub);
+      expect((await get(rotated.store, sid))?.gatehouse?.sub).toBe(CLAIMS.sub);
       expect(await get(b.store([SECRET_B]).store, sid)).toBeNull();
     });
 
@@ -322,13 +322,13 @@ describe.each([
 
       const rotated = b.store([SECRET_B, SECRET_A]);
       const found = await get(rotated.store, sid);
-      expect(found?.gh?.k).toBe(1); // found under the second secret, and the session says so
-      expect(rotated.keyring.forSession(sid, found?.gh?.k).sessionKey).toBe(underA);
+      expect(found?.gatehouse?.secretIndex).toBe(1); // found under the second secret, and the session says so
+      expect(rotated.keyring.forSession(sid, found?.gatehouse?.secretIndex).sessionKey).toBe(underA);
 
       b.advance(IDLE_MS / 2);
       const at = b.now();
-      await rotated.store.slide(sid, { ...found!, gh: { ...found!.gh!, activeAt: at } });
-      expect((await get(store, sid))?.gh?.activeAt).toBe(at);
+      await rotated.store.slide(sid, { ...found!, gatehouse: { ...found!.gatehouse!, activeAt: at } });
+      expect((await get(store, sid))?.gatehouse?.activeAt).toBe(at);
       const keys = await b.keys();
       if (keys) expect(keys).toEqual([underA]); // no second copy under B's key
 

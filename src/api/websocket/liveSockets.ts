@@ -219,7 +219,7 @@ class SessionWatch {
         err ? reject(err instanceof Error ? err : new StoreUnavailableError(err)) : resolve(s),
       ),
     );
-    const gh = sess?.gh;
+    const gh = sess?.gatehouse;
     const now = lc.now();
     if (!gh || now >= gh.absoluteExpiresAt || now >= Math.max(gh.activeAt, this.gh.activeAt) + lc.idleMs) return this.end();
     this.gh = { ...gh, activeAt: Math.max(gh.activeAt, this.gh.activeAt) };
