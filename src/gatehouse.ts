@@ -126,7 +126,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const revoker = new Revoker(idp, index, log, (kind) => metrics.idpError('revocation', kind));
   const revokeLater = revoker.revokeLater;
   const lifecycle: Lifecycle = { keyring, store, vault, index, ledger, metrics, revokeLater, cookies, idleMs, now };
-  const terminator = new Terminator(kv, keyring, vault, index, ledger, revokeLater, log, metrics, cache);
+  const terminator = new Terminator(lifecycle, kv, log);
   // Sessions that timed out: revoke their refresh tokens and clean their records (expiryLedger.ts).
   let sweeping: Promise<void> | undefined;
   const sweeper =

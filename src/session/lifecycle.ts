@@ -6,14 +6,14 @@ import type { HttpRequest, HttpResponse } from '../http/exchange';
 import type { Keyring, SessionKeys } from './keyring';
 import type { SealedSessionStore } from './sealedStore';
 import type { GatehouseSession } from './sessionData';
-import type { Tokens, Vault } from '../tokens/vault';
+import type { Tokens, Vault, VaultEntry } from '../tokens/vault';
 import type { SessionIndex } from './sessionIndex';
 import type { ExpiryLedger } from './expiryLedger';
 import type { Metrics } from '../health/metrics';
 import { clearSessionCookie, type CookiePolicy } from '../http/cookies';
 import { sendError, type ErrorCode } from '../http/errors';
 import { StoreUnavailableError } from '../store/kv';
-import type { RevokeLater } from '../idp/revoker';
+import type { RevocationOutcome, RevokeLater } from '../idp/revoker';
 
 export interface Lifecycle {
   readonly keyring: Keyring;
@@ -62,18 +62,36 @@ export async function slideIdle(req: HttpRequest, lifecycle: Lifecycle, session:
   return slid;
 }
 
+/** Whose session it is: what its index entries and a revocation need (a GatehouseSession or an index entry). */
+export type SessionHolder = Pick<GatehouseSession, 'iss' | 'sub' | 'sid'>;
+
+export interface EndOptions {
+  /**
+   * Leave the token record: after invalid_grant it stays as the short-lived "dead" marker, so requests
+   * waiting on other replicas learn the outcome.
+   */
+  keepTokenRecord: boolean;
+  /** Take the token record and revoke its refresh token at the IdP (RFC 7009), in the background. */
+  revoke?: boolean;
+  /** Storage hashes of the sessions ending together with this one: none of them keeps its grant in use. */
+  endingTogether?: ReadonlySet<string>;
+}
+
+export interface Retired {
+  /** The token record as taken (with `revoke`), or null. */
+  taken: VaultEntry | null;
+  /** The tokens it held, unless the grant was already dead. */
+  tokens?: Tokens;
+  /** The revocation started (it runs in the background and never rejects; await it to learn its outcome). */
+  revocation?: Promise<RevocationOutcome>;
+}
+
 /**
- * Ends the request's session: token record, index entries and session deleted (never just the cookie, which a copy of it would outlive);
- * with `revoke`, the refresh token is revoked at the IdP in the background and the tokens are returned.
- * After invalid_grant the token record is left as the short-lived "dead" marker, so requests waiting
- * on other replicas learn the outcome.
+ * Ends the request's session: its records go (never just the cookie, which a copy of it would outlive),
+ * then express-session's session. Returns the tokens when `revoke` took them.
  */
-export async function endSession(
-  req: HttpRequest,
-  lifecycle: Lifecycle,
-  opts: { keepTokenRecord: boolean; revoke?: boolean },
-): Promise<Tokens | undefined> {
-  const tokens = await retireSession(req, lifecycle, opts);
+export async function endSession(req: HttpRequest, lifecycle: Lifecycle, opts: EndOptions): Promise<Tokens | undefined> {
+  const { tokens } = await retire(lifecycle, sessionKeys(req, lifecycle), req.session.gatehouse, opts);
   await new Promise<void>((resolve, reject) =>
     req.session.destroy((err: unknown) => (err ? reject(err instanceof Error ? err : new StoreUnavailableError(err)) : resolve())),
   );
@@ -81,33 +99,29 @@ export async function endSession(
 }
 
 /**
- * Everything endSession does but destroying the express-session: token record taken (GETDEL) and its
- * refresh token revoked when asked (and not possibly shared: idp/revoker.ts), index and expiry-ledger
- * entries removed.
+ * Everything that ends a session but deleting its own record, which the caller does: express-session for
+ * a request (endSession), the store for the others (Terminator, the WebSocket lane), or a login that
+ * replaced it. Every way a session ends comes here. The token record is taken (GETDEL) when its refresh
+ * token is to be revoked, and deleted unless kept; the index and expiry-ledger entries are removed; the
+ * revocation runs in the background, and is skipped when another session of the user may share the grant
+ * (idp/revoker.ts).
  */
-export async function retireSession(
-  req: HttpRequest,
-  lifecycle: Lifecycle,
-  opts: { keepTokenRecord: boolean; revoke?: boolean },
-): Promise<Tokens | undefined> {
-  return retire(lifecycle, sessionKeys(req, lifecycle), req.session.gatehouse, opts);
-}
-
-/** retireSession for a session named by its keys (a login retires the one its browser had after regenerating). */
 export async function retire(
   lifecycle: Lifecycle,
   keys: SessionKeys,
-  session: GatehouseSession | undefined,
-  opts: { keepTokenRecord: boolean; revoke?: boolean },
-): Promise<Tokens | undefined> {
-  const entry = opts.revoke && !opts.keepTokenRecord ? await lifecycle.vault.take(keys) : null;
-  const tokens = entry && !entry.dead ? entry.tokens : undefined;
+  holder: SessionHolder | undefined,
+  opts: EndOptions,
+): Promise<Retired> {
+  const taken = opts.revoke && !opts.keepTokenRecord ? await lifecycle.vault.take(keys) : null;
+  const tokens = taken && !taken.dead ? taken.tokens : undefined;
   if (!opts.keepTokenRecord) await lifecycle.vault.remove(keys);
-  if (session) await lifecycle.index.remove(keys, session);
+  if (holder) await lifecycle.index.remove(keys, holder);
   await lifecycle.ledger.remove(keys);
-  if (tokens?.refreshToken && session)
-    void lifecycle.revokeLater(tokens.refreshToken, { iss: session.iss, sub: session.sub, session: keys.hash });
-  return tokens;
+  const revocation =
+    tokens?.refreshToken && holder
+      ? lifecycle.revokeLater(tokens.refreshToken, { iss: holder.iss, sub: holder.sub, session: keys.hash }, opts.endingTogether)
+      : undefined;
+  return { taken, tokens, revocation };
 }
 
 /**

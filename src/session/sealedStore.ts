@@ -140,6 +140,12 @@ export class SealedSessionStore extends Store {
     );
   }
 
+  /** Deletes the session stored under `keys`: how a session is ended without its id (Terminator). */
+  async remove(keys: SessionKeys): Promise<void> {
+    await call((c) => this.backing.destroy(SealedSessionStore.backingId(keys), c));
+    await this.cache.changed(keys.hash);
+  }
+
   /**
    * OWASP session management "Idle Timeout": records activity in steps. Rewrites the sealed session only if
    * it still exists (SET XX) and extends the token record to the same end, so both expire together.

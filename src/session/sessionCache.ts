@@ -5,7 +5,7 @@
  *
  * A cached session must never outlive its end anywhere (a kill, logout or back-channel logout on any
  * replica takes effect everywhere within one second). Three rules make sure of it:
- * - Every write to a session's records (SealedSessionStore, Vault, Terminator) calls changed(): the entry is
+ * - Every write to a session's records (SealedSessionStore, Vault) calls changed(): the entry is
  *   dropped here at once and the change is announced on a Redis channel every replica listens to
  *   (store/invalidations.ts), where it is dropped too, within milliseconds. Ending a session waits for
  *   the announcement to be sent before it answers.

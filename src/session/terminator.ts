@@ -7,13 +7,9 @@
  */
 import type { Kv } from '../store/kv';
 import type { Logger } from '../log/logger';
-import type { Metrics } from '../health/metrics';
-import type { Vault } from '../tokens/vault';
-import type { Keyring } from './keyring';
-import { keysOfEntry, type IndexEntry, type SessionIndex } from './sessionIndex';
-import type { ExpiryLedger } from './expiryLedger';
-import type { SessionCache } from './sessionCache';
-import type { RevocationOutcome, RevokeLater } from '../idp/revoker';
+import { keysOfEntry, type IndexEntry } from './sessionIndex';
+import { retire, type Lifecycle } from './lifecycle';
+import type { RevocationOutcome } from '../idp/revoker';
 
 /** `anomaly`: an IdP reported the refresh token reused (admin/adminApp.ts) and GATEHOUSE_ANOMALY_END_SESSION is on. */
 export type EndReason = 'backchannel' | 'admin' | 'anomaly' | 'expired';
@@ -27,15 +23,9 @@ export interface Ended {
 
 export class Terminator {
   constructor(
+    private readonly lifecycle: Lifecycle,
     private readonly kv: Kv,
-    private readonly keyring: Keyring,
-    private readonly vault: Vault,
-    private readonly index: SessionIndex,
-    private readonly ledger: ExpiryLedger,
-    private readonly revokeLater: RevokeLater,
     private readonly log: Logger,
-    private readonly metrics: Metrics,
-    private readonly cache: SessionCache,
   ) {}
 
   /**
@@ -43,24 +33,26 @@ export class Terminator {
    * the user, not ended here, may share the grant (idp/revoker.ts).
    */
   async end(entries: readonly IndexEntry[], reason: EndReason, opts: { revoke: boolean }): Promise<Ended> {
+    const { keyring, store, metrics, now } = this.lifecycle;
     let ended = 0;
     const revocations: Promise<RevocationOutcome>[] = [];
     const endingTogether = new Set(entries.map((e) => e.h));
-    for (const e of entries) {
-      const keys = keysOfEntry(this.keyring, e);
-      const tokens = opts.revoke ? await this.vault.take(keys) : null;
-      if (reason === 'expired' && !tokens)
-        this.log.warn({ session: keys.hash }, 'timed-out session has no token record left; nothing to revoke');
+    for (const entry of entries) {
+      const keys = keysOfEntry(keyring, entry);
       const live = (await this.kv.get(keys.sessionKey)) !== null;
-      await this.kv.del(keys.sessionKey, keys.tokensKey, keys.lockKey, keys.rateKey);
-      await this.cache.changed(keys.hash);
-      await this.index.remove(keys, e);
-      await this.ledger.remove(keys);
-      if (tokens && !tokens.dead && tokens.tokens.refreshToken)
-        revocations.push(this.revokeLater(tokens.tokens.refreshToken, { iss: e.iss, sub: e.sub, session: e.h }, endingTogether));
+      // The session record first: from here on no replica serves the session, whatever follows.
+      await store.remove(keys);
+      const { taken, revocation } = await retire(this.lifecycle, keys, entry, {
+        keepTokenRecord: false,
+        revoke: opts.revoke,
+        endingTogether,
+      });
+      if (revocation) revocations.push(revocation);
+      if (reason === 'expired' && !taken)
+        this.log.warn({ session: keys.hash }, 'timed-out session has no token record left; nothing to revoke');
       if (reason !== 'expired') {
-        if (live) this.metrics.sessionEnded(reason);
-      } else this.metrics.sessionEnded(e.absoluteExpiresAt <= Date.now() ? 'absolute' : 'idle');
+        if (live) metrics.sessionEnded(reason);
+      } else metrics.sessionEnded(entry.absoluteExpiresAt <= now() ? 'absolute' : 'idle');
       if (live) {
         ended++;
         this.log.info({ session: keys.hash, reason }, 'session ended');
