@@ -1,7 +1,7 @@
 /**
  * `gatehouse-bff/testing` as a user gets it: built to dist/, resolved through package.json "exports" from a project
  * that has gatehouse-bff (and supertest) in its node_modules, run by the project's Node outside jest. Also keeps the
- * README example and test/e2e/testing-kit.test.ts (which runs it) identical.
+ * complete test of docs/testing.md and test/e2e/testing-kit.test.ts (which runs it) identical.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -81,10 +81,10 @@ describe('gatehouse-bff/testing, built and installed', () => {
   });
 });
 
-describe('README "Testing with gatehouse-bff/testing"', () => {
+describe('docs/testing.md "A complete test"', () => {
   it('shows exactly the example test/e2e/testing-kit.test.ts runs', () => {
-    const readme = readFileSync(join(root, 'README.md'), 'utf8');
-    const section = readme.split(/^#{2,3} /m).find((s) => s.startsWith('Testing with gatehouse-bff/testing')) ?? '';
+    const doc = readFileSync(join(root, 'docs', 'testing.md'), 'utf8');
+    const section = doc.split(/^#{2,3} /m).find((s) => s.startsWith('A complete test')) ?? '';
     const example = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
     expect(example).toBe(readFileSync(join(__dirname, 'testing-kit.test.ts'), 'utf8'));
   });
