@@ -211,7 +211,6 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     kv,
     idp,
     lifecycle,
-    cookies,
     transactions: new LoginTransactions(kv, keyring, { key: `${cfg.keyPrefix}logins`, max: cfg.loginsInFlightMax, now }),
     tokens,
     forwarders,
@@ -242,7 +241,6 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
       now,
     },
     draining: () => draining,
-    now,
   });
 
   const sessions = sessionAdmin({ index, terminator, issuer: () => idp.issuerId() });

@@ -11,7 +11,6 @@ import type { Config } from '../config/schema';
 import type { Logger } from '../log/logger';
 import type { Kv } from '../store/kv';
 import { cookieGuard } from '../http/cookieGuard';
-import type { CookiePolicy } from '../http/cookies';
 import { requireCsrf } from '../http/csrf';
 import { requestLog } from '../http/requestLog';
 import { errorHandler, sendError } from '../http/errors';
@@ -43,7 +42,6 @@ export interface AppDeps {
   kv: Kv;
   idp: Idp;
   lifecycle: Lifecycle;
-  cookies: CookiePolicy;
   transactions: LoginTransactions;
   tokens: TokenService;
   clientTokens: ClientTokens;
@@ -57,7 +55,6 @@ export interface AppDeps {
   metrics: Metrics;
   backchannel: BackchannelDeps;
   draining: () => boolean;
-  now: () => number;
 }
 
 /** The Express app (`/auth/*`, health, static files) and the API lane, on node:http (frontDoor.ts joins them). */
@@ -71,7 +68,7 @@ export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
   const logRequest = requestLog(deps.log, (req) => sessionKeys(req, lifecycle).hash);
   const secure = setHeaders(securityHeaders(cfg.secureCookies));
   const csrf = requireCsrf(cfg.publicOrigin, deps.log);
-  const cookies = cookieGuard(deps.cookies);
+  const checkCookie = cookieGuard(lifecycle.cookies);
 
   const lane = createApiLane({
     routes: cfg.routes,
@@ -79,7 +76,7 @@ export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
     before: [logRequest, secure, measure(deps.metrics)],
     guard: apiGuard,
     csrf,
-    cookieGuard: cookies,
+    cookieGuard: checkCookie,
     loadSession: deps.sessionLoader,
     lifecycle,
     tokens: deps.tokens,
@@ -112,7 +109,7 @@ export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
       idp: deps.idp,
       tx: deps.transactions,
       keyring: lifecycle.keyring,
-      cookies: deps.cookies,
+      cookies: lifecycle.cookies,
       publicOrigin: cfg.publicOrigin,
       metrics: deps.metrics,
     }),
@@ -121,27 +118,22 @@ export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
   app.get(
     '/auth/callback',
     loginRateLimit(rate, 'callback'),
-    cookies,
+    checkCookie,
     deps.session,
     callback({
       idp: deps.idp,
-      tx: deps.transactions,
+      transactions: deps.transactions,
       endedIdpSessions: deps.backchannel.endedIdpSessions,
-      keyring: lifecycle.keyring,
-      vault: lifecycle.vault,
       lifecycle,
-      cookies: deps.cookies,
       log: deps.log,
       publicOrigin: cfg.publicOrigin,
-      secureCookies: cfg.secureCookies,
       timing: { skewSeconds: cfg.refreshSkewSeconds, marginSeconds: cfg.tokenExpiryMarginSeconds },
       absoluteMs: cfg.sessionAbsoluteSeconds * 1000,
       dpop: cfg.dpop,
-      now: deps.now,
     }),
   );
-  app.get('/auth/session', csrf, cookies, deps.session, sessionInfo(lifecycle));
-  app.post('/auth/logout', csrf, cookies, deps.session, logout({ lifecycle, idp: deps.idp, kv: deps.kv, log: deps.log }));
+  app.get('/auth/session', csrf, checkCookie, deps.session, sessionInfo(lifecycle));
+  app.post('/auth/logout', csrf, checkCookie, deps.session, logout({ lifecycle, idp: deps.idp, kv: deps.kv, log: deps.log }));
   app.all('/auth/logout', methodNotAllowed('POST'));
   app.post('/auth/backchannel-logout', ...backchannelLogout(deps.backchannel));
   app.all('/auth/backchannel-logout', methodNotAllowed('POST'));
