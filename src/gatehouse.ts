@@ -11,7 +11,7 @@ import { MemoryKv } from './store/memoryKv';
 import { RedisKv } from './store/redisKv';
 import { createRedis, waitForRedis, type RedisClient } from './store/redisClient';
 import { randomId } from './crypto/seal';
-import { cookiePolicy } from './http/cookies';
+import { cookiePolicy, type CookiePolicy } from './http/cookies';
 import { Keyring } from './session/keyring';
 import { sessionLoader } from './api/sessionLoader';
 import { KvBackingStore, SealedSessionStore, redisBackingStore, type BackingStore } from './session/sealedStore';
@@ -21,9 +21,6 @@ import { Terminator } from './session/terminator';
 import { ExpiryLedger } from './session/expiryLedger';
 import { SessionCache } from './session/sessionCache';
 import { localInvalidations, redisInvalidations } from './store/invalidations';
-
-/** How often each replica looks for sessions that timed out. */
-const SWEEP_INTERVAL_MS = 2000;
 import { Idp } from './idp/idp';
 import { LoginTransactions } from './auth/loginTx';
 import { EndedIdpSessions } from './session/endedIdpSessions';
@@ -39,6 +36,12 @@ import { createFrontDoor, type FrontDoor } from './frontDoor';
 import { createMetrics } from './health/metrics';
 import { createAdminApp } from './admin/adminApp';
 import { sessionAdmin, type SessionAdmin } from './admin/sessionAdmin';
+import type { Metrics } from './health/metrics';
+import type { Kv } from './store/kv';
+import type { Invalidations } from './store/invalidations';
+
+/** How often each replica looks for sessions that timed out. */
+const SWEEP_INTERVAL_MS = 2000;
 
 export interface GatehouseDeps {
   /** An ioredis client (Redis or Cluster) to use instead of connecting to the configured Redis (Gatehouse does not close it). */
@@ -84,12 +87,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   for (const w of cfg.warnings) log.warn({}, w);
   const now = deps.now ?? Date.now;
 
-  let redis = deps.redis;
-  const ownsRedis = !redis && cfg.redis !== undefined;
-  if (!redis && cfg.redis) {
-    redis = createRedis(cfg.redis, log);
-    if (!(await waitForRedis(redis, 3000))) log.warn({}, 'redis is not reachable yet; requests answer 503 until it is');
-  }
+  const { redis, closeRedis } = await connectRedis(cfg, deps, log);
   const metrics = createMetrics();
   const kv = redis
     ? new RedisKv(redis, {
@@ -97,22 +95,8 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
         waitForReplicas: cfg.redis?.mode === 'sentinel' ? cfg.redis.waitForReplicas : 0,
       })
     : new MemoryKv(now);
-  const keyring = new Keyring(cfg.sessionSecrets, cfg.keyPrefix);
-  const idleMs = cfg.sessionIdleSeconds * 1000;
-  const backingPrefix = `${cfg.keyPrefix}s:`;
-  const backing: BackingStore = redis ? redisBackingStore(redis, backingPrefix, now) : new KvBackingStore(kv, backingPrefix, now);
-  // Sessions read a moment ago are reused; every change is announced to every replica.
-  const invalidations = redis ? redisInvalidations(redis, `${cfg.keyPrefix}changed`, log) : localInvalidations();
-  const cache = new SessionCache(cfg.sessionCacheMs, (hash) => invalidations.publish(hash));
-  invalidations.listen(
-    (hash) => cache.drop(hash),
-    (listening) => cache.setListening(listening),
-  );
-  const vault = new Vault(kv, cache);
-  const store = new SealedSessionStore(backing, kv, keyring, vault, idleMs, now, cache);
+  const { keyring, invalidations, cache, vault, store, index, ledger } = sessionStorage(cfg, redis, kv, log, now);
   const cookies = cookiePolicy(cfg);
-  const index = new SessionIndex(kv, keyring, now);
-  const ledger = new ExpiryLedger(kv, keyring, cfg.keyPrefix, now);
   const idp = new Idp(cfg, log);
   try {
     await idp.start();
@@ -120,24 +104,15 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     // The IdP's metadata contradicts the configuration (a ConfigError): nothing opened here stays open.
     idp.close();
     await invalidations.close();
-    if (ownsRedis) await redis!.quit().catch(() => redis!.disconnect());
+    await closeRedis();
     throw err;
   }
   const revoker = new Revoker(idp, index, log, (kind) => metrics.idpError('revocation', kind));
   const revokeLater = revoker.revokeLater;
+  const idleMs = cfg.sessionIdleSeconds * 1000;
   const lifecycle: Lifecycle = { keyring, store, vault, index, ledger, metrics, revokeLater, cookies, idleMs, now };
   const terminator = new Terminator(lifecycle, kv, log);
-  // Sessions that timed out: revoke their refresh tokens and clean their records (expiryLedger.ts).
-  let sweeping: Promise<void> | undefined;
-  const sweeper =
-    deps.sweepExpired === false
-      ? undefined
-      : setInterval(() => {
-          sweeping ??= ledger
-            .sweep((due) => terminator.end(due, 'expired', { revoke: true }))
-            .catch((err: unknown) => log.warn({ err }, 'expiry sweep failed; the next one retries'))
-            .finally(() => (sweeping = undefined));
-        }, SWEEP_INTERVAL_MS).unref();
+  const sweeper = deps.sweepExpired === false ? undefined : startSweeper(ledger, terminator, log);
   const tokens = new TokenService({
     kv,
     vault,
@@ -160,49 +135,10 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     anomaly: { perHour: cfg.anomalyRefreshesPerHour, endSession: cfg.anomalyEndSession },
     revokeLater,
   });
-  // One forwarder (one proxy and one connection pool) per route.
-  const shared = forwardShared(cfg);
-  const forwarders = new Map(
-    cfg.routes.map((route) => [
-      route,
-      createForwarder(
-        { upstream: route.upstream, timeoutSeconds: route.timeoutSeconds, allowSetCookie: route.allowSetCookie },
-        shared,
-        log,
-        metrics,
-      ),
-    ]),
-  );
+  const { forwarders, socketForwarders } = routeForwarders(cfg, log, metrics);
   // WebSockets: each lives with its session (api/websocket/liveSockets.ts), told of every session change.
   const live = new LiveSockets({ lifecycle, tokens, log, perSession: cfg.websocketsPerSession });
-  const socketRoutes = cfg.routes.filter((route) => route.websocket);
-  if (socketRoutes.length > 0) cache.watch(live);
-  const socketForwarders = new Map(
-    socketRoutes.map((route) => [
-      route,
-      createSocketForwarder(
-        {
-          upstream: route.upstream,
-          timeoutSeconds: route.timeoutSeconds,
-          allowSetCookie: false,
-          maxMessageBytes: cfg.websocketMaxMessageBytes,
-        },
-        shared,
-        log,
-        metrics,
-      ),
-    ]),
-  );
-  const sessionMiddleware = session({
-    name: cookies.sessionName,
-    secret: [...cfg.sessionSecrets],
-    store,
-    resave: false,
-    saveUninitialized: false,
-    rolling: false,
-    genid: () => randomId(), // 256 bits from the CSPRNG: not guessable
-    cookie: { httpOnly: true, secure: cfg.secureCookies, sameSite: cookies.sameSite === 'Lax' ? 'lax' : 'strict', path: '/' },
-  });
+  if (socketForwarders.size > 0) cache.watch(live);
 
   let draining = false;
   const { app, api } = createApp({
@@ -226,7 +162,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
       onGrant: (outcome) => (outcome === 'ok' ? undefined : metrics.idpError('refresh', 'client_credentials')),
     }),
     sockets: { forwarders: socketForwarders, live },
-    session: sessionMiddleware,
+    session: sessionMiddleware(cfg, store, cookies),
     sessionLoader: sessionLoader(store, cfg.sessionSecrets, cookies.sessionName),
     metrics,
     backchannel: {
@@ -273,8 +209,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     async close() {
       draining = true;
       await live.shutdown();
-      clearInterval(sweeper);
-      await sweeping;
+      await sweeper?.stop();
       // A refresh outlives a browser that went away: the IdP may have rotated the refresh token already, and
       // only this refresh can store the new one, so Redis stays open until it is done (main.ts bounds the wait).
       while (tokens.pending > 0) await new Promise((r) => setTimeout(r, 20));
@@ -282,7 +217,113 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
       await revoker.close();
       for (const forwarder of forwarders.values()) forwarder.close();
       await invalidations.close();
-      if (ownsRedis) await redis!.quit().catch(() => redis!.disconnect());
+      await closeRedis();
     },
   };
+}
+
+/** The embedder's Redis client, or one to the configured Redis (which Gatehouse then closes), or none (memory). */
+async function connectRedis(
+  cfg: Config,
+  deps: GatehouseDeps,
+  log: Logger,
+): Promise<{ redis: RedisClient | undefined; closeRedis: () => Promise<void> }> {
+  if (deps.redis || !cfg.redis) return { redis: deps.redis, closeRedis: () => Promise.resolve() };
+  const redis = createRedis(cfg.redis, log);
+  if (!(await waitForRedis(redis, 3000))) log.warn({}, 'redis is not reachable yet; requests answer 503 until it is');
+  return {
+    redis,
+    closeRedis: async () => {
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}
+
+/** Where sessions and their tokens live: sealed records, the indexes that find them, and the replica's cache. */
+function sessionStorage(cfg: Config, redis: RedisClient | undefined, kv: Kv, log: Logger, now: () => number) {
+  const keyring = new Keyring(cfg.sessionSecrets, cfg.keyPrefix);
+  const idleMs = cfg.sessionIdleSeconds * 1000;
+  const backingPrefix = `${cfg.keyPrefix}s:`;
+  const backing: BackingStore = redis ? redisBackingStore(redis, backingPrefix, now) : new KvBackingStore(kv, backingPrefix, now);
+  // Sessions read a moment ago are reused; every change is announced to every replica.
+  const invalidations: Invalidations = redis ? redisInvalidations(redis, `${cfg.keyPrefix}changed`, log) : localInvalidations();
+  const cache = new SessionCache(cfg.sessionCacheMs, (hash) => invalidations.publish(hash));
+  invalidations.listen(
+    (hash) => cache.drop(hash),
+    (listening) => cache.setListening(listening),
+  );
+  const vault = new Vault(kv, cache);
+  const store = new SealedSessionStore(backing, kv, keyring, vault, idleMs, now, cache);
+  const index = new SessionIndex(kv, keyring, now);
+  const ledger = new ExpiryLedger(kv, keyring, cfg.keyPrefix, now);
+  return { keyring, invalidations, cache, vault, store, index, ledger };
+}
+
+/**
+ * Sessions that timed out: every few seconds, revoke their refresh tokens and clean their records
+ * (expiryLedger.ts). One sweep at a time; stop() waits for the one under way.
+ */
+function startSweeper(ledger: ExpiryLedger, terminator: Terminator, log: Logger): { stop(): Promise<void> } {
+  let sweeping: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    sweeping ??= ledger
+      .sweep((due) => terminator.end(due, 'expired', { revoke: true }))
+      .catch((err: unknown) => log.warn({ err }, 'expiry sweep failed; the next one retries'))
+      .finally(() => (sweeping = undefined));
+  }, SWEEP_INTERVAL_MS).unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await sweeping;
+    },
+  };
+}
+
+/** One forwarder (one proxy and one connection pool) per route, and one per WebSocket route. */
+function routeForwarders(cfg: Config, log: Logger, metrics: Metrics) {
+  const shared = forwardShared(cfg);
+  const forwarders = new Map(
+    cfg.routes.map((route) => [
+      route,
+      createForwarder(
+        { upstream: route.upstream, timeoutSeconds: route.timeoutSeconds, allowSetCookie: route.allowSetCookie },
+        shared,
+        log,
+        metrics,
+      ),
+    ]),
+  );
+  const socketForwarders = new Map(
+    cfg.routes
+      .filter((route) => route.websocket)
+      .map((route) => [
+        route,
+        createSocketForwarder(
+          {
+            upstream: route.upstream,
+            timeoutSeconds: route.timeoutSeconds,
+            allowSetCookie: false,
+            maxMessageBytes: cfg.websocketMaxMessageBytes,
+          },
+          shared,
+          log,
+          metrics,
+        ),
+      ]),
+  );
+  return { forwarders, socketForwarders };
+}
+
+/** express-session for /auth: it writes a session only at login, under a fresh 256-bit id. */
+function sessionMiddleware(cfg: Config, store: SealedSessionStore, cookies: CookiePolicy) {
+  return session({
+    name: cookies.sessionName,
+    secret: [...cfg.sessionSecrets],
+    store,
+    resave: false,
+    saveUninitialized: false,
+    rolling: false,
+    genid: () => randomId(), // 256 bits from the CSPRNG: not guessable
+    cookie: { httpOnly: true, secure: cfg.secureCookies, sameSite: cookies.sameSite === 'Lax' ? 'lax' : 'strict', path: '/' },
+  });
 }
