@@ -164,18 +164,8 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     sockets: { forwarders: socketForwarders, live },
     session: sessionMiddleware(cfg, store, cookies),
     sessionLoader: sessionLoader(store, cfg.sessionSecrets, cookies.sessionName),
-    metrics,
-    backchannel: {
-      idp,
-      kv,
-      keyring,
-      index,
-      terminator,
-      endedIdpSessions: new EndedIdpSessions(kv, keyring),
-      clientId: cfg.clientId,
-      log,
-      now,
-    },
+    terminator,
+    endedIdpSessions: new EndedIdpSessions(kv, keyring),
     draining: () => draining,
   });
 

@@ -24,7 +24,9 @@ import { login, loginErrorPage, loginRateLimit } from './login';
 import { callback } from './callback';
 import { sessionInfo } from './sessionInfo';
 import { logout, logoutReturn } from './logout';
-import { backchannelLogout, type BackchannelDeps } from './backchannelLogout';
+import { backchannelLogout } from './backchannelLogout';
+import type { Terminator } from '../session/terminator';
+import type { EndedIdpSessions } from '../session/endedIdpSessions';
 import type { TokenService } from '../tokens/refresh';
 import type { ClientTokens } from '../tokens/clientTokens';
 import { apiGuard } from '../api/guard';
@@ -52,14 +54,17 @@ export interface AppDeps {
   session: RequestHandler;
   /** The read-only session loader of /api (api/sessionLoader.ts). */
   sessionLoader: Step;
-  metrics: Metrics;
-  backchannel: BackchannelDeps;
+  /** Ends sessions without their cookie (back-channel logout). */
+  terminator: Terminator;
+  /** Logouts of an IdP session, remembered so that a login of that session still under way makes no session. */
+  endedIdpSessions: EndedIdpSessions;
   draining: () => boolean;
 }
 
 /** The Express app (`/auth/*`, health, static files) and the API lane, on node:http (frontDoor.ts joins them). */
 export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
   const { cfg, lifecycle } = deps;
+  const { metrics } = lifecycle;
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', cfg.trustProxy > 0 ? cfg.trustProxy : false); // X-Forwarded-* only from configured hops
@@ -73,7 +78,7 @@ export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
   const lane = createApiLane({
     routes: cfg.routes,
     forwarders: deps.forwarders,
-    before: [logRequest, secure, measure(deps.metrics)],
+    before: [logRequest, secure, measure(metrics)],
     guard: apiGuard,
     csrf,
     cookieGuard: checkCookie,
@@ -83,7 +88,7 @@ export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
     clientTokens: deps.clientTokens,
     trustProxy: cfg.trustProxy,
     log: deps.log,
-    sockets: { ...deps.sockets, publicOrigin: cfg.publicOrigin, metrics: deps.metrics },
+    sockets: { ...deps.sockets, publicOrigin: cfg.publicOrigin, metrics },
   });
 
   app.use(logRequest);
@@ -100,7 +105,7 @@ export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
     keyring: lifecycle.keyring,
     keyPrefix: cfg.keyPrefix,
     perMinute: cfg.loginRatePerMinute,
-    metrics: deps.metrics,
+    metrics,
   };
   app.get(
     '/auth/login',
@@ -111,7 +116,7 @@ export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
       keyring: lifecycle.keyring,
       cookies: lifecycle.cookies,
       publicOrigin: cfg.publicOrigin,
-      metrics: deps.metrics,
+      metrics,
     }),
     loginErrorPage(deps.log),
   );
@@ -123,7 +128,7 @@ export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
     callback({
       idp: deps.idp,
       transactions: deps.transactions,
-      endedIdpSessions: deps.backchannel.endedIdpSessions,
+      endedIdpSessions: deps.endedIdpSessions,
       lifecycle,
       log: deps.log,
       publicOrigin: cfg.publicOrigin,
@@ -135,7 +140,20 @@ export function createApp(deps: AppDeps): { app: Express; api: ApiLane } {
   app.get('/auth/session', csrf, checkCookie, deps.session, sessionInfo(lifecycle));
   app.post('/auth/logout', csrf, checkCookie, deps.session, logout({ lifecycle, idp: deps.idp, kv: deps.kv, log: deps.log }));
   app.all('/auth/logout', methodNotAllowed('POST'));
-  app.post('/auth/backchannel-logout', ...backchannelLogout(deps.backchannel));
+  app.post(
+    '/auth/backchannel-logout',
+    ...backchannelLogout({
+      idp: deps.idp,
+      kv: deps.kv,
+      keyring: lifecycle.keyring,
+      index: lifecycle.index,
+      terminator: deps.terminator,
+      endedIdpSessions: deps.endedIdpSessions,
+      clientId: cfg.clientId,
+      log: deps.log,
+      now: lifecycle.now,
+    }),
+  );
   app.all('/auth/backchannel-logout', methodNotAllowed('POST'));
 
   // Where the IdP sends the browser after logout, when that is on this origin.
