@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { MemoryKv } from '../../src/store/memoryKv';
 import { RedisKv } from '../../src/store/redisKv';
@@ -69,7 +70,7 @@ describe.each(['memory', 'redis'] as const)('expiry ledger over %s', (kind) => {
     await kv.set(keys.sessionKey, JSON.stringify({ v: 'sealed', exp: now() + 300 }), 1300);
     expect(await sweepOnce()).toEqual([]);
     offset += 400; // past the session's real end (its record may still be there, rounded up to a second)
-    if (redis) await new Promise((r) => setTimeout(r, 400));
+    if (redis) await sleep(400);
     expect((await sweepOnce()).map((e) => e.h)).toEqual([keys.hash]);
   });
 

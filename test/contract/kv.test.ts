@@ -9,6 +9,7 @@
  * `setIfAbsent` is a lock (exactly one winner), `getDel` is one-time (login transactions), `compareAndSet`
  * never lets an older token set overwrite a newer one, and a lock is released or renewed only by its owner.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { MemoryKv } from '../../src/store/memoryKv';
 import { RedisKv } from '../../src/store/redisKv';
 import { createRedis, waitForRedis, type RedisClient } from '../../src/store/redisClient';
@@ -17,7 +18,7 @@ import { createLogger } from '../../src/log/logger';
 import { findFreePort } from '../support/redisServer';
 import { startRedisCluster } from '../support/redisTopologies';
 import { redisUrl } from '../support/stack';
-import { sleep, uniquePrefix } from '../support/login';
+import { uniquePrefix } from '../support/login';
 
 interface Backend {
   readonly kv: Kv;

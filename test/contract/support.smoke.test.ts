@@ -5,6 +5,7 @@
  */
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
 import * as oidc from 'openid-client';
 import { Redis } from 'ioredis';
@@ -19,7 +20,6 @@ import {
   loginAs,
   loginThroughForms,
   reserveServer,
-  sleep,
   uniquePrefix,
   type Agent,
   type ReservedServer,

@@ -1,6 +1,8 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
-import { loginAs, sleep } from '../support/login';
+import { loginAs } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
+import { waitFor } from '../support/wait';
 
 /**
  * Access tokens live 2 s here and are not sent in their last half second (the margin, a quarter of their
@@ -32,7 +34,7 @@ describe('anomalous refresh rate (issue 4 anomaly signals)', () => {
       expect(s.idp.grants.refresh_token).toBe(3);
       // The report runs beside the request (it never delays it): wait for it.
       const anomalies = () => s.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === 'refresh_anomaly');
-      for (let i = 0; i < 100 && anomalies().length === 0; i++) await sleep(20);
+      await waitFor('the anomaly report', () => anomalies().length !== 0, 2000);
       const events = anomalies();
       expect(events).toEqual([expect.objectContaining({ refreshesThisHour: 3, bound: 2 })]);
       const text = (await request(s.gw.gatehouse.adminApp).get('/metrics').expect(200)).text;

@@ -5,10 +5,12 @@
  * cookies, as the IdP does. The IdP-initiated end-to-end path is in backchannel.test.ts.
  */
 import { isDeepStrictEqual } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
 import { decodeJwt } from 'jose';
-import { idpAgent, loginAs, sleep, type Agent } from '../support/login';
+import { idpAgent, loginAs, type Agent } from '../support/login';
 import { dumpRedis, startStack, SPA, type Instance, type Stack } from '../support/stack';
+import { waitFor } from '../support/wait';
 
 interface Session {
   agent: Agent;
@@ -30,13 +32,6 @@ async function login(s: Stack, sub: string, inst: Instance = s.gw): Promise<Sess
   expect(claims.sub).toBe(sub);
   if (typeof claims.sid !== 'string') throw new Error('the IdP put no sid in the ID token');
   return { agent, sub, sid: claims.sid };
-}
-
-/** Reads until the value equals `expected` or `ms` have passed; resolves to the last value read. */
-async function settle<T>(read: () => Promise<T>, expected: T, ms: number): Promise<T> {
-  let value = await read();
-  for (const end = Date.now() + ms; !isDeepStrictEqual(value, expected) && Date.now() < end; value = await read()) await sleep(100);
-  return value;
 }
 
 const alive = async (x: Session) => (await x.agent.get('/api/x').set(SPA)).status;
@@ -185,7 +180,8 @@ describe('the sub/sid indexes are cleaned whenever a session ends, and every key
     expect(await alive(u)).toBe(401);
 
     // the gateway may notice the expiry on this request or in the background: allow it a few seconds
-    expect(await settle(indexed, base, 5000)).toEqual(base);
+    await waitFor('the index to be back to its base', async () => isDeepStrictEqual(await indexed(), base), 5000, 100);
+    expect(await indexed()).toEqual(base);
     await expectEveryKeyHasTtl();
   });
 

@@ -5,10 +5,11 @@
  * IdP session after the logout, and a logout naming only the user, lock nobody out.
  * Codes come from the real test IdP; logout tokens are signed with its real key.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
 import { decodeJwt } from 'jose';
 import { driveIdp, pathOf } from '../../src/testing/idpBrowser';
-import { idpAgent, loginAs, sleep, type Agent } from '../support/login';
+import { idpAgent, loginAs, type Agent } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
 
 describe('a login racing a back-channel logout of its IdP session', () => {

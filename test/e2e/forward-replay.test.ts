@@ -5,13 +5,14 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createForwarder, forwardShared, type Exchange, type Forwarder } from '../../src/api/forward';
 import { createMetrics, type Metrics } from '../../src/health/metrics';
 import { GatewayError, sendError } from '../../src/http/errors';
 import { createLogger } from '../../src/log/logger';
 import { upstreamPath } from '../../src/api/pathGuard';
-import { sleep } from '../support/login';
 import { rawRequest } from '../support/security';
+import { waitFor } from '../support/wait';
 
 interface Seen {
   method: string;
@@ -227,7 +228,7 @@ describe('the forwarder replays a request without a body once after 401 invalid_
     hook = () => new Promise<string>((resolve) => (release = resolve));
     const req = http.get(`${frontUrl}/api/things`);
     req.on('error', () => undefined);
-    for (let i = 0; i < 100 && hookCalls === 0; i++) await sleep(10);
+    await waitFor('the refresh hook to be called', () => hookCalls !== 0, 1000, 10);
     expect(hookCalls).toBe(1);
     req.destroy();
     await sleep(50);

@@ -10,6 +10,7 @@
  * Access-token expiry is reached by moving the gateway's clock (GatehouseDeps.now), never by timing asserts.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
 import { Redis } from 'ioredis';
 import { createGatehouse, createLogger, type Gatehouse } from '../../src';
@@ -469,7 +470,7 @@ describe('what a refresh returns (R16, R38, R43, §2 row 39, §3)', () => {
     idp.next(fresh);
     const before = refreshes().length;
     // After a transient failure the session's refresh cools down for Retry-After (real time, in Redis).
-    await new Promise((r) => setTimeout(r, 1100));
+    await sleep(1100);
     const ok = await api(gw, agent);
     expect(ok.status).toBe(200);
     expect(upstream.last().headers.authorization).toBe(`Bearer ${String(fresh.access_token)}`);

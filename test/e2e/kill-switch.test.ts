@@ -1,12 +1,9 @@
 import request from 'supertest';
 import { loginAs } from '../support/login';
 import { startStack, SPA, type Instance, type Stack } from '../support/stack';
+import { waitFor } from '../support/wait';
 
 const ADMIN_TOKEN = 'admin-token-of-the-kill-switch-test-0123456789';
-
-async function waitFor(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 100 && !cond(); i++) await new Promise((r) => setTimeout(r, 20));
-}
 
 describe('kill switch (admin API on the admin port)', () => {
   let s: Stack;
@@ -57,7 +54,7 @@ describe('kill switch (admin API on the admin port)', () => {
     // The next request anywhere gets 401, and /auth/session says so, on both replicas.
     await a.get('/api/x').set(SPA).expect(401);
     await b.get('/auth/session').set(SPA).expect(401);
-    await waitFor(() => s.idp.revocations >= revocations + 2);
+    await waitFor('both refresh tokens’ revocations', () => s.idp.revocations >= revocations + 2);
     expect(s.idp.revocations).toBe(revocations + 2);
     const after = await admin(s.gw).get('/admin/sessions?sub=mallory').set('Authorization', `Bearer ${ADMIN_TOKEN}`).expect(200);
     expect(after.body).toEqual({ sessions: [] });

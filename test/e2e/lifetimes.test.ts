@@ -6,15 +6,13 @@
  * INFO commandstats on a private redis-server).
  * The IdP's access tokens live long here, so no refresh grant interferes with the counts.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { TOKEN_GRACE_MS } from '../../src/session/expiryLedger';
 import { Redis } from 'ioredis';
-import { loginAs, sleep, type Agent } from '../support/login';
+import { loginAs, type Agent } from '../support/login';
 import { startRedisServer, type RedisServerHandle } from '../support/redisServer';
 import { startStack, SPA, type Instance, type Stack } from '../support/stack';
-
-async function waitFor(cond: () => boolean, ms: number): Promise<void> {
-  for (const end = Date.now() + ms; !cond() && Date.now() < end;) await sleep(25);
-}
+import { waitFor } from '../support/wait';
 
 /** Logs `sub` in; `refreshToken` is the one the IdP issued for this login, `t0`/`t1` bracket the callback. */
 async function login(s: Stack, inst: Instance, sub: string): Promise<{ agent: Agent; refreshToken: string; t0: number; t1: number }> {
@@ -59,7 +57,7 @@ describe('idle and absolute lifetimes (R25, R26, R27)', () => {
     // The session record ends on time; the token record outlives it briefly (TOKEN_GRACE_MS) until the expiry
     // sweeper, which runs every 2 s on each replica, revokes the refresh token and removes it.
     expect(await s.redis!.exists(own.find((k) => k.slice(s.prefix.length).startsWith('s:'))!)).toBe(0);
-    await waitFor(() => revocationsOf(u.refreshToken).length > 0, 5000);
+    await waitFor('the refresh token’s revocation', () => revocationsOf(u.refreshToken).length > 0, 5000);
     for (const k of own) expect(await s.redis!.exists(k)).toBe(0);
     expect(revocationsOf(u.refreshToken)).toEqual([expect.objectContaining({ tokenTypeHint: 'refresh_token', status: 200 })]);
   });
@@ -87,7 +85,7 @@ describe('idle and absolute lifetimes (R25, R26, R27)', () => {
     const last200 = seen.filter((x) => x.status === 200).at(-1)!;
     expect(last200.at).toBeGreaterThan(2500);
 
-    await waitFor(() => revocationsOf(u.refreshToken).length > 0, 5000);
+    await waitFor('the refresh token’s revocation', () => revocationsOf(u.refreshToken).length > 0, 5000);
     expect(revocationsOf(u.refreshToken)).toEqual([expect.objectContaining({ tokenTypeHint: 'refresh_token', status: 200 })]);
   });
 

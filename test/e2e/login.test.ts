@@ -1,5 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { loginAs, idpAgent, idpLogout } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
+import { waitFor } from '../support/wait';
 
 describe('login end to end', () => {
   let s: Stack;
@@ -52,7 +54,7 @@ describe('login end to end', () => {
     await browser.get('/api/a').set(SPA).expect(200);
     const first = s.upstream.requests.at(-1)!.headers.authorization;
     const before = s.idp.grants.refresh_token;
-    await new Promise((r) => setTimeout(r, 2100));
+    await sleep(2100);
     await browser.get('/api/b').set(SPA).expect(200);
     expect(s.upstream.requests.at(-1)!.headers.authorization).not.toBe(first);
     expect(s.idp.grants.refresh_token).toBe(before + 1);
@@ -76,7 +78,7 @@ describe('login end to end', () => {
     expect(url.searchParams.get('client_id')).toBe(s.idp.clientId);
     expect(url.searchParams.get('post_logout_redirect_uri')).toBe(`${s.gw.url}/`);
     expect(url.searchParams.get('id_token_hint')).toMatch(/^ey/);
-    for (let i = 0; i < 50 && s.idp.revocations === before; i++) await new Promise((r) => setTimeout(r, 50));
+    await waitFor('the refresh token’s revocation', () => s.idp.revocations !== before, 2500);
     expect(s.idp.revocations).toBe(before + 1);
   });
 
@@ -93,7 +95,7 @@ describe('login end to end', () => {
     const browser = s.gw.agent();
     await loginAs(browser, s.idp, 'grace');
     await browser.get('/api/a').set(SPA).expect(200);
-    await new Promise((r) => setTimeout(r, 2100)); // the access token expires
+    await sleep(2100); // the access token expires
     const grants = s.idp.grants.refresh_token;
     const revocations = s.idp.revocations;
     s.idp.delay(800, 'after'); // the IdP rotates the refresh token, then takes its time to answer
@@ -102,7 +104,7 @@ describe('login end to end', () => {
         .get('/api/b')
         .set(SPA)
         .then((r) => r);
-      while (s.idp.grants.refresh_token === grants) await new Promise((r) => setTimeout(r, 10));
+      await waitFor('the refresh to reach the IdP', () => s.idp.grants.refresh_token !== grants);
       await browser.post('/auth/logout').set(SPA).expect(200); // revokes the old refresh token
       const late = await call;
       expect(late.status).toBe(401);
@@ -110,7 +112,7 @@ describe('login end to end', () => {
     } finally {
       s.idp.delay(0);
     }
-    for (let i = 0; i < 100 && s.idp.revocations < revocations + 2; i++) await new Promise((r) => setTimeout(r, 20));
+    await waitFor('both refresh tokens’ revocations', () => s.idp.revocations >= revocations + 2);
     expect(s.idp.revocations).toBe(revocations + 2); // the old refresh token and the one the late refresh received
   });
 
@@ -137,8 +139,7 @@ describe('login end to end', () => {
     const revocations = s.idp.revocations;
     const logged = s.logs.length;
     await loginAs(browser, s.idp, 'kim');
-    for (let i = 0; i < 100 && !s.logs.slice(logged).some((l) => l.includes('refresh token not revoked')); i++)
-      await new Promise((r) => setTimeout(r, 20));
+    await waitFor('the decision not to revoke', () => s.logs.slice(logged).some((l) => l.includes('refresh token not revoked')));
     expect(s.logs.slice(logged).filter((l) => l.includes('refresh token not revoked'))).toHaveLength(1);
     expect(s.idp.revocations).toBe(revocations);
     await browser.get('/api/x').set(SPA).expect(200);

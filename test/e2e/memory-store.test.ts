@@ -3,8 +3,9 @@
  * warned at start): the whole flow works without Redis (login, proxy, refresh, logout), the gateway is
  * ready (the memory store always answers), and the start-up log says what the operator gave up.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
-import { idpAgent, loginAs, sleep } from '../support/login';
+import { idpAgent, loginAs } from '../support/login';
 import { SPA, startStack, type Stack } from '../support/stack';
 
 describe('a gateway without redisUrl (in-memory store)', () => {

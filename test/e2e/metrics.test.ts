@@ -1,5 +1,6 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
-import { loginAs, sleep } from '../support/login';
+import { loginAs } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
 
 /** The value of one series in Prometheus text format (`name{labels} value`), or undefined. */

@@ -6,9 +6,11 @@
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { loginAs, sleep } from '../support/login';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loginAs } from '../support/login';
 import { SPA, startStack, type Instance, type Stack } from '../support/stack';
 import { issuedCookie } from '../support/security';
+import { waitFor } from '../support/wait';
 
 interface Seen {
   url: string;
@@ -92,7 +94,7 @@ describe('the /api forwarder against an upstream with a base path and odd behavi
     await sleep(300);
     const before = r.data().length;
     r.socket.write(`GET /api/next HTTP/1.1\r\n${headers()}\r\n`);
-    for (let i = 0; i < 50 && !r.data().slice(before).includes('/base/next'); i++) await sleep(20);
+    await waitFor('the answer to the next request', () => r.data().slice(before).includes('/base/next'), 1000);
     expect(r.data().slice(before)).toMatch(/HTTP\/1\.1 200 [^]*\/base\/next/);
     r.socket.destroy();
   });
@@ -101,10 +103,10 @@ describe('the /api forwarder against an upstream with a base path and odd behavi
     const count = seen.length;
     const url = new URL(gw.url);
     const socket = net.connect(Number(url.port), url.hostname, () => socket.write(`GET /api/hang HTTP/1.1\r\n${headers()}\r\n`));
-    for (let i = 0; i < 100 && seen.length === count; i++) await sleep(10);
+    await waitFor('the request to reach the upstream', () => seen.length !== count, 1000, 10);
     expect(seen.at(-1)!.url).toBe('/base/hang');
     socket.destroy();
-    for (let i = 0; i < 100 && !seen.at(-1)!.closedEarly; i++) await sleep(10);
+    await waitFor('the upstream request to be cancelled', () => seen.at(-1)!.closedEarly, 1000, 10);
     expect(seen.at(-1)!.closedEarly).toBe(true);
   });
 

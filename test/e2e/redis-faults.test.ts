@@ -13,9 +13,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createHmac } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
 import { startRedisServer, type RedisServerHandle } from '../support/redisServer';
-import { loginAs, sleep, type Agent, type Response } from '../support/login';
+import { loginAs, type Agent, type Response } from '../support/login';
 import { SESSION_SECRET, SPA, startStack, type Stack } from '../support/stack';
 import { randomId } from '../../src/crypto/seal';
 

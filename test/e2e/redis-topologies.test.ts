@@ -4,10 +4,11 @@
  * against private redis-server processes: a 3-master Cluster, and a master + replica watched by a Sentinel.
  * A Sentinel failover in the middle of traffic (with refreshes rotating refresh tokens) must lose no session.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { SPA, startStack, type Stack } from '../support/stack';
 import { startRedisCluster, startRedisSentinel, type RedisCluster, type RedisSentinel } from '../support/redisTopologies';
-import { api, keysOf, login, outliveAccessToken, refreshCounters, refreshTokenReuse, sleep } from '../support/refresh';
+import { api, keysOf, login, outliveAccessToken, refreshCounters, refreshTokenReuse } from '../support/refresh';
 import request from 'supertest';
 
 const AT_TTL = 2; // the test IdP's access-token lifetime (s)

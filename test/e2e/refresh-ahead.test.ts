@@ -8,6 +8,7 @@
  * it waits. The IdP is slowed to 1.5 s per token request, so "answered before the IdP" is an ordering
  * (every call had its answer before the grant's answer came back), never a timing assertion.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
 import { startStack, type Instance, type Stack } from '../support/stack';
 import {
@@ -21,9 +22,8 @@ import {
   refreshTokenReuse,
   sessionInfo,
   setCookies,
-  sleep,
-  waitFor,
 } from '../support/refresh';
+import { waitFor } from '../support/wait';
 
 const AT_TTL = 8;
 const IDP_DELAY_MS = 1500;
@@ -69,14 +69,14 @@ describe('refresh ahead, off the request path', () => {
       expect(rs.map((r) => r.status)).toEqual(Array(20).fill(200));
       expect(answeredWhileIdpBusy).toEqual(Array(20).fill(true));
       expect(new Set(bearersOf('ahead-burst'))).toEqual(new Set([original]));
-      await waitFor(() => s.idp.refreshSucceeded > before.ok, 'the background refresh to complete');
+      await waitFor('the background refresh to complete', () => s.idp.refreshSucceeded > before.ok);
     } finally {
       s.idp.delay(0);
     }
     // Stored, not only answered by the IdP: the session's refresh count moves when the new tokens are written.
     await waitFor(
-      async () => ((await sessionInfo(b, cookie)).body as { refreshCount: number }).refreshCount === 1,
       'the tokens to be stored',
+      async () => ((await sessionInfo(b, cookie)).body as { refreshCount: number }).refreshCount === 1,
     );
     expect(refreshCounters(s.idp).grants - before.grants).toBe(1);
     expect((await api(b, cookie, '/ahead-next')).status).toBe(200);
@@ -123,7 +123,7 @@ describe('refresh ahead, off the request path', () => {
     const errorsBefore = s.idp.grantErrors.length;
     await s.idp.revoke('ahead-revoked');
     expect((await api(a, cookie, '/ahead-revoked-1')).status).toBe(200); // its token is still good to send
-    await waitFor(() => s.idp.grantErrors.slice(errorsBefore).some((e) => e.error === 'invalid_grant'), 'the refresh to fail');
+    await waitFor('the refresh to fail', () => s.idp.grantErrors.slice(errorsBefore).some((e) => e.error === 'invalid_grant'));
     await sleep(100);
     const r = await api(b, cookie, '/ahead-revoked-2');
     expect([r.status, bodyOf(r).error]).toEqual([401, 'session_expired']);

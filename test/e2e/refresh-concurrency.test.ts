@@ -16,8 +16,8 @@ import {
   refreshTokenReuse,
   setCookies,
   transcript,
-  waitFor,
 } from '../support/refresh';
+import { waitFor } from '../support/wait';
 
 const AT_TTL = 2; // the test IdP's default access-token lifetime (s)
 const MARKER = 'MARKER-refresh-concurrency-9c1';
@@ -121,7 +121,7 @@ describe('two gateway instances sharing one Redis', () => {
     try {
       const pending = burst([a, b], cookie, 30, 'two-slow');
       // the winner's grant has reached the IdP and is held there: the lock is taken meanwhile
-      await waitFor(() => s.idp.tokenRequests.length > requestsBefore, 'the refresh grant to reach the IdP');
+      await waitFor('the refresh grant to reach the IdP', () => s.idp.tokenRequests.length > requestsBefore);
       expect(await s.redis!.exists(keys.lockKey)).toBe(1);
       const rs = await pending;
       expect(rs.map((r) => r.status)).toEqual(Array(30).fill(200));
@@ -132,7 +132,7 @@ describe('two gateway instances sharing one Redis', () => {
     expect(after.grants - before.grants).toBe(1);
     expect(after.reuse).toBe(0);
     // released, not left to expire (its lease is 10 s; the release is sent as the refresh ends)
-    await waitFor(async () => (await s.redis!.exists(keys.lockKey)) === 0, 'the refresh lock to be released', 2000);
+    await waitFor('the refresh lock to be released', async () => (await s.redis!.exists(keys.lockKey)) === 0, 2000);
     expect(new Set(upstreamBearers(s, 'two-slow')).size).toBe(1);
   });
 

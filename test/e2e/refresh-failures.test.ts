@@ -4,6 +4,7 @@
  * every other failure keeps it (503 token_refresh_unavailable + Retry-After while the access token is
  * expired, the old access token while it is still valid), and the IdP's error_description never leaks.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Provider } from 'oidc-provider';
 import { MESSAGES } from '../../src/http/errors';
 import type { TokenRequestRecord } from '../support/idp';
@@ -23,10 +24,9 @@ import {
   refreshTokenReuse,
   sessionInfo,
   setCookies,
-  sleep,
   transcript,
-  waitFor,
 } from '../support/refresh';
+import { waitFor } from '../support/wait';
 
 const AT_TTL = 2;
 const MARKER = 'MARKER-7f3-refresh-failures';
@@ -264,7 +264,7 @@ describe('an IdP slower than the gateway’s IdP timeout', () => {
       expect(loggedFailures(s, cookie)).toEqual(['timeout']);
       await expectSessionKept(s, cookie);
       // let the abandoned grant finish at the IdP (it takes the one injected failure)
-      while (s.idp.tokenRequests[requests]?.status === undefined) await sleep(20);
+      await waitFor('the abandoned grant to be answered', () => s.idp.tokenRequests[requests]?.status !== undefined);
     } finally {
       s.idp.delay(0);
       s.idp.failRefresh(null);
@@ -309,7 +309,7 @@ describe('graceful degradation inside the refresh window', () => {
         expect(bearersSeen(s, 1)).toEqual([original]); // the upstream got the old, still-valid token
         expect(setCookies(r)).toEqual([]);
         // the refresh runs in the background, and fails there
-        await waitFor(() => refreshCounters(s.idp).grants - before.grants === 1, 'the early refresh to reach the IdP');
+        await waitFor('the early refresh to reach the IdP', () => refreshCounters(s.idp).grants - before.grants === 1);
       } finally {
         s.idp.failRefresh(null);
       }
@@ -319,8 +319,8 @@ describe('graceful degradation inside the refresh window', () => {
       expect(bearersSeen(s, 1)).toEqual([original]);
       // Stored, not only answered by the IdP: the session's refresh count moves when the new tokens are written.
       await waitFor(
-        async () => ((await sessionInfo(s.gw, cookie)).body as { refreshCount: number }).refreshCount === 1,
         'the refreshed tokens to be stored',
+        async () => ((await sessionInfo(s.gw, cookie)).body as { refreshCount: number }).refreshCount === 1,
       );
       expect(refreshCounters(s.idp).ok - before.ok).toBe(1);
       expect((await api(s.gw, cookie)).status).toBe(200);

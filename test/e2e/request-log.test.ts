@@ -1,4 +1,5 @@
-import { loginAs, sleep } from '../support/login';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loginAs } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
 
 type Line = Record<string, unknown>;

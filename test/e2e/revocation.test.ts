@@ -3,13 +3,11 @@
  * the real IdP's revocation endpoint (revocationRequests), with the endpoint failed by the test IdP's
  * failRevocation switch. Revocation on expiry: lifetimes.test.ts; on the admin kill switch: kill-switch.test.ts.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
-import { loginAs, sleep, type Agent } from '../support/login';
+import { loginAs, type Agent } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
-
-async function waitFor(cond: () => boolean, ms: number): Promise<void> {
-  for (const end = Date.now() + ms; !cond() && Date.now() < end;) await sleep(25);
-}
+import { waitFor } from '../support/wait';
 
 describe('refresh-token revocation at logout (R52, R53, RFC 7009)', () => {
   let s: Stack;
@@ -57,7 +55,7 @@ describe('refresh-token revocation at logout (R52, R53, RFC 7009)', () => {
     expect(out.status).toBe(200);
     await expectLoggedOut(u.agent);
 
-    await waitFor(() => s.idp.revocations > revocations, 3000);
+    await waitFor('the revocation request', () => s.idp.revocations > revocations, 3000);
     expect(s.idp.revocations).toBe(revocations + 1);
     expect(s.idp.revocationRequests.at(-1)).toEqual({
       token: u.refreshToken,
@@ -82,9 +80,9 @@ describe('refresh-token revocation at logout (R52, R53, RFC 7009)', () => {
     await expectLoggedOut(u.agent);
 
     // RFC 7009 §2.2.1: on 503 the token must be assumed alive; the Revoker retries after 1 s, then 3 s.
-    await waitFor(() => s.idp.revocations >= revocations + 2, 5000);
+    await waitFor('a retried revocation', () => s.idp.revocations >= revocations + 2, 5000);
     expect(s.idp.revocations).toBeGreaterThanOrEqual(revocations + 2);
-    await waitFor(() => s.idp.revocationRequests.at(-1)?.status === 200, 5000);
+    await waitFor('a revocation answered 200', () => s.idp.revocationRequests.at(-1)?.status === 200, 5000);
     const attempts = s.idp.revocationRequests.slice(-3);
     expect(attempts.map((a) => [a.token, a.status])).toEqual([
       [u.refreshToken, 503],
@@ -105,7 +103,7 @@ describe('refresh-token revocation at logout (R52, R53, RFC 7009)', () => {
 
     // Attempts at 0 s, 1 s, 4 s and 13 s (src/idp/revoker.ts), then it stops.
     const givenUp = () => s.logs.slice(logsBefore).some((l) => /revocation failed; giving up/.test(l));
-    await waitFor(givenUp, 16_000);
+    await waitFor('the revoker to give up', givenUp, 16_000);
     expect(givenUp()).toBe(true);
     const attempts = s.idp.revocations - revocations;
     expect(attempts).toBeGreaterThan(1);

@@ -1,6 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { dumpRedis, startStack, SPA, type Stack, type Instance } from '../support/stack';
 import request from 'supertest';
-import { followIdp, loginAs, sleep } from '../support/login';
+import { followIdp, loginAs } from '../support/login';
 
 const OLD = 'old-secret-of-the-rotation-test-0123456789';
 const NEW = 'new-secret-of-the-rotation-test-0123456789';

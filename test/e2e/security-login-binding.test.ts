@@ -7,7 +7,15 @@
 import request from 'supertest';
 import { followIdp, loginAs } from '../support/login';
 import { SPA, startStack, type Stack } from '../support/stack';
-import { callbackPathFor, cookiesNamed, issuedCookie, setCookies, parseSetCookie, startLogin, type ParsedCookie } from '../support/security';
+import {
+  callbackPathFor,
+  cookiesNamed,
+  issuedCookie,
+  setCookies,
+  parseSetCookie,
+  startLogin,
+  type ParsedCookie,
+} from '../support/security';
 
 const LOGIN_FAILED = { error: 'login_failed', message: 'The login could not be completed. Start again at /auth/login.' };
 const TX_NAME = /^gatehouse-tx-[A-Za-z0-9_-]{16}$/;

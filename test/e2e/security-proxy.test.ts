@@ -8,6 +8,7 @@
  */
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
 import { createGatehouse, type Gatehouse } from '../../src';
 import type { RouteOptions } from '../../src/config/routes';
@@ -238,7 +239,7 @@ describe.each(SETUPS)('security: the /api proxy, $title', (setup) => {
       expect(JSON.parse(r.body)).toMatchObject({ error: 'bad_request' });
       expect(r.head).toMatch(/^Connection: close\r?$/im); // the connection is not reused after such a request
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     expect(s.upstream.requests.slice(before)).toEqual([]);
   });
 

@@ -4,7 +4,8 @@
  * expires; no gateway response and no gateway log line carries a token or a raw session id.
  */
 import { randomBytes } from 'node:crypto';
-import { loginAs, sleep, type Agent } from '../support/login';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loginAs, type Agent } from '../support/login';
 import { SPA, startStack, type Stack } from '../support/stack';
 import {
   dumpAll,

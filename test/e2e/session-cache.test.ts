@@ -7,8 +7,9 @@
  * the others show the ends reach the other replica through Redis pub/sub, far sooner than the cache would
  * lapse by itself.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
-import { idpAgent, loginAs, sleep, type Agent } from '../support/login';
+import { idpAgent, loginAs, type Agent } from '../support/login';
 import { SPA, startStack, type Instance, type Stack } from '../support/stack';
 
 const CACHE_MS = 1000;

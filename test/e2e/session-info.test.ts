@@ -2,7 +2,8 @@
  * GET /auth/session's extra fields for an SPA's live view: the access token's end and the number of
  * refreshes, never a token. Against a real IdP (2 s access tokens), real Redis and a real upstream.
  */
-import { loginAs, sleep } from '../support/login';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loginAs } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
 
 interface SessionBody {

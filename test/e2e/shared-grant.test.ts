@@ -8,15 +8,13 @@
  * "Still working" is judged as the API would judge it: the access token the upstream received is checked at
  * the IdP's userinfo endpoint (a revoked grant answers 401 there), and the session's next refresh must succeed.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
-import { idpAgent, loginAs, sleep, type Agent } from '../support/login';
+import { idpAgent, loginAs, type Agent } from '../support/login';
 import { startStack, SPA, type Instance, type Stack } from '../support/stack';
+import { waitFor } from '../support/wait';
 
 const ADMIN_TOKEN = 'shared-grant-admin-token-0123456789abcdef';
-
-async function waitFor(what: string, cond: () => boolean, ms = 8000): Promise<void> {
-  for (const end = Date.now() + ms; !cond(); await sleep(25)) if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('sessions that may share one grant at the IdP', () => {
   let s: Stack;

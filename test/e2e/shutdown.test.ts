@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
 import { Redis } from 'ioredis';
 import { buildOnce } from '../support/build';
@@ -13,7 +14,8 @@ import { startTestIdp, type TestIdp } from '../support/idp';
 import { startUpstream, type TestUpstream } from '../support/upstream';
 import { findFreePort } from '../support/redisServer';
 import { redisUrl, SESSION_SECRET, SPA } from '../support/stack';
-import { loginAs, sleep, uniquePrefix, type LoginResponse } from '../support/login';
+import { loginAs, uniquePrefix, type LoginResponse } from '../support/login';
+import { waitFor } from '../support/wait';
 
 const main = join(__dirname, '..', '..', 'dist', 'src', 'main.js');
 
@@ -46,10 +48,6 @@ function cookiesOf(login: LoginResponse): string {
     .map((c) => c.split(';')[0]!)
     .filter((c) => !c.endsWith('='))
     .join('; ');
-}
-
-async function waitFor(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
-  for (const end = Date.now() + ms; !ok(); await sleep(20)) if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
 }
 
 describe('graceful shutdown (dist/src/main.js)', () => {

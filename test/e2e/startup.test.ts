@@ -1,11 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startTestIdp, type TestIdp } from '../support/idp';
 import { findFreePort } from '../support/redisServer';
 import { redisUrl, startStack, SESSION_SECRET, SPA, type Stack } from '../support/stack';
 import { loginAs } from '../support/login';
 import { REQUIRED_VARIABLES } from '../support/payloads';
 import { buildOnce } from '../support/build';
+import { waitFor } from '../support/wait';
 
 const root = join(__dirname, '..', '..');
 const main = join(root, 'dist', 'src', 'main.js');
@@ -16,6 +18,13 @@ function run(env: NodeJS.ProcessEnv): ChildProcess {
 }
 
 /** Everything the child writes (`out`), and its standard output alone (`stdout`). */
+/** Whether the gateway on `port` answers GET /readyz with a 2xx (false while nothing listens there). */
+async function isReady(port: number): Promise<boolean> {
+  const r = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+  await r?.body?.cancel();
+  return r?.ok ?? false;
+}
+
 function collect(child: ChildProcess): { out: () => string; stdout: () => string; exit: Promise<number | null> } {
   let out = '';
   let stdout = '';
@@ -61,14 +70,7 @@ describe('npm start (dist/src/main.js)', () => {
       GATEHOUSE_REDIS_URL: redisUrl(),
       GATEHOUSE_PORT: String(port),
     });
-    const readyOn = async (port: number) => {
-      let ready: Response | undefined;
-      for (let i = 0; i < 100 && !ready?.ok; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        ready = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-      }
-      expect(ready?.status).toBe(200);
-    };
+    const readyOn = (port: number) => waitFor('/readyz to answer 200', () => isReady(port), 10_000, 100);
     /** The status of GET /metrics at `host`, or the connection error's code. */
     const metricsAt = (host: string, port: number) =>
       fetch(`http://${host}:${port}/metrics`).then(
@@ -119,7 +121,7 @@ describe('npm start (dist/src/main.js)', () => {
       // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never assigned to an interface
       const child = run({ ...gatewayEnv(port), GATEHOUSE_METRICS_PORT: String(adminPort), GATEHOUSE_ADMIN_HOST: '192.0.2.1' });
       const p = collect(child);
-      const exited = await Promise.race([p.exit, new Promise((r) => setTimeout(() => r('still running'), 15_000))]);
+      const exited = await Promise.race([p.exit, sleep(15_000, 'still running')]);
       child.kill('SIGKILL'); // a gateway that listened anyway is not left behind
       expect(exited).toBe(1);
       expect(
@@ -135,12 +137,7 @@ describe('npm start (dist/src/main.js)', () => {
       const port = await findFreePort();
       const child = run({ ...gatewayEnv(port), GATEHOUSE_METRICS_PORT: '0' });
       const p = collect(child);
-      let ready: Response | undefined;
-      for (let i = 0; i < 100 && !ready?.ok; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        ready = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
-      }
-      expect(ready?.status).toBe(200);
+      await waitFor('/readyz to answer 200', () => isReady(port), 10_000, 100);
       const health = await fetch(`http://127.0.0.1:${port}/healthz`);
       expect(await health.json()).toEqual({ status: 'ok' });
       child.kill('SIGTERM');
@@ -156,7 +153,7 @@ describe('npm start (dist/src/main.js)', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const p = collect(child);
-    for (let i = 0; i < 100 && !p.out().includes('Press Ctrl+C'); i++) await new Promise((r) => setTimeout(r, 100));
+    await waitFor('the demo to start', () => p.out().includes('Press Ctrl+C'), 10_000, 100);
     expect(p.out()).toContain(`Open http://localhost:${port}`);
     const page = await fetch(`http://127.0.0.1:${port}/`);
     expect(page.status).toBe(200);

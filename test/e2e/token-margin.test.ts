@@ -9,8 +9,9 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
-import { loginAs, sleep } from '../support/login';
+import { loginAs } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
 
 /** An API that asks the IdP about every bearer: 401 invalid_token when the IdP refuses it, else 200. */

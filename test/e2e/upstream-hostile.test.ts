@@ -7,10 +7,12 @@
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Worker } from 'node:worker_threads';
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
-import { loginAs, sleep } from '../support/login';
+import { loginAs } from '../support/login';
 import { SPA, startStack, type Instance, type Stack } from '../support/stack';
 import { issuedCookie, rawRequest } from '../support/security';
+import { waitFor } from '../support/wait';
 
 // ---------- a hostile upstream ----------
 
@@ -227,11 +229,6 @@ function metric(text: string, series: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
-async function until(check: () => boolean, ms = 3000): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; await sleep(20)) if (check()) return true;
-  return check();
-}
-
 // ---------- the tests ----------
 
 describe('the /api forwarder against a hostile upstream', () => {
@@ -392,7 +389,7 @@ describe('the /api forwarder against a hostile upstream', () => {
         b.write(body.subarray(256)); // the browser finishes its request, and keeps its connection
       }
       // Closed, or reused: six early answers never hold six upstream connections.
-      expect(await until(() => up.openFor('/early') <= 1)).toBe(true);
+      await waitFor('the early answers’ upstream connections to close', () => up.openFor('/early') <= 1, 3000);
       await stillServing(gw);
     } finally {
       for (const b of browsers) b.close();
@@ -414,7 +411,11 @@ describe('the /api forwarder against a hostile upstream', () => {
           b.write(get('/hold'));
           holding.push(b);
         }
-        expect(await until(() => up.heads.filter((h) => h === 'GET /hold').length === held + 4)).toBe(true);
+        await waitFor(
+          'the four held requests to reach the upstream',
+          () => up.heads.filter((h) => h === 'GET /hold').length === held + 4,
+          3000,
+        );
 
         const refused = await ask(busy, '/ok');
         expect(refused.status).toBe(503);

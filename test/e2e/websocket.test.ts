@@ -5,12 +5,14 @@
  */
 import type http from 'node:http';
 import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
 import WebSocket from 'ws';
 import type { RouteOptions } from '../../src/config/routes';
-import { idpAgent, idpLogout, loginAs, sleep } from '../support/login';
+import { idpAgent, idpLogout, loginAs } from '../support/login';
 import { startStack, SPA, type Instance, type Stack } from '../support/stack';
 import { issuedCookie } from '../support/security';
+import { waitFor } from '../support/wait';
 
 const ADMIN_TOKEN = 'admin-token-of-the-websocket-test-0123456789';
 
@@ -71,13 +73,7 @@ async function refusal(p: Promise<Opened>): Promise<Refused> {
 }
 
 async function nextMessage(o: Opened, count: number): Promise<void> {
-  for (let i = 0; i < 500 && o.messages.length < count; i++) await sleep(10);
-  expect(o.messages.length).toBeGreaterThanOrEqual(count);
-}
-
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await sleep(10);
+  await waitFor(`message ${count}`, () => o.messages.length >= count, 5000, 10);
 }
 
 describe('WebSockets through the gateway', () => {
@@ -351,7 +347,7 @@ describe('WebSockets through the gateway', () => {
     const closesBefore = s.upstream.closes.length;
     await stopping.gatehouse.closeSockets();
     expect((await o.closed).code).toBe(1001);
-    await until(() => s.upstream.closes.length > closesBefore);
+    await waitFor('the upstream socket to close', () => s.upstream.closes.length > closesBefore, 5000);
     expect(s.upstream.closes.at(-1)).toBe(1001);
     // and no new socket opens
     const r = await refusal(connect(stopping, '/api/live/ws/echo', { cookie }));

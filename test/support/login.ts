@@ -19,8 +19,6 @@ export { followIdp, idpAgent, idpLogout, type Agent, type Response } from '../..
 export { closeServer, reserveServer, type ReservedServer } from '../../src/testing/testServer';
 export type { IdpFlowTrace, LoginOptions, LoginResponse } from '../../src/testing/loginAs';
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 /** `gatehouse-test-<random>:`: a Redis key prefix of its own for each test file / gateway instance. */
 export function uniquePrefix(): string {
   return `gatehouse-test-${randomBytes(6).toString('hex')}:`;

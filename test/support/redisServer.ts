@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface RedisServerHandle {
   /** `redis://127.0.0.1:<port>` */
@@ -106,8 +107,6 @@ export function pingRedis(port: number, host = '127.0.0.1', timeoutMs = 1000): P
     socket.once('close', () => done(false));
   });
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Keeps the last few KB of the child's output for error messages. */
 function captureOutput(child: ChildProcess): () => string {

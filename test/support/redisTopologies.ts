@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { findFreePort, startRedisServer, type RedisServerHandle } from './redisServer';
-import { sleep } from './login';
+import { waitFor } from './wait';
 
 export interface RedisCluster {
   /** `{"mode":"cluster","nodes":[...]}`, as a config file would say it. */
@@ -48,10 +48,10 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
     const per = Math.ceil(CLUSTER_SLOTS / masters);
     await Promise.all(direct.map((r, i) => r.call('CLUSTER', 'ADDSLOTSRANGE', i * per, Math.min(CLUSTER_SLOTS, (i + 1) * per) - 1)));
     for (let i = 1; i < masters; i++) await direct[0]!.call('CLUSTER', 'MEET', '127.0.0.1', servers[i]!.port, busPorts[i]!);
-    await until(async () => {
+    await untilRedis('the cluster to form', async () => {
       const infos = await Promise.all(direct.map((r) => r.call('CLUSTER', 'INFO') as Promise<string>));
       return infos.every((info) => info.includes('cluster_state:ok') && info.includes(`cluster_known_nodes:${masters}`));
-    }, 'the cluster to form');
+    });
   } catch (err) {
     direct.forEach((r) => r.disconnect());
     await Promise.all(servers.map((s) => s.kill()));
@@ -114,10 +114,10 @@ export async function startRedisSentinel(name = 'gatehouse'): Promise<RedisSenti
     }
   };
   // Sentinel must have found the replica before it can fail over to it.
-  await until(async () => {
+  await untilRedis('Sentinel to discover the replica', async () => {
     const replicas = (await admin.call('SENTINEL', 'REPLICAS', name)) as string[][];
     return replicas.length === 1 && (await linkUp(replica.port));
-  }, 'Sentinel to discover the replica');
+  });
   return {
     settings: { mode: 'sentinel', sentinels: [`127.0.0.1:${sentinel.port}`], name },
     name,
@@ -129,7 +129,7 @@ export async function startRedisSentinel(name = 'gatehouse'): Promise<RedisSenti
       const from = await masterPort();
       await admin.call('SENTINEL', 'FAILOVER', name);
       let to = from;
-      await until(async () => {
+      await untilRedis('Sentinel to promote the replica', async () => {
         to = await masterPort();
         if (to === from) return false;
         const r = new Redis(to, '127.0.0.1', { maxRetriesPerRequest: 1 });
@@ -138,11 +138,12 @@ export async function startRedisSentinel(name = 'gatehouse'): Promise<RedisSenti
         } finally {
           r.disconnect();
         }
-      }, 'Sentinel to promote the replica');
+      });
       return { from, to };
     },
     async replicated() {
-      await until(
+      await untilRedis(
+        'the old master to follow the new one',
         async () => {
           const r = new Redis(await masterPort(), '127.0.0.1', { maxRetriesPerRequest: 1 });
           try {
@@ -152,7 +153,6 @@ export async function startRedisSentinel(name = 'gatehouse'): Promise<RedisSenti
             r.disconnect();
           }
         },
-        'the old master to follow the new one',
         30_000,
       );
     },
@@ -165,15 +165,7 @@ export async function startRedisSentinel(name = 'gatehouse'): Promise<RedisSenti
   };
 }
 
-async function until(check: () => Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not there yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
+/** waitFor at Redis's pace: every 100 ms, up to 20 s, and a check that throws (a node not up yet) means "not yet". */
+function untilRedis(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  return waitFor(what, () => check().catch(() => false), timeoutMs, 100);
 }

@@ -3,21 +3,12 @@
  * cookie replayed on any gateway instance, a transcript of every gateway response (for the error_description
  * leak check), and the audit that no refresh token the IdP has rotated or rejected was ever presented again.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';
 import { Keyring, type SessionKeys } from '../../src/session/keyring';
 import type { TestIdp, TokenRequestRecord } from './idp';
-import { loginAs, sleep, type Response } from './login';
+import { loginAs, type Response } from './login';
 import { SESSION_SECRET, SPA, type Instance, type Stack } from './stack';
-
-export { sleep };
-
-/** Polls `cond` until it holds (a count-based wait, never a timing assertion). */
-export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, limitMs = 10_000): Promise<void> {
-  for (let waited = 0; !(await cond()); waited += 10) {
-    if (waited > limitMs) throw new Error(`gave up waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 /** Every gateway response a refresh test received: status, headers and body text. */
 export const transcript: Array<{ status: number; headers: Record<string, unknown>; text: string }> = [];

@@ -6,6 +6,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestIdp } from './idp';
 import { followIdp, type Agent, type Response } from './login';
 import type { Stack } from './stack';
@@ -157,7 +158,7 @@ export function recordResponses(server: http.Server): Recorded[] {
 }
 
 /** Waits until the recorder has seen every response that was sent (the 'close' event comes a tick late). */
-export const settle = () => new Promise<void>((r) => setTimeout(r, 50));
+export const settle = () => sleep(50);
 
 // ---------- cookies ----------
 

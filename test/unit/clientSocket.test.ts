@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import { createGatehouseClient, type GatehouseClientOptions, type GatehouseSocketOptions } from '../../client/index';
+import { waitFor } from '../support/wait';
 
 interface Seen {
   /** What the server saw of each handshake: its target and sub-protocols. */
@@ -108,7 +109,7 @@ function run(c: ReturnType<typeof createGatehouseClient>, path: string, o: Gateh
 
 /** The handler's Response body is read asynchronously: waits for it. */
 async function handlerBodies(): Promise<unknown[]> {
-  for (let i = 0; i < 100 && seen.unauthenticated.some((u) => u.body === undefined); i++) await new Promise((r) => setTimeout(r, 5));
+  await waitFor('the handler to read the bodies', () => seen.unauthenticated.every((u) => u.body !== undefined), 1000, 5);
   return seen.unauthenticated.map((u) => u.body);
 }
 
