@@ -76,7 +76,8 @@ const packagesToInstall = [...new Set(installedBy([...blocks(embedding, 'sh'), .
 /** What a user's shell has: PATH with the Node the docs ask for first (no node_modules/.bin of ours), HOME, npm's cache. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const path = (process.env.PATH ?? '').split(delimiter).filter((p) => p && !p.includes(`node_modules${'/'}.bin`));
-  const keep = ['HOME', 'TMPDIR', 'LANG', 'CI', 'npm_config_cache', 'npm_config_registry'];
+  // NODE_EXTRA_CA_CERTS: where the registry is reached through a TLS-inspecting proxy, npm needs its CA.
+  const keep = ['HOME', 'TMPDIR', 'LANG', 'CI', 'npm_config_cache', 'npm_config_registry', 'NODE_EXTRA_CA_CERTS'];
   const env: NodeJS.ProcessEnv = { PATH: [dirname(nodeBin), ...path].join(delimiter) };
   for (const k of keep) if (process.env[k] !== undefined) env[k] = process.env[k];
   return { ...env, npm_config_fund: 'false', npm_config_audit: 'false', npm_config_update_notifier: 'false', ...extra };
