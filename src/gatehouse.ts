@@ -26,9 +26,10 @@ import { LoginTransactions } from './auth/loginTx';
 import { EndedIdpSessions } from './session/endedIdpSessions';
 import { Revoker } from './idp/revoker';
 import { Vault } from './tokens/vault';
-import { TokenService, type RefreshEvents } from './tokens/refresh';
+import { TokenService, type RefreshEvents, type TokenServiceOptions } from './tokens/refresh';
 import { ClientTokens } from './tokens/clientTokens';
-import { createForwarder, forwardShared } from './api/forward';
+import { createForwarder, forwardShared, type Forwarder } from './api/forward';
+import type { Route } from './api/routes';
 import { createSocketForwarder } from './api/websocket/forwardSocket';
 import { LiveSockets } from './api/websocket/liveSockets';
 import { createApp } from './auth/app';
@@ -113,28 +114,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
   const lifecycle: Lifecycle = { keyring, store, vault, index, ledger, metrics, revokeLater, cookies, idleMs, now };
   const terminator = new Terminator(lifecycle, kv, log);
   const sweeper = deps.sweepExpired === false ? undefined : startSweeper(ledger, terminator, log);
-  const tokens = new TokenService({
-    kv,
-    vault,
-    idp,
-    log,
-    now,
-    timing: { skewSeconds: cfg.refreshSkewSeconds, marginSeconds: cfg.tokenExpiryMarginSeconds },
-    lockLeaseMs: 10_000,
-    lockWaitMs: cfg.idpTimeoutSeconds * 1000 + 5000,
-    events: {
-      onRefresh: (outcome, seconds, mode) => {
-        metrics.refreshed(outcome, seconds, mode);
-        deps.events?.onRefresh?.(outcome, seconds, mode);
-      },
-      onLockWait: () => metrics.lockWaited(),
-      onLockTimeout: () => metrics.lockTimedOut(),
-      onIdpError: (kind) => metrics.idpError('refresh', kind),
-      onAnomaly: () => metrics.securityEvent('refresh_rate'),
-    },
-    anomaly: { perHour: cfg.anomalyRefreshesPerHour, endSession: cfg.anomalyEndSession },
-    revokeLater,
-  });
+  const tokens = tokenService(cfg, { kv, vault, idp, log, now, revokeLater }, metrics, deps.events);
   const { forwarders, socketForwarders } = routeForwarders(cfg, log, metrics);
   // WebSockets: each lives with its session (api/websocket/liveSockets.ts), told of every session change.
   const live = new LiveSockets({ lifecycle, tokens, log, perSession: cfg.websocketsPerSession });
@@ -198,18 +178,35 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     closeSockets: () => live.shutdown(),
     async close() {
       draining = true;
-      await live.shutdown();
-      await sweeper?.stop();
-      // A refresh outlives a browser that went away: the IdP may have rotated the refresh token already, and
-      // only this refresh can store the new one, so Redis stays open until it is done (main.ts bounds the wait).
-      while (tokens.pending > 0) await new Promise((r) => setTimeout(r, 20));
-      idp.close();
-      await revoker.close();
-      for (const forwarder of forwarders.values()) forwarder.close();
-      await invalidations.close();
-      await closeRedis();
+      await shutdown({ live, sweeper, tokens, idp, revoker, forwarders, invalidations, closeRedis });
     },
   };
+}
+
+/**
+ * Stops what createGatehouse started, in this order: WebSockets, the sweeper, refreshes under way, the IdP
+ * client, revocations under way, the forwarders' connections, session-change announcements, and Redis.
+ */
+async function shutdown(parts: {
+  live: LiveSockets;
+  sweeper: Sweeper | undefined;
+  tokens: TokenService;
+  idp: Idp;
+  revoker: Revoker;
+  forwarders: ReadonlyMap<Route, Forwarder>;
+  invalidations: Invalidations;
+  closeRedis: () => Promise<void>;
+}): Promise<void> {
+  await parts.live.shutdown();
+  await parts.sweeper?.stop();
+  // A refresh outlives a browser that went away: the IdP may have rotated the refresh token already, and
+  // only this refresh can store the new one, so Redis stays open until it is done (main.ts bounds the wait).
+  while (parts.tokens.pending > 0) await new Promise((r) => setTimeout(r, 20));
+  parts.idp.close();
+  await parts.revoker.close();
+  for (const forwarder of parts.forwarders.values()) forwarder.close();
+  await parts.invalidations.close();
+  await parts.closeRedis();
 }
 
 /** The embedder's Redis client, or one to the configured Redis (which Gatehouse then closes), or none (memory). */
@@ -249,11 +246,16 @@ function sessionStorage(cfg: Config, redis: RedisClient | undefined, kv: Kv, log
   return { keyring, invalidations, cache, vault, store, index, ledger };
 }
 
+interface Sweeper {
+  /** Stops sweeping; resolves when the sweep under way (if any) is done. */
+  stop(): Promise<void>;
+}
+
 /**
  * Sessions that timed out: every few seconds, revoke their refresh tokens and clean their records
  * (expiryLedger.ts). One sweep at a time; stop() waits for the one under way.
  */
-function startSweeper(ledger: ExpiryLedger, terminator: Terminator, log: Logger): { stop(): Promise<void> } {
+function startSweeper(ledger: ExpiryLedger, terminator: Terminator, log: Logger): Sweeper {
   let sweeping: Promise<void> | undefined;
   const timer = setInterval(() => {
     sweeping ??= ledger
@@ -267,6 +269,32 @@ function startSweeper(ledger: ExpiryLedger, terminator: Terminator, log: Logger)
       await sweeping;
     },
   };
+}
+
+/** Access tokens of sessions, refreshed exactly once per expiry across requests and replicas (tokens/refresh.ts). */
+function tokenService(
+  cfg: Config,
+  parts: Pick<TokenServiceOptions, 'kv' | 'vault' | 'idp' | 'log' | 'now' | 'revokeLater'>,
+  metrics: Metrics,
+  events: RefreshEvents | undefined,
+): TokenService {
+  return new TokenService({
+    ...parts,
+    timing: { skewSeconds: cfg.refreshSkewSeconds, marginSeconds: cfg.tokenExpiryMarginSeconds },
+    lockLeaseMs: 10_000,
+    lockWaitMs: cfg.idpTimeoutSeconds * 1000 + 5000,
+    events: {
+      onRefresh: (outcome, seconds, mode) => {
+        metrics.refreshed(outcome, seconds, mode);
+        events?.onRefresh?.(outcome, seconds, mode);
+      },
+      onLockWait: () => metrics.lockWaited(),
+      onLockTimeout: () => metrics.lockTimedOut(),
+      onIdpError: (kind) => metrics.idpError('refresh', kind),
+      onAnomaly: () => metrics.securityEvent('refresh_rate'),
+    },
+    anomaly: { perHour: cfg.anomalyRefreshesPerHour, endSession: cfg.anomalyEndSession },
+  });
 }
 
 /** One forwarder (one proxy and one connection pool) per route, and one per WebSocket route. */
