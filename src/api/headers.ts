@@ -1,13 +1,13 @@
 /**
  * Header rules for /api as data, applied by one function each way.
  *
- * Upstream (R46–R48, RFC 9110 §7.6.1): drop hop-by-hop fields and every field the browser's Connection
+ * Upstream (RFC 9110 §7.6.1): drop hop-by-hop fields and every field the browser's Connection
  * header names (before adding ours, so `Connection: authorization` cannot strip the injected token),
  * the browser's credentials (Cookie, Authorization, Proxy-Authorization, X-CSRF), and the identity,
  * client-address and routing headers an upstream might trust (DROPPED_REQUEST_HEADERS, its prefixes and
  * the operator's dropHeaders); then set exactly one Authorization and our own X-Forwarded-*.
  *
- * Browser (R50, R51): no upstream Set-Cookie (an upstream could otherwise overwrite our session cookie on
+ * Browser: no upstream Set-Cookie (an upstream could otherwise overwrite our session cookie on
  * our origin) unless its route allows them, and then never one named like one of ours; no hop-by-hop
  * fields, and `Cache-Control: no-store` when the upstream set no caching policy.
  */

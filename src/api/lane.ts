@@ -80,7 +80,7 @@ const REFUSAL: Record<number, string> = {
 
 export function createApiLane(d: LaneDeps): ApiLane {
   const table = new RouteTable(d.routes);
-  const lc = d.lifecycle;
+  const { lifecycle } = d;
 
   const route: Step = (_req, res, next) => {
     const match = table.match(res.locals.upstreamPath!);
@@ -100,7 +100,7 @@ export function createApiLane(d: LaneDeps): ApiLane {
     next();
   };
   const tokenIfSession: Step = (req, res, next) => (res.locals.session ? attach(req, res, next) : next());
-  const attach = attachAccessToken(lc, d.tokens);
+  const attach = attachAccessToken(lifecycle, d.tokens);
   // The gateway's own token (client credentials), the same for every caller: no session is looked up.
   const clientToken: Step = async (_req, res, next) => {
     const result = await d.clientTokens.accessToken(res.locals.route!.route.audience!);
@@ -111,22 +111,22 @@ export function createApiLane(d: LaneDeps): ApiLane {
 
   const forward: Step = (req, res) => {
     const { route: r, rest } = res.locals.route!;
-    const gh = res.locals.session;
+    const session = res.locals.session;
     const token = res.locals.token;
-    const keys = gh ? sessionKeys(req, lc) : undefined;
+    const keys = session ? sessionKeys(req, lifecycle) : undefined;
     const exchange: Exchange = {
       upstreamPath: rest,
       bound: keys?.hash ?? `address:${clientAddress(req, d.trustProxy) ?? ''}`,
       ...(token !== undefined && { token }),
       ...(token !== undefined &&
-        gh &&
+        session &&
         keys && {
           // The upstream refused the token (revoked early, replaced at the IdP): one replacement, or this
           // request's answer (401 when the session is over, 503 while the IdP cannot help).
           retryWithNewToken: async () => {
-            const result = await d.tokens.replacement(keys, gh, token.accessToken, r.audience);
+            const result = await d.tokens.replacement(keys, session, token.accessToken, r.audience);
             if (result.kind === 'bearer') return upstreamToken(result.accessToken, result.dpop);
-            await answerNoToken(req, res, lc, result);
+            await answerNoToken(req, res, lifecycle, result);
             return undefined;
           },
         }),
@@ -136,8 +136,8 @@ export function createApiLane(d: LaneDeps): ApiLane {
 
   // The route's token policy decides the rest, once the shape, route and CSRF steps have passed.
   const tails: Record<TokenPolicy, Step> = {
-    user: chain(d.cookieGuard, d.loadSession, requireSession(lc), attach, forward),
-    optional: chain(d.cookieGuard, d.loadSession, requireSession(lc, false), tokenIfSession, forward),
+    user: chain(d.cookieGuard, d.loadSession, requireSession(lifecycle), attach, forward),
+    optional: chain(d.cookieGuard, d.loadSession, requireSession(lifecycle, false), tokenIfSession, forward),
     none: forward,
     client: chain(clientToken, forward),
   };
@@ -165,11 +165,11 @@ export function createApiLane(d: LaneDeps): ApiLane {
   };
   const openSocket: Step = (req, res) => {
     const { route: r, rest } = res.locals.route!;
-    const gh = res.locals.session;
-    const keys = gh ? sessionKeys(req, lc) : undefined;
+    const session = res.locals.session;
+    const keys = session ? sessionKeys(req, lifecycle) : undefined;
     // While session changes cannot be received, a socket of a session could not be closed when it ends.
     if (keys && !ws.live.checkable) return sendError(res, 503, 'session_store_unavailable', { 'Retry-After': String(RETRY_AFTER_SECONDS) });
-    const ticket = ws.live.reserve(gh && keys && { req, keys, gh });
+    const ticket = ws.live.reserve(session && keys && { req, keys, session });
     if (!ticket) return sendError(res, 429, 'too_many_sockets');
     const { socket, head } = res.locals.upgrade!;
     ws.forwarders.get(r)!.open(req, res, socket, head, {
@@ -180,8 +180,8 @@ export function createApiLane(d: LaneDeps): ApiLane {
     });
   };
   const socketTails: Record<TokenPolicy, Step> = {
-    user: chain(d.cookieGuard, d.loadSession, requireSession(lc), attach, openSocket),
-    optional: chain(d.cookieGuard, d.loadSession, requireSession(lc, false), tokenIfSession, openSocket),
+    user: chain(d.cookieGuard, d.loadSession, requireSession(lifecycle), attach, openSocket),
+    optional: chain(d.cookieGuard, d.loadSession, requireSession(lifecycle, false), tokenIfSession, openSocket),
     none: openSocket,
     client: chain(clientToken, openSocket),
   };

@@ -1,5 +1,5 @@
 /**
- * R49 (browser-based-apps §6.1.3.6: strict outbound request controls): `/api/<p>` may only ever reach
+ * Strict outbound request control (OAuth 2.0 for Browser-Based Applications §6.1.3.6): `/api/<p>` may only ever reach
  * `<UPSTREAM>/<p>`. A path is refused when any segment could climb out of the base or change the host
  * once decoded by the upstream: `.`/`..` (raw or percent-encoded), an encoded `/` or `\`, a raw `\`,
  * an empty segment (`//`), a leading `@`, or a control character. The query passes through unchanged.
@@ -17,7 +17,7 @@ function climbs(segment: string): boolean {
 
 /**
  * A path of letters, digits, `-`, `_` and single `/`s, no segment starting with `.` or `@`: nothing in it can
- * decode to anything else, so no segment needs the checks below (most API paths; issue 6: the hot path).
+ * decode to anything else, so no segment needs the checks below (most API paths: the hot path).
  */
 const PLAIN_PATH = /^\/api(?:\/[A-Za-z0-9_~-][A-Za-z0-9_.~-]*)*\/?$/;
 

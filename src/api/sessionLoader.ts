@@ -3,7 +3,7 @@
  * session, without the rest of its per-request work (hashing the session twice to detect changes, a
  * string-keyed HMAC). express-session stays in charge of /auth and of every session it writes (login).
  *
- * - The cookie was shape-checked by cookieGuard (R24). Its signature must verify under one of the configured
+ * - The cookie was shape-checked by cookieGuard. Its signature must verify under one of the configured
  *   secrets, in express-session's format (cookie-signature: `s:<id>.<base64 HMAC-SHA-256(id), unpadded>`),
  *   compared in constant time; keys are built once. Cookie values that verified are remembered (a user sends
  *   many requests with one cookie): only the exact string that passed the check maps to its id.

@@ -1,5 +1,5 @@
 /**
- * R27: /auth/session exposes the user's identity claims, never protocol claims or tokens.
+ * /auth/session exposes the user's identity claims, never protocol claims or tokens.
  */
 const PROTOCOL_CLAIMS = new Set([
   'iss',

@@ -1,5 +1,5 @@
 /**
- * STYLE §8 / STANDARDS.md §3: classify token-endpoint failures by error class and protocol code,
+ * Classify token-endpoint failures by error class and protocol code,
  * never by message text. Only `invalid_grant` proves the grant is dead; everything else (invalid_client
  * during secret rotation, 5xx, 429, timeouts, network errors, non-JSON bodies) is the IdP's availability
  * or our configuration, and must never end a user's session.
@@ -10,7 +10,7 @@ import { RefreshResponseRejected } from './idp';
 export type RefreshFailure =
   | 'invalid_grant' // RFC 6749 §5.2: the refresh token is invalid, expired, revoked or reused
   | 'invalid_client' // our client authentication failed: configuration, page an operator
-  | 'foreign_issuer' // R43 / OIDC Core §12.2: the refreshed ID token names another issuer (openid-client's own iss check)
+  | 'foreign_issuer' // OIDC Core §12.2: the refreshed ID token names another issuer (openid-client's own iss check)
   | 'invalid_target' // RFC 8707 §2: the IdP does not know the resource asked for, or will not issue a token for it
   | 'invalid_scope' // RFC 6749 §5.2: a scope the grant does not cover
   | 'idp_error' // another OAuth error code, or a non-conforming response
@@ -32,7 +32,7 @@ export function classifyRefreshError(err: unknown): RefreshFailure {
     // openid-client compares a refreshed ID token's iss with the issuer before we see it; the claim it
     // failed on is named in the cause (oauth4webapi OperationProcessingError { cause: { claim } }).
     if (err.code === 'OAUTH_JWT_CLAIM_COMPARISON_FAILED' && failedClaim(err) === 'iss') return 'foreign_issuer';
-    // STANDARDS.md §3: a network failure is fetch's TypeError, which openid-client rethrows as is. A TypeError
+    // A network failure is fetch's TypeError, which openid-client rethrows as is. A TypeError
     // from another realm (fetch is the host's in a jest/vm context, where an embedder drives Gatehouse
     // with supertest) fails openid-client's instanceof check and arrives wrapped, without a code.
     if (err.code === undefined && isError(err.cause, 'TypeError')) return 'network';

@@ -2,10 +2,10 @@
  * The only code that imports openid-client. Discovery is retried in the background until it succeeds
  * (so a gateway started while the IdP is down becomes ready by itself); every call has a timeout.
  *
- * Things openid-client does NOT do for us, done here or by callers (STANDARDS.md §4.11):
- * - token-endpoint ID-token signatures are unchecked by default → enableNonRepudiationChecks (R14);
- * - `redirect_uri` is derived from the URL passed in → callers pass the configured public origin (R13);
- * - refreshed ID tokens are not compared with the original → tokens/refresh.ts (R43).
+ * Things openid-client does NOT do for us, done here or by callers:
+ * - token-endpoint ID-token signatures are unchecked by default → enableNonRepudiationChecks (OIDC Core §3.1.3.7);
+ * - `redirect_uri` is derived from the URL passed in → callers pass the configured public origin (never a Host header);
+ * - refreshed ID tokens are not compared with the original → tokens/refresh.ts (OIDC Core §12.2).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createPrivateKey } from 'node:crypto';
@@ -87,7 +87,7 @@ const MAX_IAT_SKEW_S = 30;
 const MAX_IAT_AGE_S = 600;
 
 /**
- * OIDC Core §3.1.3.7 checks openid-client leaves open for token-endpoint ID tokens (R14):
+ * OIDC Core §3.1.3.7 checks openid-client leaves open for token-endpoint ID tokens:
  * step 3, no audience but ours (Gatehouse trusts no other); step 5, `azp` when present is our client id;
  * step 10, `iat` neither in the future nor (at login) older than a fresh login allows.
  */
@@ -101,7 +101,7 @@ export function checkIdTokenClaims(claims: Record<string, unknown>, clientId: st
 
 /**
  * A refresh response the IdP answered with a new refresh token, but that failed validation (openid-client:
- * ID-token signature or claims, missing access_token, ...). RFC 6749 §6 / R38: the old refresh token is
+ * ID-token signature or claims, missing access_token, ...). RFC 6749 §6: the old refresh token is
  * superseded all the same and must never be sent again, so the new one travels with the error.
  */
 export class RefreshResponseRejected extends Error {
@@ -160,6 +160,8 @@ export class Idp {
   constructor(
     private readonly cfg: Config,
     private readonly log: Logger,
+    /** The gateway's clock, for the ID-token checks of our own (openid-client keeps its own for the rest). */
+    private readonly now: () => number = Date.now,
   ) {
     this.resources = [...new Set(cfg.routes.flatMap((r) => (r.audience?.resource ? [r.audience.resource] : [])))];
   }
@@ -182,7 +184,7 @@ export class Idp {
   }
 
   /**
-   * What verifies a back-channel logout token (BCL 1.0 §2.6 step 3, R58): the IdP's JWKS only (jose caches it
+   * What verifies a back-channel logout token (OIDC Back-Channel Logout 1.0 §2.6 step 3): the IdP's JWKS only (jose caches it
    * and refetches at most once per cooldown for an unknown kid), and the IdP's advertised ID-token algorithms
    * without `none` or HMAC (default RS256).
    */
@@ -234,7 +236,7 @@ export class Idp {
       const config = await oidc.discovery(this.cfg.issuer, this.cfg.clientId, undefined, await this.clientAuth(), options);
       config.timeout = this.cfg.idpTimeoutSeconds;
       config[oidc.customFetch] = fetchNotingRotation;
-      oidc.enableNonRepudiationChecks(config); // R14: verify ID-token signatures with the IdP's JWKS
+      oidc.enableNonRepudiationChecks(config); // OIDC Core §3.1.3.7: verify ID-token signatures with the IdP's JWKS
       const problems = metadataProblems(this.cfg, config.serverMetadata());
       if (problems.length) {
         // Not the IdP being down: retrying cannot help, and logins would fail one by one.
@@ -290,7 +292,7 @@ export class Idp {
     }
   }
 
-  /** R8, R11, R13, R14: state, iss (RFC 9207), code exchange with PKCE, ID token with nonce. */
+  /** The callback's checks: state, iss (RFC 9207), code exchange with PKCE (RFC 7636), ID token with nonce (OIDC Core §3.1.3.7). */
   async codeGrant(callbackUrl: URL, checks: LoginChecks, dpop?: DpopKey): Promise<TokenSet> {
     const config = await this.metadata();
     const tokens = toTokenSet(
@@ -307,7 +309,7 @@ export class Idp {
         proofs(config, dpop),
       ),
     );
-    checkIdTokenClaims(tokens.claims ?? {}, this.cfg.clientId, Math.floor(Date.now() / 1000), true);
+    checkIdTokenClaims(tokens.claims ?? {}, this.cfg.clientId, Math.floor(this.now() / 1000), true);
     return tokens;
   }
 
@@ -332,7 +334,7 @@ export class Idp {
     }
     if (tokens.claims) {
       try {
-        checkIdTokenClaims(tokens.claims, this.cfg.clientId, Math.floor(Date.now() / 1000), false);
+        checkIdTokenClaims(tokens.claims, this.cfg.clientId, Math.floor(this.now() / 1000), false);
       } catch (err) {
         this.log.warn({ err }, 'refreshed ID token refused; keeping the previous one');
         return { ...tokens, idToken: undefined, claims: undefined };

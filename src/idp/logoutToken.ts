@@ -1,9 +1,9 @@
 /**
- * OIDC Back-Channel Logout 1.0 (+ errata 1) §2.4 / §2.6: validates a `logout_token` (STANDARDS.md R58).
+ * OIDC Back-Channel Logout 1.0 (+ errata 1) §2.4 / §2.6: validates a `logout_token`.
  * openid-client v6 has no logout-token validator, so this uses `jose` directly.
- * Every failure is a value `{ ok: false, reason }` (STYLE §6), the reason short and fit for the log;
- * the caller answers 400 whatever the reason (R60). Replay (the `jti` cache, R58 step 8 / R61) and the
- * session lookups (R59) are the caller's job: this checks only what the token itself proves.
+ * Every failure is a value `{ ok: false, reason }` (not an exception), the reason short and fit for the log;
+ * the caller answers 400 whatever the reason (§2.8). Replay (the `jti` cache, §2.6 step 8) and the
+ * session lookups are the caller's job: this checks only what the token itself proves.
  */
 import { decodeProtectedHeader, errors, jwtVerify } from 'jose';
 import type { JWTVerifyGetKey, JWTVerifyOptions, JWTVerifyResult, ProtectedHeaderParameters } from 'jose';
@@ -11,14 +11,14 @@ import type { JWTVerifyGetKey, JWTVerifyOptions, JWTVerifyResult, ProtectedHeade
 export interface LogoutTokenContext {
   /** Exact expected `iss`. */
   issuer: string;
-  /** Must be in `aud`; no other audience is accepted (R58 step 4). */
+  /** Must be in `aud`; no other audience is accepted (§2.6 step 4). */
   clientId: string;
-  /** The IdP's JWKS only (createRemoteJWKSet(jwks_uri)); never keys from `jku`/`x5u`/`jwk` headers (R58 step 2). */
+  /** The IdP's JWKS only (createRemoteJWKSet(jwks_uri)); never keys from `jku`/`x5u`/`jwk` headers (§2.6 step 2). */
   keys: JWTVerifyGetKey;
   /** Allow-list (the IdP's id_token_signing_alg_values_supported, default ['RS256'], applied by the caller). `none` and HS* never pass. */
   algorithms: string[];
   nowSeconds: number;
-  /** Product rule (R58 step 4): refuse `iat` older than this (plus the clock tolerance). Default 300. */
+  /** Our own rule (§2.6 step 4 leaves the bound to us): refuse `iat` older than this (plus the clock tolerance). Default 300. */
   maxAgeSeconds?: number;
   /** Default 30. */
   clockToleranceSeconds?: number;
@@ -54,13 +54,13 @@ async function validate(token: unknown, ctx: LogoutTokenContext): Promise<Logout
   if (typeof token !== 'string' || token === '') return refuse('missing token');
   if (token.length > MAX_TOKEN_CHARS) return refuse('token too large');
   const segments = token.split('.').length;
-  // R58 step 1: Gatehouse registers no ID-token encryption, so a JWE is nothing it could decrypt.
+  // §2.6 step 1: Gatehouse registers no ID-token encryption, so a JWE is nothing it could decrypt.
   if (segments === 5) return refuse('encrypted logout tokens are not supported');
   if (segments !== 3) return refuse('malformed token');
 
   const header = protectedHeader(token);
   if (!header) return refuse('malformed token');
-  // R58 step 3: `none` MUST NOT pass, and HS* would mean a token MACed with our client secret, which the IdP never signs logout tokens with.
+  // §2.6 step 3: `none` MUST NOT pass, and HS* would mean a token MACed with our client secret, which the IdP never signs logout tokens with.
   const algorithms = ctx.algorithms.filter((alg) => alg !== 'none' && !alg.toUpperCase().startsWith('HS'));
   if (typeof header.alg !== 'string' || !algorithms.includes(header.alg)) return refuse('alg not allowed');
   if (header.typ !== undefined && !acceptedTyp(header.typ)) return refuse('typ not accepted');
@@ -71,32 +71,32 @@ async function validate(token: unknown, ctx: LogoutTokenContext): Promise<Logout
     algorithms,
     currentDate: new Date(ctx.nowSeconds * 1000),
     clockTolerance: ctx.clockToleranceSeconds ?? 30,
-    maxTokenAge: ctx.maxAgeSeconds ?? 300, // also makes `iat` required and refuses it in the future (R58 step 4)
+    maxTokenAge: ctx.maxAgeSeconds ?? 300, // also makes `iat` required and refuses it in the future (§2.6 step 4)
     requiredClaims: ['exp'], // REQUIRED since errata 1 (BCL §2.4)
   };
   const { payload } = await verify(token, ctx.keys, options);
 
-  // R58 step 4 / Core §3.1.3.7 step 3: we trust no audience but ours.
+  // §2.6 step 4 / OIDC Core §3.1.3.7 step 3: we trust no audience but ours.
   const aud = payload.aud;
   if (Array.isArray(aud) && aud.some((a) => a !== ctx.clientId)) return refuse('untrusted extra audience');
-  // JSON.parse turns 1e400 into Infinity, which jose's exp check lets through; the jti cache (R58 step 8) keeps it until exp.
+  // JSON.parse turns 1e400 into Infinity, which jose's exp check lets through; the jti cache (§2.6 step 8) keeps it until exp.
   if (!Number.isFinite(payload.exp) || !Number.isFinite(payload.iat)) return refuse('iat or exp not finite');
 
-  // R58 step 5 (BCL §2.4): at least one of sub and sid, each a string when present.
+  // §2.6 step 5 (§2.4): at least one of sub and sid, each a string when present.
   const { sub, sid } = payload as { sub?: unknown; sid?: unknown };
   if (sub !== undefined && !nonEmptyString(sub)) return refuse('sub invalid');
   if (sid !== undefined && !nonEmptyString(sid)) return refuse('sid invalid');
   if (sub === undefined && sid === undefined) return refuse('neither sub nor sid');
 
-  // R58 step 6 (BCL §2.4): the event member's value MUST be a JSON object (SHOULD be {}).
+  // §2.6 step 6 (§2.4): the event member's value MUST be a JSON object (SHOULD be {}).
   const events = (payload as { events?: unknown }).events;
   if (!isJsonObject(events)) return refuse('events missing or not an object');
   if (!isJsonObject(events[BACKCHANNEL_LOGOUT_EVENT])) return refuse('back-channel logout event missing or not an object');
 
-  // R58 step 7 (BCL §2.4 PROHIBITED): stops an ID token being replayed as a logout token.
+  // §2.6 step 7 (§2.4: PROHIBITED): stops an ID token being replayed as a logout token.
   if (Object.hasOwn(payload, 'nonce')) return refuse('nonce present');
 
-  // R58 step 8: REQUIRED (BCL §2.4); the caller refuses a jti it has seen.
+  // §2.6 step 8: REQUIRED (§2.4); the caller refuses a jti it has seen.
   if (!nonEmptyString(payload.jti)) return refuse('jti missing');
 
   const claims: LogoutClaims = { iss: ctx.issuer, iat: payload.iat!, exp: payload.exp!, jti: payload.jti };
@@ -125,7 +125,7 @@ async function verify(token: string, keys: JWTVerifyGetKey, options: JWTVerifyOp
   }
 }
 
-/** STYLE §8: by jose's error class and the claim it names, never by message text. */
+/** By jose's error class and the claim it names, never by message text. */
 function classify(err: unknown): string {
   if (err instanceof errors.JWTExpired) return err.claim === 'iat' ? 'iat too old' : 'expired';
   if (err instanceof errors.JWTClaimValidationFailed) {

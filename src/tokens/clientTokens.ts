@@ -49,10 +49,30 @@ export class ClientTokens {
   private readonly inflight = new Map<string, Promise<AccessResult>>();
   private readonly failedAt = new Map<string, number>();
 
-  constructor(private readonly o: ClientTokensOptions) {}
+  private readonly kv: Kv;
+  private readonly keyring: Keyring;
+  private readonly idp: Idp;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly timing: TokenTiming;
+  private readonly lockWaitMs: number;
+  private readonly dpop: boolean;
+  private readonly onGrant: ClientTokensOptions['onGrant'];
+
+  constructor(o: ClientTokensOptions) {
+    this.kv = o.kv;
+    this.keyring = o.keyring;
+    this.idp = o.idp;
+    this.log = o.log;
+    this.now = o.now;
+    this.timing = o.timing;
+    this.lockWaitMs = o.lockWaitMs;
+    this.dpop = o.dpop;
+    this.onGrant = o.onGrant;
+  }
 
   async accessToken(audience: Audience): Promise<AccessResult> {
-    const now = this.o.now();
+    const now = this.now();
     let token = this.known.get(audience.key);
     if (!token || now >= token.refreshAt) {
       token = (await this.read(audience)) ?? token;
@@ -76,23 +96,23 @@ export class ClientTokens {
   }
 
   private keys(audience: Audience): { record: string; lock: string; sealKey: ReturnType<Keyring['forRandom']>['sealKey'] } {
-    const { key, sealKey } = this.o.keyring.forRandom('client-token', audience.key);
+    const { key, sealKey } = this.keyring.forRandom('client-token', audience.key);
     return { record: key, lock: `${key}:lock`, sealKey };
   }
 
   private async read(audience: Audience): Promise<ClientToken | undefined> {
     const { record, sealKey } = this.keys(audience);
-    const sealed = await this.o.kv.get(record);
+    const sealed = await this.kv.get(record);
     const json = sealed === null ? undefined : open(sealKey, sealed, record);
     return json === undefined ? undefined : (JSON.parse(json) as ClientToken);
   }
 
   /** One grant across replicas: under the audience's lock, or the result of the replica holding it. */
   private async obtain(audience: Audience): Promise<AccessResult> {
-    const { kv, now } = this.o;
+    const { kv, now } = this;
     const { record, lock, sealKey } = this.keys(audience);
     const unavailable: AccessResult = { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
-    const deadline = now() + this.o.lockWaitMs;
+    const deadline = now() + this.lockWaitMs;
     const owner = randomId();
     for (let pause = 20; ; pause = Math.min(pause * 2, 200)) {
       const current = await this.read(audience);
@@ -114,23 +134,23 @@ export class ClientTokens {
   }
 
   private async grant(audience: Audience, record: string, sealKey: Parameters<typeof seal>[0], current: ClientToken | undefined) {
-    const { idp, log, now, kv } = this.o;
+    const { idp, log, now, kv } = this;
     const sentAt = now();
     try {
-      const dpop = this.o.dpop ? await newDpopKey() : undefined;
+      const dpop = this.dpop ? await newDpopKey() : undefined;
       const token: ClientToken = {
-        ...accessTokenFrom(await idp.clientCredentials(audience, dpop?.key), sentAt, this.o.timing),
+        ...accessTokenFrom(await idp.clientCredentials(audience, dpop?.key), sentAt, this.timing),
         ...(dpop && { dpopKey: dpop.jwk }),
       };
       // Kept until the token ends: a replica reading it later decides by its times.
       await kv.set(record, seal(sealKey, JSON.stringify(token), record), Math.max(1000, token.expiresAt - now()));
       this.known.set(audience.key, token);
       this.failedAt.delete(audience.key);
-      this.o.onGrant?.('ok');
+      this.onGrant?.('ok');
       return bearer(token);
     } catch (err) {
       this.failedAt.set(audience.key, now());
-      this.o.onGrant?.('failed');
+      this.onGrant?.('failed');
       log.warn(
         { err, route: audience.route, resource: audience.resource, scope: audience.scope, failure: classifyRefreshError(err) },
         'client credentials grant failed',
@@ -141,6 +161,6 @@ export class ClientTokens {
 
   /** The current token while it may still be sent. */
   private fallback(current: ClientToken | undefined): AccessResult | undefined {
-    return current && usable(current, this.o.now()) ? bearer(current) : undefined;
+    return current && usable(current, this.now()) ? bearer(current) : undefined;
   }
 }

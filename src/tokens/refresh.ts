@@ -5,14 +5,14 @@
  *  1. In a process, requests of one session share one promise (single flight).
  *  2. Across replicas, a Redis lock `SET NX PX` with an owner token and a lease renewed while the IdP
  *     answers, so a slow IdP never lets a second refresher in (oauth2-proxy PR #3456).
- *  3. R39: after taking the lock, re-read the record: another replica may have refreshed already
+ *  3. After taking the lock, re-read the record: another replica may have refreshed already
  *     (Duende Support #1286). Waiters poll the record and reuse the winner's result.
- *  4. RFC 6749 §6 / R38: the rotated refresh token is stored by compare-and-set before the new access
+ *  4. RFC 6749 §6: the rotated refresh token is stored by compare-and-set before the new access
  *     token is used, and the old one is never sent again.
  *  5. Only `invalid_grant` ends the session, and only after re-reading shows nobody rotated the token
- *     meanwhile. Every other failure keeps it: the still-valid access token is used (R42), else 503.
+ *     meanwhile. Every other failure keeps it: the still-valid access token is used, else 503.
  *
- * Expected outcomes are values (STYLE §6): callers switch on AccessResult.kind.
+ * Expected outcomes are values, not exceptions: callers switch on AccessResult.kind.
  */
 import { StoreUnavailableError, type Kv } from '../store/kv';
 import type { Logger } from '../log/logger';
@@ -26,6 +26,7 @@ import type { RevokeLater } from '../idp/revoker';
 import { accessTokenFrom, tokensFrom, usable, type AccessToken, type TokenTiming, type Tokens, type Vault, type VaultEntry } from './vault';
 import type { Audience } from '../api/routes';
 import { dpopKey, type DpopJwk } from './dpop';
+import { afterFailure, fallback, namesAnotherUser, plan, settles } from './refreshRules';
 
 export type AccessResult =
   /** `dpop`: the token is DPoP-bound (RFC 9449): sent with a proof of this key. */
@@ -67,7 +68,7 @@ export interface TokenServiceOptions {
   timing: TokenTiming;
   /** How long one refresh may hold the lock before renewing it. */
   lockLeaseMs: number;
-  /** How long a request waits for another replica's refresh before giving up (then R42 / 503). */
+  /** How long a request waits for another replica's refresh before giving up (then the current token while it is valid, else 503). */
   lockWaitMs: number;
   events?: RefreshEvents;
   /**
@@ -82,8 +83,8 @@ export interface TokenServiceOptions {
 const RETRY_AFTER_SECONDS = 1;
 /**
  * After a transient failure the lock slot holds this marker for the Retry-After period: every request of
- * the session, on every replica, degrades at once (R42, or 503) instead of sending the IdP another grant
- * (STANDARDS.md §3: do not hammer an IdP that is failing). The next request after it retries.
+ * the session, on every replica, degrades at once (the current token while it is valid, or 503) instead of sending the IdP another
+ * grant: an IdP that is failing is not hammered. The next request after it retries.
  */
 const COOLDOWN = 'cooldown';
 const COOLDOWN_MS = RETRY_AFTER_SECONDS * 1000;
@@ -102,34 +103,58 @@ const NONE_YET: AccessToken = { accessToken: '', expiresAt: 0, refreshAt: 0, usa
 /** The access token `audience` names in a record (without one, the login's); NONE_YET before its first grant. */
 const tokenFor = (tokens: Tokens, audience: Audience | undefined): AccessToken =>
   audience ? (tokens.audiences?.[audience.key] ?? NONE_YET) : tokens;
-const holderOf = (keys: SessionKeys, gh: GatehouseSession) => ({ iss: gh.iss, sub: gh.sub, session: keys.hash });
+const holderOf = (keys: SessionKeys, session: GatehouseSession) => ({ iss: session.iss, sub: session.sub, session: keys.hash });
 
 export class TokenService {
   private readonly inflight = new Map<string, Promise<AccessResult>>();
 
-  constructor(private readonly o: TokenServiceOptions) {}
+  private readonly kv: Kv;
+  private readonly vault: Vault;
+  private readonly idp: Idp;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private readonly timing: TokenTiming;
+  private readonly lockLeaseMs: number;
+  private readonly lockWaitMs: number;
+  private readonly events: RefreshEvents | undefined;
+  private readonly revokeLater: RevokeLater | undefined;
+  private readonly anomaly: TokenServiceOptions['anomaly'];
+
+  constructor(o: TokenServiceOptions) {
+    this.kv = o.kv;
+    this.vault = o.vault;
+    this.idp = o.idp;
+    this.log = o.log;
+    this.now = o.now;
+    this.timing = o.timing;
+    this.lockLeaseMs = o.lockLeaseMs;
+    this.lockWaitMs = o.lockWaitMs;
+    this.events = o.events;
+    this.revokeLater = o.revokeLater;
+    this.anomaly = o.anomaly;
+  }
 
   /**
    * The access token to send upstream. Within the skew of its end it is refreshed: in the background while
    * it is still outside the margin (this call goes on with it at once), else first, this call waiting.
    */
-  async accessToken(keys: SessionKeys, gh: GatehouseSession, audience?: Audience): Promise<AccessResult> {
-    const entry = await this.o.vault.readFor(gh, keys);
+  async accessToken(keys: SessionKeys, session: GatehouseSession, audience?: Audience): Promise<AccessResult> {
+    const entry = await this.vault.readFor(session, keys);
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
-    const now = this.o.now();
     const token = tokenFor(entry.tokens, audience);
-    if (now < token.refreshAt) return bearer(token, entry.tokens);
+    const next = plan(token, this.now());
+    if (next === 'send') return bearer(token, entry.tokens);
     // Still good to send: no call waits for the IdP. The refresh is the same single flight (and the same
     // lock across replicas) that a call inside the margin joins and waits for; a failure keeps the session
     // and the current token, and the next call inside the window tries again (after the cooldown).
-    if (usable(token, now)) {
-      this.flight(keys, gh, entry, 'background', undefined, audience).catch((err: unknown) =>
-        this.o.log.warn({ err, session: keys.hash }, 'background refresh failed; the next call tries again'),
+    if (next === 'send-and-refresh') {
+      this.flight(keys, session, entry, 'background', undefined, audience).catch((err: unknown) =>
+        this.log.warn({ err, session: keys.hash }, 'background refresh failed; the next call tries again'),
       );
       return bearer(token, entry.tokens);
     }
-    return this.flight(keys, gh, entry, 'foreground', undefined, audience);
+    return this.flight(keys, session, entry, 'foreground', undefined, audience);
   }
 
   /**
@@ -138,13 +163,13 @@ export class TokenService {
    * exactly-once rules (many requests rejected with one token cause one grant, on however many replicas).
    * Never the rejected token again: a refresh that cannot happen is `unavailable`.
    */
-  async replacement(keys: SessionKeys, gh: GatehouseSession, rejected: string, audience?: Audience): Promise<AccessResult> {
-    const entry = await this.o.vault.read(keys);
+  async replacement(keys: SessionKeys, session: GatehouseSession, rejected: string, audience?: Audience): Promise<AccessResult> {
+    const entry = await this.vault.read(keys);
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
     const token = tokenFor(entry.tokens, audience);
     if (token !== NONE_YET && token.accessToken !== rejected) return bearer(token, entry.tokens);
-    const result = await this.flight(keys, gh, entry, 'foreground', rejected, audience);
+    const result = await this.flight(keys, session, entry, 'foreground', rejected, audience);
     return result.kind === 'bearer' && result.accessToken === rejected
       ? { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS }
       : result;
@@ -156,7 +181,7 @@ export class TokenService {
    */
   private flight(
     keys: SessionKeys,
-    gh: GatehouseSession,
+    session: GatehouseSession,
     entry: VaultEntry & { dead: false },
     mode: RefreshMode,
     rejected?: string,
@@ -167,12 +192,12 @@ export class TokenService {
     const id = audience ? `${keys.tokensKey} ${audience.key}` : keys.tokensKey;
     let flight = this.inflight.get(id);
     if (!flight) {
-      flight = this.refreshAcrossReplicas(keys, gh, entry.version, mode, rejected, audience)
+      flight = this.refreshAcrossReplicas(keys, session, entry.version, mode, rejected, audience)
         .catch((err: unknown) => {
-          // R42: a store that cannot coordinate a refresh (a Sentinel failover, Redis away) keeps the session,
+          // A store that cannot coordinate a refresh (a Sentinel failover, Redis away) keeps the session,
           // and the current access token is used while it is still valid.
           const token = tokenFor(entry.tokens, audience);
-          if (err instanceof StoreUnavailableError && usable(token, this.o.now())) return bearer(token, entry.tokens);
+          if (err instanceof StoreUnavailableError && usable(token, this.now())) return bearer(token, entry.tokens);
           throw err;
         })
         .finally(() => this.inflight.delete(id));
@@ -189,30 +214,30 @@ export class TokenService {
   /** `due` is the version of the record found due for refresh: any newer record is another request's result. */
   private async refreshAcrossReplicas(
     keys: SessionKeys,
-    gh: GatehouseSession,
+    session: GatehouseSession,
     due: number,
     mode: RefreshMode,
     rejected: string | undefined,
     audience: Audience | undefined,
   ): Promise<AccessResult> {
-    const { kv, vault, now } = this.o;
+    const { kv, vault, now } = this;
     const owner = randomId();
-    const deadline = now() + this.o.lockWaitMs;
+    const deadline = now() + this.lockWaitMs;
     let pause = 20;
     for (;;) {
-      if (await kv.setIfAbsent(keys.lockKey, owner, this.o.lockLeaseMs)) {
+      if (await kv.setIfAbsent(keys.lockKey, owner, this.lockLeaseMs)) {
         try {
-          return await this.refreshHoldingLock(keys, gh, owner, due, mode, rejected, audience);
+          return await this.refreshHoldingLock(keys, session, owner, due, mode, rejected, audience);
         } finally {
           // Not awaited: a stalled store must not hold the answer (the lock expires by itself), and the
           // release is queued behind the token write on the same connection, so it never overtakes it.
           void kv
             .releaseLock(keys.lockKey, owner)
-            .catch((err: unknown) => this.o.log.warn({ err }, 'could not release refresh lock; it expires by itself'));
+            .catch((err: unknown) => this.log.warn({ err }, 'could not release refresh lock; it expires by itself'));
         }
       }
       // Another replica is refreshing this session: wait for its result and reuse it.
-      if (pause === 20) this.o.events?.onLockWait?.();
+      if (pause === 20) this.events?.onLockWait?.();
       await sleep(pause);
       pause = Math.min(pause * 2, 200);
       const cur = await vault.read(keys);
@@ -220,53 +245,44 @@ export class TokenService {
       if (settled) return settled;
       if ((await kv.get(keys.lockKey)) === COOLDOWN) return this.degrade((cur as VaultEntry & { dead: false }).tokens, rejected, audience);
       if (now() > deadline) {
-        this.o.log.warn({ session: keys.hash }, 'gave up waiting for another replica to refresh');
-        this.o.events?.onLockTimeout?.();
+        this.log.warn({ session: keys.hash }, 'gave up waiting for another replica to refresh');
+        this.events?.onLockTimeout?.();
         return this.degrade((cur as VaultEntry & { dead: false }).tokens, rejected, audience);
       }
     }
   }
 
   /**
-   * The outcome visible in a record without refreshing: gone, dead, a token that is still fresh, or (R39)
+   * The outcome visible in a record without refreshing: gone, dead, a token that is still fresh, or
    * the result of a refresh that another request or replica completed after we found version `due` due.
    */
   private settled(entry: VaultEntry | null, due: number, rejected?: string, audience?: Audience): AccessResult | undefined {
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
     const token = tokenFor(entry.tokens, audience);
-    if (token === NONE_YET) return undefined;
-    // A token the upstream refused settles nothing, however fresh: only another one does.
-    if (rejected !== undefined) return token.accessToken !== rejected ? bearer(token, entry.tokens) : undefined;
-    if (this.o.now() < token.refreshAt) return bearer(token, entry.tokens);
-    // R39 (waiters reuse the winner's result): a slow IdP can hand back a token that is already inside its
-    // skew window (expiry counts from when the grant was sent). It is still valid, so refreshing it again
-    // would be a second grant for one expiring token.
-    // The margin is not applied here: a token fresh from the IdP is the best there is, and asking again
-    // would bring one no fresher.
-    if (entry.version > due && this.o.now() < token.expiresAt) return bearer(token, entry.tokens);
-    return undefined;
+    // Waiters reuse the winner's result.
+    return token !== NONE_YET && settles(token, entry.version, due, this.now(), rejected) ? bearer(token, entry.tokens) : undefined;
   }
 
   /** A failed refresh keeps the session; the current token is used while it is still valid (and not refused). */
   private degrade(tokens: Tokens, rejected?: string, audience?: Audience): AccessResult {
     const token = tokenFor(tokens, audience);
-    return usable(token, this.o.now()) && token.accessToken !== rejected
+    return fallback(token, this.now(), rejected) === 'send'
       ? bearer(token, tokens)
       : { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
   }
 
   private async refreshHoldingLock(
     keys: SessionKeys,
-    gh: GatehouseSession,
+    session: GatehouseSession,
     owner: string,
     due: number,
     mode: RefreshMode,
     rejected: string | undefined,
     audience: Audience | undefined,
   ): Promise<AccessResult> {
-    const { vault, idp, log, now } = this.o;
-    // R39: re-read after taking the lock; the previous holder may have refreshed already (this token, or
+    const { vault, idp, log, now } = this;
+    // Re-read after taking the lock: the previous holder may have refreshed already (this token, or
     // another audience's: then the refresh token below is the one it rotated to).
     const cur = await vault.read(keys);
     const settled = this.settled(cur, due, rejected, audience);
@@ -276,16 +292,16 @@ export class TokenService {
     const sent = entry.tokens.refreshToken;
     if (!sent) {
       // No refresh token was issued (no offline_access): the session ends with its access token.
-      return usable(current, now()) && current.accessToken !== rejected ? bearer(current, entry.tokens) : this.kill(keys, entry.version);
+      return fallback(current, now(), rejected) === 'send' ? bearer(current, entry.tokens) : this.kill(keys, entry.version);
     }
 
     // RFC 9449 §5: a DPoP session proves its key on every refresh; the new access token is bound to it.
     const key = entry.tokens.dpopKey ? await dpopKey(entry.tokens.dpopKey) : undefined;
     const renew = setInterval(
       () => {
-        this.o.kv.renewLock(keys.lockKey, owner, this.o.lockLeaseMs).catch(() => undefined);
+        this.kv.renewLock(keys.lockKey, owner, this.lockLeaseMs).catch(() => undefined);
       },
-      Math.max(100, this.o.lockLeaseMs / 3),
+      Math.max(100, this.lockLeaseMs / 3),
     );
     let response: TokenSet;
     // Expiry counts from when the request was sent: never later than the IdP's own clock.
@@ -295,44 +311,43 @@ export class TokenService {
     } catch (err) {
       const failure = classifyRefreshError(err);
       const rotated = err instanceof RefreshResponseRejected ? err.rotatedRefreshToken : undefined;
-      if (audience && (failure === 'invalid_target' || failure === 'invalid_scope')) {
-        // The IdP refused this API's resource or scope. Some IdPs (oidc-provider) use up the refresh token
-        // before they refuse, and sending it again would then revoke the whole grant: it is never sent again,
-        // and the session ends here, cleanly.
-        log.warn(
-          { session: keys.hash, route: audience.route, resource: audience.resource, scope: audience.scope, error: failure },
-          'the IdP refused the token for a route: ending the session (check the route’s resource and scope)',
-        );
-        this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000, mode);
+      const seconds = (now() - sentAt) / 1000;
+      const verdict = afterFailure(failure, audience !== undefined);
+      if (verdict === 'end') {
+        if (failure === 'foreign_issuer') {
+          // openid-client caught the ID token of another issuer before we saw it.
+          log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
+          if (rotated) void this.revokeLater?.(rotated, undefined); // issued for someone else: never this user's shared grant
+        } else {
+          // The IdP refused this API's resource or scope; the refresh token it may have used up is never sent again.
+          log.warn(
+            { session: keys.hash, route: audience?.route, resource: audience?.resource, scope: audience?.scope, error: failure },
+            'the IdP refused the token for a route: ending the session (check the route’s resource and scope)',
+          );
+        }
+        this.events?.onRefresh?.('invalid_grant', seconds, mode);
         return this.kill(keys, entry.version);
       }
-      if (failure === 'invalid_grant') {
-        // R39: before ending the session, check that nobody rotated the token while we asked.
+      if (verdict === 'end-unless-rotated') {
+        // Before ending the session, check that nobody rotated the token while we asked.
         const again = await vault.read(keys);
         if (again && !again.dead && again.tokens.refreshToken !== sent) {
-          this.o.events?.onRefresh?.('race_recovered', (now() - sentAt) / 1000, mode);
+          this.events?.onRefresh?.('race_recovered', seconds, mode);
           return this.settled(again, entry.version, rejected, audience) ?? this.degrade(again.tokens, rejected, audience);
         }
-        this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000, mode);
+        this.events?.onRefresh?.('invalid_grant', seconds, mode);
         log.info({ session: keys.hash }, 'refresh token rejected (invalid_grant): ending the session');
         return this.kill(keys, again?.version ?? entry.version);
       }
-      if (failure === 'foreign_issuer') {
-        // R43 / STANDARDS.md §3: an ID token from another issuer ends the session (openid-client caught it first).
-        log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
-        this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000, mode);
-        if (rotated) void this.o.revokeLater?.(rotated, undefined); // issued for someone else: never this user's shared grant
-        return this.kill(keys, entry.version);
-      }
-      this.o.events?.onRefresh?.('transient', (now() - sentAt) / 1000, mode);
-      this.o.events?.onIdpError?.(failure);
+      this.events?.onRefresh?.('transient', seconds, mode);
+      this.events?.onIdpError?.(failure);
       log.warn({ session: keys.hash, failure, err }, 'refresh failed; keeping the session');
       // Replaces our own lock only (owner-checked), so the release that follows leaves the marker in place.
-      void this.o.kv.swapLock(keys.lockKey, owner, COOLDOWN, COOLDOWN_MS).catch(() => undefined);
+      void this.kv.swapLock(keys.lockKey, owner, COOLDOWN, COOLDOWN_MS).catch(() => undefined);
       if (rotated) {
-        // R38: the IdP rotated the refresh token although the rest of its answer was refused. The old one is
-        // superseded: keep the new one, with the access token we still have.
-        const kept = await this.store(keys, gh, entry.version, { ...entry.tokens, refreshToken: rotated });
+        // RFC 6749 §6: the IdP rotated the refresh token although the rest of its answer was refused. The old
+        // one is superseded: keep the new one, with the access token we still have.
+        const kept = await this.store(keys, session, entry.version, { ...entry.tokens, refreshToken: rotated });
         if (kept.kind !== 'bearer') return kept;
       }
       return this.degrade(entry.tokens, rejected, audience);
@@ -340,24 +355,23 @@ export class TokenService {
       clearInterval(renew);
     }
 
-    // OIDC Core §12.2 / R43: a refreshed ID token must name the same issuer and subject.
-    if (response.claims && (response.claims.iss !== gh.iss || response.claims.sub !== gh.sub)) {
+    if (namesAnotherUser(response.claims, session)) {
       log.warn({ session: keys.hash }, 'refreshed ID token names another issuer or subject: ending the session');
-      this.o.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000, mode);
-      if (response.refreshToken) void this.o.revokeLater?.(response.refreshToken, undefined); // issued for someone else
+      this.events?.onRefresh?.('invalid_grant', (now() - sentAt) / 1000, mode);
+      if (response.refreshToken) void this.revokeLater?.(response.refreshToken, undefined); // issued for someone else
       return this.kill(keys, entry.version);
     }
     // An audience's refresh replaces its own access token and the refresh token (rotated for all), nothing else.
-    const token = accessTokenFrom(response, sentAt, this.o.timing);
+    const token = accessTokenFrom(response, sentAt, this.timing);
     const tokens: Tokens = audience
       ? {
           ...entry.tokens,
           refreshToken: response.refreshToken ?? entry.tokens.refreshToken,
           audiences: { ...entry.tokens.audiences, [audience.key]: token },
         }
-      : tokensFrom(response, sentAt, this.o.timing, entry.tokens);
-    this.o.events?.onRefresh?.('ok', (now() - sentAt) / 1000, mode);
-    const stored = await this.store(keys, gh, entry.version, tokens, token);
+      : tokensFrom(response, sentAt, this.timing, entry.tokens);
+    this.events?.onRefresh?.('ok', (now() - sentAt) / 1000, mode);
+    const stored = await this.store(keys, session, entry.version, tokens, token);
     return stored.kind === 'bearer' ? this.checkRate(keys, entry.version + 1, stored) : stored;
   }
 
@@ -366,20 +380,20 @@ export class TokenService {
    * the session or its refresh token. Logged as a security event and counted; optionally the session ends.
    */
   private async checkRate(keys: SessionKeys, version: number, result: AccessResult): Promise<AccessResult> {
-    const bound = this.o.anomaly?.perHour ?? 0;
+    const bound = this.anomaly?.perHour ?? 0;
     if (bound <= 0) return result;
     const report = async (): Promise<boolean> => {
-      const count = await this.o.kv.countInWindow(keys.rateKey, 3_600_000).catch(() => 0);
+      const count = await this.kv.countInWindow(keys.rateKey, 3_600_000).catch(() => 0);
       if (count <= bound) return false;
-      this.o.log.warn(
+      this.log.warn(
         { event: 'refresh_anomaly', session: keys.hash, refreshesThisHour: count, bound },
         'security event: anomalous refresh rate',
       );
-      this.o.events?.onAnomaly?.();
+      this.events?.onAnomaly?.();
       return true;
     };
     // Only ending the session (opt-in) waits for the count; a report alone never delays the request.
-    if (!this.o.anomaly?.endSession) {
+    if (!this.anomaly?.endSession) {
       void report();
       return result;
     }
@@ -396,20 +410,20 @@ export class TokenService {
    */
   private async store(
     keys: SessionKeys,
-    gh: GatehouseSession,
+    session: GatehouseSession,
     version: number,
     tokens: Tokens,
     token: AccessToken = tokens,
   ): Promise<AccessResult> {
-    const { log, now } = this.o;
+    const { log, now } = this;
     const giveUpAt = now() + STORE_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        return (await this.tryStore(keys, gh, version, tokens)) ?? bearer(token, tokens);
+        return (await this.tryStore(keys, session, version, tokens)) ?? bearer(token, tokens);
       } catch (err) {
         if (attempt >= 4 || now() >= giveUpAt) {
           log.error({ session: keys.hash, err }, 'could not store rotated tokens yet; retrying in the background');
-          this.storeLater(keys, gh, version, tokens);
+          this.storeLater(keys, session, version, tokens);
           return bearer(token, tokens);
         }
         await sleep(100 * 2 ** attempt);
@@ -418,38 +432,38 @@ export class TokenService {
   }
 
   /** One attempt; undefined when the tokens are stored (now or by an earlier attempt that landed late). */
-  private async tryStore(keys: SessionKeys, gh: GatehouseSession, version: number, tokens: Tokens): Promise<AccessResult | undefined> {
-    const { vault } = this.o;
+  private async tryStore(keys: SessionKeys, session: GatehouseSession, version: number, tokens: Tokens): Promise<AccessResult | undefined> {
+    const { vault } = this;
     if (await vault.write(keys, version, tokens, 'keep')) return undefined;
     const cur = await vault.read(keys);
     if (cur && !cur.dead && cur.tokens.refreshToken === tokens.refreshToken) {
       // An earlier attempt landed, but may not have reached the replicas (Sentinel): it must, or retry.
-      await this.o.kv.durable();
+      await this.kv.durable();
       return undefined;
     }
     if (!cur || cur.dead) {
       // The session ended while the grant was under way (logout, kill): the refresh token just issued must
       // not outlive it at the IdP.
-      if (tokens.refreshToken) void this.o.revokeLater?.(tokens.refreshToken, holderOf(keys, gh));
+      if (tokens.refreshToken) void this.revokeLater?.(tokens.refreshToken, holderOf(keys, session));
       return !cur ? { kind: 'gone' } : { kind: 'session-expired' };
     }
-    this.o.log.warn({ session: keys.hash }, 'token record changed during refresh; keeping the newer record');
+    this.log.warn({ session: keys.hash }, 'token record changed during refresh; keeping the newer record');
     return undefined;
   }
 
-  private storeLater(keys: SessionKeys, gh: GatehouseSession, version: number, tokens: Tokens, attempt = 1): void {
+  private storeLater(keys: SessionKeys, session: GatehouseSession, version: number, tokens: Tokens, attempt = 1): void {
     setTimeout(() => {
-      this.tryStore(keys, gh, version, tokens).catch((err: unknown) => {
-        if (attempt < STORE_BACKGROUND_ATTEMPTS) this.storeLater(keys, gh, version, tokens, attempt + 1);
-        else this.o.log.error({ session: keys.hash, err }, 'gave up storing rotated tokens; the next refresh will fail');
+      this.tryStore(keys, session, version, tokens).catch((err: unknown) => {
+        if (attempt < STORE_BACKGROUND_ATTEMPTS) this.storeLater(keys, session, version, tokens, attempt + 1);
+        else this.log.error({ session: keys.hash, err }, 'gave up storing rotated tokens; the next refresh will fail');
       });
     }, 1000).unref();
   }
 
   private async kill(keys: SessionKeys, version: number): Promise<AccessResult> {
-    if (await this.o.vault.kill(keys, version)) return { kind: 'session-expired' };
+    if (await this.vault.kill(keys, version)) return { kind: 'session-expired' };
     // The record moved since we read it (our lock lapsed and another holder wrote): its state decides.
-    const cur = await this.o.vault.read(keys);
+    const cur = await this.vault.read(keys);
     return this.settled(cur, version) ?? { kind: 'session-expired' };
   }
 }

@@ -65,11 +65,11 @@ export class LiveSockets implements ChangeWatcher {
   }
 
   /**
-   * A place for one more socket of `session` (undefined when it has its maximum), or, without a session, of
+   * A place for one more socket of the `owner` session (undefined when it has its maximum), or, without one, of
    * a socket that is not checked.
    */
-  reserve(session?: { req: HttpRequest; keys: SessionKeys; gh: GatehouseSession }): SocketTicket | undefined {
-    if (!session) {
+  reserve(owner?: { req: HttpRequest; keys: SessionKeys; session: GatehouseSession }): SocketTicket | undefined {
+    if (!owner) {
       let socket: Relay | undefined;
       return {
         open: (relay) => {
@@ -81,10 +81,10 @@ export class LiveSockets implements ChangeWatcher {
         release: () => void (socket && this.unbound.delete(socket)),
       };
     }
-    let watch = this.watches.get(session.keys.hash);
+    let watch = this.watches.get(owner.keys.hash);
     if (!watch) {
-      watch = new SessionWatch(this.d, session.req, session.keys, session.gh, () => this.watches.delete(session.keys.hash));
-      this.watches.set(session.keys.hash, watch);
+      watch = new SessionWatch(this.d, owner.req, owner.keys, owner.session, () => this.watches.delete(owner.keys.hash));
+      this.watches.set(owner.keys.hash, watch);
     }
     return watch.reserve();
   }
@@ -136,7 +136,7 @@ class SessionWatch {
     /** The upgrade request: its session (id, cookie) is what the idle slide writes. */
     private readonly req: HttpRequest,
     private readonly keys: SessionKeys,
-    private gh: GatehouseSession,
+    private session: GatehouseSession,
     private readonly onEmpty: () => void,
   ) {
     this.step = d.lifecycle.idleMs / 10;
@@ -174,11 +174,11 @@ class SessionWatch {
 
   /** The browser sent something: the idle window slides, at most once per step. */
   activity(): void {
-    if (this.sliding || this.ended || this.d.lifecycle.now() - this.gh.activeAt < this.step) return;
+    if (this.sliding || this.ended || this.d.lifecycle.now() - this.session.activeAt < this.step) return;
     this.sliding = true;
-    slideIdle(this.req, this.d.lifecycle, this.gh)
-      .then((gh) => {
-        this.gh = gh;
+    slideIdle(this.req, this.d.lifecycle, this.session)
+      .then((slid) => {
+        this.session = slid;
         this.schedule();
       })
       .catch((err: unknown) =>
@@ -212,24 +212,25 @@ class SessionWatch {
   }
 
   private async verify(): Promise<void> {
-    const lc = this.d.lifecycle;
-    this.lastCheck = lc.now();
+    const { lifecycle } = this.d;
+    this.lastCheck = lifecycle.now();
     const sess = await new Promise<SessionData | null | undefined>((resolve, reject) =>
-      lc.store.get(this.req.sessionID, (err, s) =>
+      lifecycle.store.get(this.req.sessionID, (err, s) =>
         err ? reject(err instanceof Error ? err : new StoreUnavailableError(err)) : resolve(s),
       ),
     );
-    const gh = sess?.gatehouse;
-    const now = lc.now();
-    if (!gh || now >= gh.absoluteExpiresAt || now >= Math.max(gh.activeAt, this.gh.activeAt) + lc.idleMs) return this.end();
-    this.gh = { ...gh, activeAt: Math.max(gh.activeAt, this.gh.activeAt) };
-    const entry = await lc.vault.readFor(gh, this.keys);
+    const stored = sess?.gatehouse;
+    const now = lifecycle.now();
+    if (!stored || now >= stored.absoluteExpiresAt || now >= Math.max(stored.activeAt, this.session.activeAt) + lifecycle.idleMs)
+      return this.end();
+    this.session = { ...stored, activeAt: Math.max(stored.activeAt, this.session.activeAt) };
+    const entry = await lifecycle.vault.readFor(stored, this.keys);
     if (!entry) return this.end();
     if (entry.dead) return this.endSession('invalid_grant');
     if (now >= entry.tokens.refreshAt) {
       // Due: refreshed as for any call (a background refresh while the token is still good). Its outcome is
       // a change to the session, which brings the next check.
-      const result = await this.d.tokens.accessToken(this.keys, gh);
+      const result = await this.d.tokens.accessToken(this.keys, stored);
       if (result.kind === 'gone') return this.end();
       if (result.kind === 'session-expired') return this.endSession(result.reason ?? 'invalid_grant');
     }
@@ -241,17 +242,17 @@ class SessionWatch {
     if (this.ended) return;
     clearTimeout(this.timer);
     const now = this.d.lifecycle.now();
-    const at = Math.min(this.gh.absoluteExpiresAt, this.gh.activeAt + this.d.lifecycle.idleMs, refreshAt ?? Infinity);
+    const at = Math.min(this.session.absoluteExpiresAt, this.session.activeAt + this.d.lifecycle.idleMs, refreshAt ?? Infinity);
     const wait = inMs ?? Math.max(at - now, this.lastCheck + MIN_CHECK_GAP_MS - now, 0);
     this.timer = setTimeout(() => this.check(), Math.min(wait, 2 ** 31 - 1)).unref();
   }
 
   /** The grant is dead: the session ends here as a call's would (records gone), then its sockets. */
   private async endSession(reason: 'invalid_grant' | 'anomaly'): Promise<void> {
-    const lc = this.d.lifecycle;
-    await retire(lc, this.keys, this.gh, { keepTokenRecord: true });
-    await new Promise<void>((resolve) => lc.store.destroy(this.req.sessionID, () => resolve()));
-    lc.metrics.sessionEnded(reason);
+    const { lifecycle } = this.d;
+    await retire(lifecycle, this.keys, this.session, { keepTokenRecord: true });
+    await new Promise<void>((resolve) => lifecycle.store.destroy(this.req.sessionID, () => resolve()));
+    lifecycle.metrics.sessionEnded(reason);
     this.end();
   }
 
