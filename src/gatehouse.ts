@@ -98,7 +98,7 @@ export async function createGatehouse(options: GatehouseOptions | Config, deps: 
     : new MemoryKv(now);
   const { keyring, invalidations, cache, vault, store, index, ledger } = sessionStorage(cfg, redis, kv, log, now);
   const cookies = cookiePolicy(cfg);
-  const idp = new Idp(cfg, log);
+  const idp = new Idp(cfg, log, now);
   try {
     await idp.start();
   } catch (err) {
