@@ -1,5 +1,5 @@
 /**
- * Jest config (STACK.md §3, variant c1): @swc/jest, CommonJS output.
+ * Jest config: @swc/jest, CommonJS output. swc only transpiles: `npm run typecheck` checks the types.
  * ESM-only dependencies (openid-client, jose, oidc-provider) are loaded through
  * Jest 30's native require(esm): needs Node >= 24.9 AND NODE_OPTIONS=--experimental-vm-modules
  * (set by `npm test`). Use the global `jest`, not `import { jest } from '@jest/globals'` (jest.mock hoisting).

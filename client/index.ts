@@ -145,7 +145,7 @@ interface BrowserLocation {
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
-/** Gatehouse's own 503s, answered before the request is forwarded (DESIGN.md /api table). */
+/** Gatehouse's own 503s, answered before the request is forwarded (docs/routes.md, "What `/api` answers besides your API"). */
 const NOT_FORWARDED = new Set(['token_refresh_unavailable', 'session_store_unavailable']);
 /** The close Gatehouse sends on a WebSocket whose session ended (logout anywhere, revoked grant, idle or absolute end). */
 const SESSION_ENDED = { code: 1008, reason: 'session_ended' };
@@ -296,7 +296,7 @@ export function createGatehouseClient(options: GatehouseClientOptions = {}): Gat
     },
 
     async logout() {
-      // DESIGN.md: POST /auth/logout is idempotent, so it is retried like a GET.
+      // POST /auth/logout is idempotent (without a session it answers 200 too), so it is retried like a GET.
       const res = await send(`${base}/auth/logout`, { method: 'POST' }, true);
       if (!res.ok) throw new GatehouseError(res.status, await errorCode(res));
       const { logoutUrl } = (await res.json()) as { logoutUrl: string | null };

@@ -6,9 +6,10 @@
  *   client, key prefix of its own per test, removed afterwards). The sealed store's clock is injected
  *   (so a test can move past a session's end while Redis still holds it); Redis TTLs run on real time.
  *
- * Rules: R34 (no raw id, no claim in clear, keys are a keyed hash), R35 (TTL = the session's remaining life,
- * never more), R25/R26 (idle and absolute ends enforced server-side), DESIGN.md "Redis" (the idle slide
- * never resurrects a destroyed session), and secret rotation (first secret keys, all secrets find).
+ * What it must hold to: no raw session id and no claim in clear (keys are a keyed hash of the id), a TTL equal
+ * to the session's remaining life and never more, the idle and absolute ends enforced by the store itself (not
+ * left to Redis expiry), an idle slide that never resurrects a destroyed session, and secret rotation (the
+ * first secret keys new records, every secret finds old ones).
  */
 import { TOKEN_GRACE_MS } from '../../src/session/expiryLedger';
 import { Vault } from '../../src/tokens/vault';
@@ -115,7 +116,7 @@ async function redisBackend(): Promise<Backend> {
       // a session past its exact end). A relative TTL is computed a moment before Redis applies it (LATENCY_MS).
       const late = before + pttl - exp;
       expect({ key, msPastSessionEnd: late <= 1000 + LATENCY_MS ? 'none' : late }).toEqual({ key, msPastSessionEnd: 'none' });
-      // ...and never before it (R35: a record gone early would end the session early).
+      // ...and never before it (a record gone early would end the session early).
       expect(after + pttl).toBeGreaterThanOrEqual(exp - LATENCY_MS);
     },
     async close() {
@@ -174,7 +175,7 @@ describe.each([
     expect(await get(store, randomId())).toBeNull();
   });
 
-  it('stores under <prefix>s:{<keyed hash>} a value with neither the session id nor any claim in clear (R34)', async () => {
+  it('stores under <prefix>s:{<keyed hash>} a value with neither the session id nor any claim in clear', async () => {
     const sid = randomId();
     await put(store, sid, session(b.now()));
     const { hash, sessionKey } = keyring.forSession(sid);
@@ -255,7 +256,7 @@ describe.each([
     expect(await b.kv.get(tokensKey)).toBeNull();
   });
 
-  it('gives the stored record a TTL equal to the remaining life when the idle end comes first (R35)', async () => {
+  it('gives the stored record a TTL equal to the remaining life when the idle end comes first', async () => {
     const sid = randomId();
     // written mid-life: logged in 10.25 s ago, last activity 250 ms ago
     const sess = session(b.now(), { ageMs: 10_250, idleForMs: 250 });
@@ -265,7 +266,7 @@ describe.each([
     await b.expectExpiresAt(keyring.forSession(sid).sessionKey, exp);
   });
 
-  it('gives the stored record a TTL equal to the remaining life when the absolute end comes first (R35)', async () => {
+  it('gives the stored record a TTL equal to the remaining life when the absolute end comes first', async () => {
     const sid = randomId();
     // 300.5 s of absolute lifetime left, less than the idle window
     const sess = session(b.now(), { ageMs: ABSOLUTE_MS - 300_500 });
@@ -275,7 +276,7 @@ describe.each([
     await b.expectExpiresAt(keyring.forSession(sid).sessionKey, exp);
   });
 
-  it('does not return a session past its idle end (R25), even while the record still exists', async () => {
+  it('does not return a session past its idle end, even while the record still exists', async () => {
     const sid = randomId();
     await put(store, sid, session(b.now()));
     b.advance(IDLE_MS - 1000);
@@ -284,7 +285,7 @@ describe.each([
     expect(await get(store, sid)).toBeNull();
   });
 
-  it('does not return a session past its absolute end (R26), even while the record still exists', async () => {
+  it('does not return a session past its absolute end, even while the record still exists', async () => {
     const sid = randomId();
     const sess = session(b.now(), { ageMs: ABSOLUTE_MS - 60_000 });
     await put(store, sid, sess);

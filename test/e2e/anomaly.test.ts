@@ -21,7 +21,7 @@ async function refreshThrice(s: Stack, sub: string): Promise<number[]> {
   return statuses;
 }
 
-describe('anomalous refresh rate (issue 4 anomaly signals)', () => {
+describe('anomalous refresh rate', () => {
   describe('logged and counted', () => {
     let s: Stack;
     beforeAll(async () => {

@@ -1,7 +1,7 @@
 /**
- * /api runs on node:http, past Express (src/app.ts, issue 6). What Express gave every response must still
- * be on every /api answer, whichever step gives it: the OWASP secure headers, X-Request-Id, no
- * X-Powered-By; and the requests Express routed to /api must still reach it.
+ * /api runs on node:http, past Express (src/api/lane.ts; docs/architecture.md). What Express gave every
+ * response must still be on every /api answer, whichever step gives it: the OWASP secure headers,
+ * X-Request-Id, no X-Powered-By; and the requests Express routed to /api must still reach it.
  */
 import request from 'supertest';
 import { loginAs } from '../support/login';
@@ -101,7 +101,7 @@ describe('/api past Express: the same headers and routing as every other answer'
     expect(s.upstream.last().headers['content-length']).toBe('7');
   });
 
-  it('R64: with one trusted hop, the upstream sees the address that hop reported, never one the browser chose', async () => {
+  it('with one trusted hop, the upstream sees the address that hop reported, never one the browser chose', async () => {
     const cb = await loginAs(trusting.agent(), s.idp, 'lane-user-2');
     const own = `gatehouse=${issuedCookie(cb, 'gatehouse').value}`;
     await request(trusting.server).get('/api/items').set(SPA).set('Cookie', own).set('X-Forwarded-For', 'spoofed, 203.0.113.7').expect(200);

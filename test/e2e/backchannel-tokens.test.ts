@@ -1,8 +1,9 @@
 /**
- * POST /auth/backchannel-logout against bad logout tokens: one request per bad row of STANDARDS.md §2
- * (rows 27–34, R57, R58), each aimed at a live session (its `sub` and `sid`), which must survive every one.
- * Tokens are forged with the test IdP's real signing key (signLogoutToken), so only the flaw under test is
- * wrong; attackers' keys come from jose. Every request is server to server: no cookie, no X-CSRF (R32).
+ * POST /auth/backchannel-logout against bad logout tokens: one request per way a token or its request
+ * breaks OIDC Back-Channel Logout 1.0 (§2.4 the token, §2.5 the request, §2.6 the validation steps), each
+ * aimed at a live session (its `sub` and `sid`), which must survive every one. Tokens are forged with the
+ * test IdP's real signing key (signLogoutToken), so only the flaw under test is wrong; attackers' keys come
+ * from jose. Every request is server to server: no cookie, no X-CSRF (the IdP sends neither).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -36,7 +37,7 @@ const form = (fields: Record<string, string | string[]>): Post => {
 };
 const tokenForm = (token: string): Post => form({ logout_token: token });
 
-describe('back-channel logout refuses every bad logout token and keeps the targeted session (R57, R58, R60)', () => {
+describe('back-channel logout refuses every bad logout token and keeps the targeted session', () => {
   let s: Stack;
   let bob: Agent;
   /** sub and sid of bob's session: every bad token names them, so accepting one would end it */
@@ -92,40 +93,45 @@ describe('back-channel logout refuses every bad logout token and keeps the targe
     new SignJWT(payload).setProtectedHeader({ alg: 'RS256', typ: 'logout+jwt', ...header }).sign(attacker.privateKey);
 
   interface Row {
-    row: number;
+    /** the section of OIDC Back-Channel Logout 1.0 the token breaks */
+    rule: string;
     name: string;
     make: () => Promise<Post>;
-    /** statuses accepted besides 400 (row 27's oversized body may be 413) */
+    /** statuses accepted besides 400 (an oversized body may be 413) */
     alsoOk?: number[];
   }
 
   const rows: Row[] = [
-    // ---- row 27 (R57): request format ----
-    { row: 27, name: 'without a logout_token parameter', make: async () => form({ token: await forged() }) },
-    { row: 27, name: 'with an empty logout_token', make: async () => form({ logout_token: '' }) },
-    { row: 27, name: 'with an empty body', make: async () => ({ body: '' }) },
-    { row: 27, name: 'that is one segment', make: async () => tokenForm('abc') },
-    { row: 27, name: 'that is two segments', make: async () => tokenForm((await forged()).split('.').slice(0, 2).join('.')) },
-    { row: 27, name: 'that is four segments', make: async () => tokenForm(`${await forged()}.AAAA`) },
-    { row: 27, name: 'that is five segments (a JWE the gateway never registered)', make: async () => tokenForm('a.b.c.d.e') },
-    { row: 27, name: 'sent as a JSON body', make: async () => ({ type: 'json', body: JSON.stringify({ logout_token: await forged() }) }) },
-    { row: 27, name: 'sent as text/plain', make: async () => ({ type: 'text', body: `logout_token=${await forged()}` }) },
-    { row: 27, name: 'sent twice in one body', make: async () => form({ logout_token: [await forged(), await forged()] }) },
+    // ---- the request (§2.5: a form-encoded POST with one logout_token) ----
+    { rule: '§2.5', name: 'without a logout_token parameter', make: async () => form({ token: await forged() }) },
+    { rule: '§2.5', name: 'with an empty logout_token', make: async () => form({ logout_token: '' }) },
+    { rule: '§2.5', name: 'with an empty body', make: async () => ({ body: '' }) },
+    { rule: '§2.5', name: 'that is one segment', make: async () => tokenForm('abc') },
+    { rule: '§2.5', name: 'that is two segments', make: async () => tokenForm((await forged()).split('.').slice(0, 2).join('.')) },
+    { rule: '§2.5', name: 'that is four segments', make: async () => tokenForm(`${await forged()}.AAAA`) },
+    { rule: '§2.5', name: 'that is five segments (a JWE the gateway never registered)', make: async () => tokenForm('a.b.c.d.e') },
     {
-      row: 27,
+      rule: '§2.5',
+      name: 'sent as a JSON body',
+      make: async () => ({ type: 'json', body: JSON.stringify({ logout_token: await forged() }) }),
+    },
+    { rule: '§2.5', name: 'sent as text/plain', make: async () => ({ type: 'text', body: `logout_token=${await forged()}` }) },
+    { rule: '§2.5', name: 'sent twice in one body', make: async () => form({ logout_token: [await forged(), await forged()] }) },
+    {
+      rule: '§2.5',
       name: 'in a body over 64 KiB',
       make: async () => form({ logout_token: await forged(), padding: 'a'.repeat(70 * 1024) }),
       alsoOk: [413],
     },
 
-    // ---- row 28 (R58 steps 2–3): signature and algorithm ----
+    // ---- signature and algorithm (§2.6 steps 2–3) ----
     {
-      row: 28,
+      rule: '§2.6 steps 2–3',
       name: 'with alg none',
       make: async () => tokenForm(`${b64url({ alg: 'none', typ: 'logout+jwt' })}.${b64url(await validPayload())}.`),
     },
     {
-      row: 28,
+      rule: '§2.6 steps 2–3',
       name: 'with alg none and the signature of a valid token',
       make: async () => {
         const [, payload, signature] = (await forged()).split('.');
@@ -133,7 +139,7 @@ describe('back-channel logout refuses every bad logout token and keeps the targe
       },
     },
     {
-      row: 28,
+      rule: '§2.6 steps 2–3',
       name: 'HS256-signed with the client secret',
       make: async () =>
         tokenForm(
@@ -143,7 +149,7 @@ describe('back-channel logout refuses every bad logout token and keeps the targe
         ),
     },
     {
-      row: 28,
+      rule: '§2.6 steps 2–3',
       name: 'HS256-signed with the IdP public key as the secret (key confusion)',
       make: async () => {
         const pem = createPublicKey({ key: idpPublicJwk, format: 'jwk' }).export({ type: 'spki', format: 'pem' }).toString();
@@ -154,24 +160,28 @@ describe('back-channel logout refuses every bad logout token and keeps the targe
         );
       },
     },
-    { row: 28, name: 'signed by the IdP key under an unknown kid', make: async () => tokenForm(await forged({}, { kid: 'unknown-kid' })) },
     {
-      row: 28,
+      rule: '§2.6 steps 2–3',
+      name: 'signed by the IdP key under an unknown kid',
+      make: async () => tokenForm(await forged({}, { kid: 'unknown-kid' })),
+    },
+    {
+      rule: '§2.6 steps 2–3',
       name: 'signed by a key carried in its own jwk header',
       make: async () => tokenForm(await attackerSigned(await validPayload(), { jwk: attacker.publicJwk })),
     },
     {
-      row: 28,
+      rule: '§2.6 steps 2–3',
       name: 'signed by a key in its jwk header under the IdP kid',
       make: async () => tokenForm(await attackerSigned(await validPayload(), { kid: idpPublicJwk.kid, jwk: attacker.publicJwk })),
     },
     {
-      row: 28,
+      rule: '§2.6 steps 2–3',
       name: 'signed by a key published at its jku header',
       make: async () => tokenForm(await attackerSigned(await validPayload(), { kid: 'attacker', jku: jkuUrl })),
     },
     {
-      row: 28,
+      rule: '§2.6 steps 2–3',
       name: 'whose signature was altered',
       make: async () => {
         const [h, p, sig] = (await forged()).split('.') as [string, string, string];
@@ -181,7 +191,7 @@ describe('back-channel logout refuses every bad logout token and keeps the targe
       },
     },
     {
-      row: 28,
+      rule: '§2.6 steps 2–3',
       name: 'whose payload was swapped after signing',
       make: async () => {
         const [h, , sig] = (await s.idp.signLogoutToken({ sub: 'somebody-else' })).split('.');
@@ -189,61 +199,85 @@ describe('back-channel logout refuses every bad logout token and keeps the targe
       },
     },
 
-    // ---- row 29 (R58 step 4): iss, aud, iat, exp ----
-    { row: 29, name: 'from a foreign iss', make: async () => tokenForm(await forged({ iss: 'https://evil.example' })) },
-    { row: 29, name: 'whose iss has a trailing slash', make: async () => tokenForm(await forged({ iss: `${s.idp.issuer}/` })) },
-    { row: 29, name: 'without iss', make: async () => tokenForm(await forged({ iss: undefined })) },
-    { row: 29, name: 'for another audience', make: async () => tokenForm(await forged({ aud: 'another-client' })) },
-    { row: 29, name: 'without aud', make: async () => tokenForm(await forged({ aud: undefined })) },
+    // ---- iss, aud, iat, exp (§2.6 step 4) ----
+    { rule: '§2.6 step 4', name: 'from a foreign iss', make: async () => tokenForm(await forged({ iss: 'https://evil.example' })) },
+    { rule: '§2.6 step 4', name: 'whose iss has a trailing slash', make: async () => tokenForm(await forged({ iss: `${s.idp.issuer}/` })) },
+    { rule: '§2.6 step 4', name: 'without iss', make: async () => tokenForm(await forged({ iss: undefined })) },
+    { rule: '§2.6 step 4', name: 'for another audience', make: async () => tokenForm(await forged({ aud: 'another-client' })) },
+    { rule: '§2.6 step 4', name: 'without aud', make: async () => tokenForm(await forged({ aud: undefined })) },
     {
-      row: 29,
+      rule: '§2.6 step 4',
       name: 'with an extra untrusted audience',
       make: async () => tokenForm(await forged({ aud: [s.idp.clientId, 'another-client'] })),
     },
-    { row: 29, name: 'without iat', make: async () => tokenForm(await forged({ iat: undefined })) },
-    { row: 29, name: 'with iat an hour in the future', make: async () => tokenForm(await forged({ iat: now() + 3600 })) },
-    { row: 29, name: 'with iat an hour old', make: async () => tokenForm(await forged({ iat: now() - 3600, exp: now() + 60 })) },
-    { row: 29, name: 'with a non-numeric iat', make: async () => tokenForm(await forged({ iat: String(now()) })) },
-    { row: 29, name: 'without exp', make: async () => tokenForm(await forged({ exp: undefined })) },
-    { row: 29, name: 'that has expired', make: async () => tokenForm(await forged({ iat: now() - 180, exp: now() - 120 })) },
-
-    // ---- row 30 (R58 step 5): sub or sid ----
-    { row: 30, name: 'with neither sub nor sid', make: async () => tokenForm(await forged({ sub: undefined, sid: undefined })) },
-    { row: 30, name: 'with an empty sub and no sid', make: async () => tokenForm(await forged({ sub: '', sid: undefined })) },
-    { row: 30, name: 'with a numeric sid', make: async () => tokenForm(await forged({ sid: 42 })) },
-
-    // ---- row 31 (R58 step 6): events ----
-    { row: 31, name: 'without events', make: async () => tokenForm(await forged({ events: undefined })) },
-    { row: 31, name: 'whose events is a string', make: async () => tokenForm(await forged({ events: BACKCHANNEL_LOGOUT_EVENT })) },
-    { row: 31, name: 'whose events is an array', make: async () => tokenForm(await forged({ events: [BACKCHANNEL_LOGOUT_EVENT] })) },
-    { row: 31, name: 'whose events is null', make: async () => tokenForm(await forged({ events: null })) },
-    { row: 31, name: 'whose events lacks the back-channel logout member', make: async () => tokenForm(await forged({ events: {} })) },
+    { rule: '§2.6 step 4', name: 'without iat', make: async () => tokenForm(await forged({ iat: undefined })) },
+    { rule: '§2.6 step 4', name: 'with iat an hour in the future', make: async () => tokenForm(await forged({ iat: now() + 3600 })) },
     {
-      row: 31,
+      rule: '§2.6 step 4',
+      name: 'with iat an hour old',
+      make: async () => tokenForm(await forged({ iat: now() - 3600, exp: now() + 60 })),
+    },
+    { rule: '§2.6 step 4', name: 'with a non-numeric iat', make: async () => tokenForm(await forged({ iat: String(now()) })) },
+    { rule: '§2.6 step 4', name: 'without exp', make: async () => tokenForm(await forged({ exp: undefined })) },
+    { rule: '§2.6 step 4', name: 'that has expired', make: async () => tokenForm(await forged({ iat: now() - 180, exp: now() - 120 })) },
+
+    // ---- sub or sid (§2.6 step 5) ----
+    {
+      rule: '§2.6 step 5',
+      name: 'with neither sub nor sid',
+      make: async () => tokenForm(await forged({ sub: undefined, sid: undefined })),
+    },
+    { rule: '§2.6 step 5', name: 'with an empty sub and no sid', make: async () => tokenForm(await forged({ sub: '', sid: undefined })) },
+    { rule: '§2.6 step 5', name: 'with a numeric sid', make: async () => tokenForm(await forged({ sid: 42 })) },
+
+    // ---- events (§2.6 step 6) ----
+    { rule: '§2.6 step 6', name: 'without events', make: async () => tokenForm(await forged({ events: undefined })) },
+    {
+      rule: '§2.6 step 6',
+      name: 'whose events is a string',
+      make: async () => tokenForm(await forged({ events: BACKCHANNEL_LOGOUT_EVENT })),
+    },
+    {
+      rule: '§2.6 step 6',
+      name: 'whose events is an array',
+      make: async () => tokenForm(await forged({ events: [BACKCHANNEL_LOGOUT_EVENT] })),
+    },
+    { rule: '§2.6 step 6', name: 'whose events is null', make: async () => tokenForm(await forged({ events: null })) },
+    {
+      rule: '§2.6 step 6',
+      name: 'whose events lacks the back-channel logout member',
+      make: async () => tokenForm(await forged({ events: {} })),
+    },
+    {
+      rule: '§2.6 step 6',
       name: 'whose events names another event only',
       make: async () => tokenForm(await forged({ events: { 'http://schemas.openid.net/event/other': {} } })),
     },
     ...(['', true, [], null] as const).map((value): Row => ({
-      row: 31,
+      rule: '§2.6 step 6',
       name: `whose back-channel logout member is ${JSON.stringify(value)}`,
       make: async () => tokenForm(await forged({ events: { [BACKCHANNEL_LOGOUT_EVENT]: value } })),
     })),
 
-    // ---- row 32 (R58 step 7): nonce ----
-    { row: 32, name: 'with a nonce claim', make: async () => tokenForm(await forged({ nonce: 'n-0S6_WzA2Mj' })) },
-    { row: 32, name: 'that is an ID token the IdP issued', make: async () => tokenForm(lastIdToken(s)) },
+    // ---- nonce (§2.6 step 7) ----
+    { rule: '§2.6 step 7', name: 'with a nonce claim', make: async () => tokenForm(await forged({ nonce: 'n-0S6_WzA2Mj' })) },
+    { rule: '§2.6 step 7', name: 'that is an ID token the IdP issued', make: async () => tokenForm(lastIdToken(s)) },
 
-    // ---- row 33 (R58 step 8): jti (a replayed jti: backchannel-actions.test.ts) ----
-    { row: 33, name: 'without jti', make: async () => tokenForm(await forged({ jti: undefined })) },
-    { row: 33, name: 'with an empty jti', make: async () => tokenForm(await forged({ jti: '' })) },
+    // ---- jti, required by §2.4 (a replayed jti: backchannel-actions.test.ts) ----
+    { rule: '§2.4 jti', name: 'without jti', make: async () => tokenForm(await forged({ jti: undefined })) },
+    { rule: '§2.4 jti', name: 'with an empty jti', make: async () => tokenForm(await forged({ jti: '' })) },
 
-    // ---- row 34 (R58 explicit typing): another JWT type ----
-    { row: 34, name: 'typed at+jwt', make: async () => tokenForm(await forged({}, { typ: 'at+jwt' })) },
-    { row: 34, name: 'typed application/at+jwt', make: async () => tokenForm(await forged({}, { typ: 'application/at+jwt' })) },
-    { row: 34, name: 'typed dpop+jwt', make: async () => tokenForm(await forged({}, { typ: 'dpop+jwt' })) },
+    // ---- another JWT type (§2.4: logout tokens are explicitly typed logout+jwt) ----
+    { rule: '§2.4 explicit typing', name: 'typed at+jwt', make: async () => tokenForm(await forged({}, { typ: 'at+jwt' })) },
+    {
+      rule: '§2.4 explicit typing',
+      name: 'typed application/at+jwt',
+      make: async () => tokenForm(await forged({}, { typ: 'application/at+jwt' })),
+    },
+    { rule: '§2.4 explicit typing', name: 'typed dpop+jwt', make: async () => tokenForm(await forged({}, { typ: 'dpop+jwt' })) },
   ];
 
-  it.each(rows)('§2 row $row: refuses a logout token $name with 400 invalid_request, and the targeted session survives', async (r) => {
+  it.each(rows)('$rule: refuses a logout token $name with 400 invalid_request, and the targeted session survives', async (r) => {
     const res = await post(await r.make());
     expect([400, ...(r.alsoOk ?? [])]).toContain(res.status);
     if (res.status === 400) expect(res.body).toMatchObject({ error: 'invalid_request' });
@@ -252,14 +286,14 @@ describe('back-channel logout refuses every bad logout token and keeps the targe
     await bob.get('/api/x').set(SPA).expect(200);
   });
 
-  it('answers GET with 405 even when it carries a valid logout token, and ends nothing (§2 row 27)', async () => {
+  it('answers GET with 405 even when it carries a valid logout token, and ends nothing', async () => {
     const res = await request(s.gw.url).get(`/auth/backchannel-logout?logout_token=${await forged()}`);
     expect(res.status).toBe(405);
     expect(res.headers['cache-control']).toBe('no-store');
     await bob.get('/api/x').set(SPA).expect(200);
   });
 
-  it('answers 200 with no-store to a valid logout token for an unknown sid (§2 row 36, R60)', async () => {
+  it('answers 200 with no-store to a valid logout token for an unknown sid', async () => {
     const res = await post(tokenForm(await s.idp.signLogoutToken({ sid: 'no-such-idp-session' })));
     expect(res.status).toBe(200);
     expect(res.headers['cache-control']).toBe('no-store');
@@ -268,7 +302,7 @@ describe('back-channel logout refuses every bad logout token and keeps the targe
     await bob.get('/api/x').set(SPA).expect(200);
   });
 
-  it('accepts a valid logout token sent without cookies, X-CSRF or Origin, ignoring unknown parameters, and ends the session (R32, R57)', async () => {
+  it('accepts a valid logout token sent without cookies, X-CSRF or Origin, ignoring unknown parameters, and ends the session', async () => {
     // The control for every row above: the same target, validly signed, does end bob's session.
     const res = await post(form({ logout_token: await forged(), unknown_parameter: 'ignored' }));
     expect(res.status).toBe(200);

@@ -1,6 +1,6 @@
 /**
- * The callback's code exchange and ID-token validation (STANDARDS.md R8, R11, R13, R14, R16, §2 rows 22, 24, 25)
- * and the checks on what a refresh returns, against a SCRIPTED fake IdP
+ * The callback's code exchange and ID-token validation (OIDC Core §3.1.3.7) and the checks on what a refresh
+ * returns (OIDC Core §12.2), against a SCRIPTED fake IdP
  * (test/support/fakeIdp.ts): these are the answers a real IdP never gives.
  *
  * Every test drives a real gateway (createGatehouse) on a real port, with real Redis and a recording upstream.
@@ -195,7 +195,7 @@ function upstreamSaw(upstream: TestUpstream, accessToken: string): boolean {
   return upstream.requests.some((r) => r.rawHeaders.some((h) => h.includes(accessToken)));
 }
 
-/** The login failed the DESIGN.md way: 400 login_failed, no session cookie; the agent has no session afterwards. */
+/** The login failed as every failed login does: 400 login_failed, no session cookie; the agent has no session afterwards. */
 async function expectLoginRefused(gw: Gateway, agent: Agent, r: Response, upstream: TestUpstream, accessToken?: string): Promise<void> {
   expect(r.status).toBe(400);
   expect(r.body).toEqual({ error: 'login_failed', message: expect.any(String) as unknown });
@@ -301,7 +301,7 @@ describe('login against a scripted IdP', () => {
     expect(r.text).not.toContain('MARKER-pkce-9d2');
   });
 
-  // R14 / §2 row 25: every ID-token and token-response forgery, one per test. `make` builds the token response
+  // Every ID-token (OIDC Core §3.1.3.7) and token-response forgery, one per test. `make` builds the token response
   // for the nonce of this login; `accepts` notes what openid-client 6 does on its own (documentation only: the
   // assertion is always that the GATEWAY refuses).
   const OTHER_AUD = 'another-client';
@@ -453,7 +453,7 @@ describe('what a refresh returns', () => {
 
   const refreshes = () => idp.tokenRequests.filter((t) => t.grantType === 'refresh_token');
 
-  /** The session ended the R40/R43 way: 401 session_expired with a clearing cookie, and the old cookie is dead. */
+  /** The session ended as a refresh that cannot be trusted ends it: 401 session_expired with a clearing cookie, and the old cookie is dead. */
   async function expectSessionEnded(r: Response, agent: Agent, cookie: string): Promise<void> {
     expect({ status: r.status, error: (r.body as { error?: string }).error }).toEqual({ status: 401, error: 'session_expired' });
     expect(setCookies(r)).toEqual(expect.arrayContaining([expect.stringMatching(CLEARING)]));
@@ -546,7 +546,7 @@ describe('what a refresh returns', () => {
     ).toEqual([refreshToken, refreshToken]);
   });
 
-  it('a refresh response without an access_token keeps the session (503 token_refresh_unavailable), and R38: the refresh token it rotated replaces the old one', async () => {
+  it('a refresh response without an access_token keeps the session (503 token_refresh_unavailable), and the refresh token it rotated replaces the old one', async () => {
     const { agent } = await login(gw, idp, { sub: 'r16-erin' });
     gw.advance(PAST_EXPIRY_MS);
     idp.next({ token_type: 'Bearer', expires_in: AT_TTL_S, refresh_token: 'fake-rt-rotated-by-a-broken-response' });

@@ -33,7 +33,7 @@ describe('login end to end', () => {
     expect(seen.headers['x-csrf']).toBeUndefined();
   });
 
-  it('gives a new session id at every login (R17)', async () => {
+  it('gives a new session id at every login', async () => {
     const browser = s.gw.agent();
     const a = await loginAs(browser, s.idp, 'bob');
     const b = await loginAs(browser, s.idp, 'bob');
@@ -69,7 +69,7 @@ describe('login end to end', () => {
     await browser.get('/api/x').set(SPA).expect(401);
   });
 
-  it('revokes the refresh token at the IdP on logout (RFC 7009) and builds logoutUrl from configuration only (R20, R54)', async () => {
+  it('revokes the refresh token at the IdP on logout (RFC 7009) and builds logoutUrl from configuration only', async () => {
     const browser = s.gw.agent();
     await loginAs(browser, s.idp, 'erin');
     const before = s.idp.revocations;
@@ -116,7 +116,7 @@ describe('login end to end', () => {
     expect(s.idp.revocations).toBe(revocations + 2); // the old refresh token and the one the late refresh received
   });
 
-  it('R54: RP-initiated logout carries a one-time state, and the IdP sending the browser back with it lands on /; another state is ignored', async () => {
+  it('RP-initiated logout carries a one-time state, and the IdP sending the browser back with it lands on /; another state is ignored', async () => {
     const jar = idpAgent(s.idp);
     const browser = s.gw.agent();
     await loginAs(browser, s.idp, 'ivy', { idpAgent: jar });

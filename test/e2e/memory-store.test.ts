@@ -1,7 +1,7 @@
 /**
- * The in-memory store (DESIGN.md: `GATEHOUSE_REDIS_URL` unset → in-memory store, single instance only,
- * warned at start): the whole flow works without Redis (login, proxy, refresh, logout), the gateway is
- * ready (the memory store always answers), and the start-up log says what the operator gave up.
+ * The in-memory store (`GATEHOUSE_REDIS_URL` unset → in-memory store, single instance only, warned at
+ * start): the whole flow works without Redis (login, proxy, refresh, logout), the gateway is ready (the
+ * memory store always answers), and the start-up log says what the operator gave up.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import request from 'supertest';

@@ -1,8 +1,8 @@
 /**
- * Redis faults (DESIGN.md /api table "Redis unreachable → 503 session_store_unavailable"; ANCHORS.md §3.6:
- * connect-redis #373 "when redis is down middleware is hanging", oauth2-proxy #1630 "removing session" on a
- * Redis timeout): with its Redis stopped, crashed or frozen, the gateway answers fast, clean 503s with
- * Retry-After, reports not-ready, keeps the session, and recovers by itself once Redis is back.
+ * Redis faults (Redis unreachable → 503 session_store_unavailable, docs/routes.md): with its Redis stopped,
+ * crashed or frozen, the gateway answers fast, clean 503s with Retry-After, reports not-ready, keeps the
+ * session, and recovers by itself once Redis is back. Other session stores have failed here: connect-redis
+ * #373 "when redis is down middleware is hanging", oauth2-proxy #1630 "removing session" on a Redis timeout.
  *
  * Each gateway here runs on a PRIVATE redis-server (startRedisServer), never the shared one, with an
  * append-only file fsynced on every write so the data outlives a stop or a SIGKILL, like a production
@@ -23,7 +23,7 @@ import { randomId } from '../../src/crypto/seal';
 /** A request that takes longer than this is a hang (the gateway's Redis command timeout is 1 s). */
 const HANG_MS = 2000;
 
-/** Nothing of the store's failure may reach the browser (R67). */
+/** Nothing of the store's failure may reach the browser: no error text, no address, no stack. */
 const LEAK = /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|redis|timed out|127\.0\.0\.1|localhost|::1|node_modules|\bat \/|stack/i;
 
 interface Persistent {
@@ -47,7 +47,8 @@ function expectStoreUnavailable(res: Response, what: string, redisPort: number):
   expect({ what, retryAfter: res.headers['retry-after'] }).toEqual({ what, retryAfter: expect.stringMatching(/^[1-9]\d*$/) as unknown });
   expect(res.text).not.toMatch(LEAK);
   expect(res.text).not.toContain(String(redisPort));
-  // The SPA retries with the same cookie: a 503 never clears it (R41 by analogy: a transient fault keeps the session).
+  // The SPA retries with the same cookie: a 503 never clears it (a transient fault keeps the session, as a
+  // transient refresh failure does).
   expect({ what, setCookie: res.headers['set-cookie'] }).toEqual({ what, setCookie: undefined });
 }
 

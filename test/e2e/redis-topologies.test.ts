@@ -1,5 +1,5 @@
 /**
- * DESIGN.md "Redis": Standalone, Sentinel and Cluster deployments, configured like the config file's `redis`
+ * Redis as deployed: Standalone, Sentinel and Cluster deployments, configured like the config file's `redis`
  * object. Each runs the core flows for real (login, a refresh storm across two gateway instances, logout)
  * against private redis-server processes: a 3-master Cluster, and a master + replica watched by a Sentinel.
  * A Sentinel failover in the middle of traffic (with refreshes rotating refresh tokens) must lose no session.

@@ -1,8 +1,8 @@
 /**
- * R39 / DESIGN.md "Refresh, exactly once": however many requests of one session arrive together, on however
- * many replicas sharing one Redis, one expiring access token causes exactly one refresh grant at the real
- * IdP. The IdP rotates refresh tokens and revokes the whole grant on reuse, so any race would show up as a
- * 401 and as `reuseDetected`.
+ * Refresh, exactly once: however many requests of one session arrive together, on however many replicas
+ * sharing one Redis, one expiring access token causes exactly one refresh grant at the real IdP. The IdP
+ * rotates refresh tokens and revokes the whole grant on reuse, so any race would show up as a 401 and as
+ * `reuseDetected`.
  */
 import { startStack, type Instance, type Stack } from '../support/stack';
 import {
@@ -77,7 +77,7 @@ describe('one gateway instance', () => {
     expect(upstreamBearers(s, 'one-dead')).toEqual([]);
   });
 
-  it('never presents a rotated refresh token again and the IdP never detects reuse (R38)', () => {
+  it('never presents a rotated refresh token again and the IdP never detects reuse', () => {
     expect(refreshTokenReuse(s.idp)).toEqual([]);
     expect(s.idp.reuseDetected).toBe(0);
   });
@@ -158,7 +158,7 @@ describe('two gateway instances sharing one Redis', () => {
     expect(refreshCounters(s.idp).grants - before.grants).toBe(1);
   });
 
-  it('never presents a rotated refresh token again and the IdP never detects reuse (R38)', () => {
+  it('never presents a rotated refresh token again and the IdP never detects reuse', () => {
     expect(refreshTokenReuse(s.idp)).toEqual([]);
     expect(s.idp.reuseDetected).toBe(0);
   });

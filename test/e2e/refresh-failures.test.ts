@@ -1,8 +1,8 @@
 /**
- * What a refresh failure does to the session (STANDARDS.md R40–R42, §3 token-endpoint matrix, DESIGN.md
- * /api table): only invalid_grant ends the session (401 session_expired, cookie cleared, records gone);
- * every other failure keeps it (503 token_refresh_unavailable + Retry-After while the access token is
- * expired, the old access token while it is still valid), and the IdP's error_description never leaks.
+ * What a refresh failure does to the session. Only invalid_grant ends it (401 session_expired, cookie
+ * cleared, records gone): RFC 6749 §5.2 means the grant is invalid, expired or revoked, so no retry can
+ * succeed. Every other failure keeps it (503 token_refresh_unavailable + Retry-After while the access token
+ * is expired, the old access token while it is still valid), and the IdP's error_description never leaks.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Provider } from 'oidc-provider';
@@ -79,7 +79,7 @@ function expectUnavailable(r: Awaited<ReturnType<typeof api>>): void {
   expect(setCookies(r)).toEqual([]);
 }
 
-describe('invalid_grant ends the session (R40)', () => {
+describe('invalid_grant ends the session', () => {
   let s: Stack;
   beforeAll(async () => {
     s = await startStack();
@@ -151,13 +151,13 @@ describe('invalid_grant ends the session (R40)', () => {
     expect(refreshCounters(s.idp).grants - before.grants).toBe(1);
   });
 
-  it('never presents a rotated refresh token again (R38)', () => {
+  it('never presents a rotated refresh token again', () => {
     expect(refreshTokenReuse(s.idp)).toEqual([]);
     expect(s.idp.reuseDetected).toBe(0);
   });
 });
 
-describe('every other refresh failure keeps the session (R41)', () => {
+describe('every other refresh failure keeps the session', () => {
   let s: Stack;
 
   interface Case {
@@ -237,7 +237,7 @@ describe('every other refresh failure keeps the session (R41)', () => {
     },
   );
 
-  it('never presents a rotated refresh token again (R38)', () => {
+  it('never presents a rotated refresh token again', () => {
     expect(refreshTokenReuse(s.idp, cut)).toEqual([]);
     expect(s.idp.reuseDetected).toBe(0);
   });
@@ -342,7 +342,7 @@ describe('every response of this file', () => {
   });
 });
 
-describe('a failing IdP is not hammered (STANDARDS.md §3)', () => {
+describe('a failing IdP is not hammered', () => {
   let s: Stack;
   beforeAll(async () => {
     s = await startStack({ instances: 2 });

@@ -1,5 +1,5 @@
 /**
- * Refresh-token rotation over a session's life (STANDARDS.md R36, R38): expiry after expiry the gateway
+ * Refresh-token rotation over a session's life (RFC 9700 §4.14.2): expiry after expiry the gateway
  * refreshes once, sends the upstream the newest access token, presents only the newest refresh token, and
  * keeps the old refresh token when the IdP does not issue a new one (RFC 6749 §6).
  */
@@ -132,7 +132,7 @@ describe('a session living through many access tokens', () => {
     expect(s.idp.reuseDetected).toBe(0);
   });
 
-  it('never presents a rotated refresh token again, in this whole file (R38)', () => {
+  it('never presents a rotated refresh token again, in this whole file', () => {
     expect(s.idp.tokenRequests.filter((r) => r.grantType === 'refresh_token')).toHaveLength(9);
     expect(notRotated.size).toBe(2);
     expect(refreshTokenReuse(s.idp, notRotated)).toEqual([]);

@@ -4,7 +4,7 @@ import { startStack, SPA, type Stack } from '../support/stack';
 
 type Line = Record<string, unknown>;
 
-describe('structured request log and audit events (STYLE §14, R69)', () => {
+describe('structured request log and audit events', () => {
   let s: Stack;
   beforeAll(async () => {
     s = await startStack();

@@ -1,7 +1,7 @@
 /**
- * Issue 4 anomaly signal: refresh-token reuse reported by the IdP. The test IdP's oidc-provider detects a real
- * reuse (an old refresh token presented again, as a thief would) and its event hook POSTs the report to the
- * gateway's admin port, which really listens here (GATEHOUSE_METRICS_PORT).
+ * An anomaly signal: refresh-token reuse reported by the IdP (RFC 9700 §4.14.2). The test IdP's
+ * oidc-provider detects a real reuse (an old refresh token presented again, as a thief would) and its event
+ * hook POSTs the report to the gateway's admin port, which really listens here (GATEHOUSE_METRICS_PORT).
  */
 import request from 'supertest';
 import { loginAs } from '../support/login';
@@ -62,7 +62,7 @@ const listSessions = async (s: Stack, sub: string) =>
       .body as { sessions: Array<{ session: string }> }
   ).sessions.map((x) => x.session);
 
-describe('refresh-token reuse reported by the IdP (issue 4 anomaly signals)', () => {
+describe('refresh-token reuse reported by the IdP', () => {
   describe('logged and counted (GATEHOUSE_ANOMALY_END_SESSION unset)', () => {
     let s: Stack;
     let admin: ReservedServer;

@@ -1,6 +1,6 @@
 /**
- * RFC 7009 revocation of the refresh token at logout (R53), never blocking the local logout (R52): observed at
- * the real IdP's revocation endpoint (revocationRequests), with the endpoint failed by the test IdP's
+ * RFC 7009 revocation of the refresh token at logout, never blocking the local logout: observed at the
+ * real IdP's revocation endpoint (revocationRequests), with the endpoint failed by the test IdP's
  * failRevocation switch. Revocation on expiry: lifetimes.test.ts; on the admin kill switch: kill-switch.test.ts.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,7 +9,7 @@ import { loginAs, type Agent } from '../support/login';
 import { startStack, SPA, type Stack } from '../support/stack';
 import { waitFor } from '../support/wait';
 
-describe('refresh-token revocation at logout (R52, R53, RFC 7009)', () => {
+describe('refresh-token revocation at logout (RFC 7009)', () => {
   let s: Stack;
   beforeAll(async () => {
     s = await startStack({ idp: { accessTokenTtl: 60 } });

@@ -1,7 +1,6 @@
 /**
- * The session cookie as untrusted input (STANDARDS.md §2 rows 1–8; R23, R24, R28, R66, R68): whatever
- * arrives in the Cookie header, the answer is 401 (or 400/431), never 5xx, never someone's session, and
- * nothing is written to Redis.
+ * The session cookie as untrusted input: whatever arrives in the Cookie header, the answer is 401 (or
+ * 400/431), never 5xx, never someone's session, and nothing is written to Redis.
  */
 import request from 'supertest';
 import { loginAs } from '../support/login';
@@ -27,7 +26,7 @@ import {
 
 const UNAUTHENTICATED = { error: 'unauthenticated', message: 'No valid session. Log in at /auth/login.' };
 
-describe('security: the session cookie as untrusted input (§2 rows 1–8)', () => {
+describe('security: the session cookie as untrusted input', () => {
   let s: Stack;
   let recorded: Recorded[];
   /** `gatehouse=<value>` of a live session */
@@ -52,7 +51,7 @@ describe('security: the session cookie as untrusted input (§2 rows 1–8)', () 
     expect((r.body as { user: { sub: string } }).user.sub).toBe('cookie-owner');
   }
 
-  it('R28 (§2 row 1): no cookie → 401 unauthenticated JSON, no redirect, no upstream or IdP call', async () => {
+  it('no cookie → 401 unauthenticated JSON, no redirect, no upstream or IdP call', async () => {
     const upstreamBefore = s.upstream.requests.length;
     const tokenBefore = s.idp.tokenRequests.length;
     const r = await gw().get('/api/x').set(SPA);
@@ -71,7 +70,7 @@ describe('security: the session cookie as untrusted input (§2 rows 1–8)', () 
       'an id never issued, correctly signed with the real secret',
       () => signedCookieValue('never-issued-0123456789abcdefghijklmnopqrstu', SESSION_SECRET),
     ],
-  ])('R23 (§2 row 2): %s → 401 with a clearing Set-Cookie and no Redis write', async (_name, make) => {
+  ])('%s → 401 with a clearing Set-Cookie and no Redis write', async (_name, make) => {
     const before = await snapshot();
     const upstreamBefore = s.upstream.requests.length;
     for (const path of ['/api/x', '/auth/session']) {
@@ -88,7 +87,7 @@ describe('security: the session cookie as untrusted input (§2 rows 1–8)', () 
     expect(s.upstream.requests.length).toBe(upstreamBefore);
   });
 
-  describe('R24 (§2 row 3): malformed session cookies → 401 or 400, never 5xx', () => {
+  describe('malformed session cookies → 401 or 400, never 5xx', () => {
     const malformed: Array<[string, string]> = [
       ['abc', 'abc'],
       ['4 KiB', 'A'.repeat(4096)],
@@ -162,7 +161,7 @@ describe('security: the session cookie as untrusted input (§2 rows 1–8)', () 
     ['valid, then forged', () => `${valid}; gatehouse=${forgedCookieValue()}`],
     ['valid twice', () => `${valid}; ${valid}`],
     ['valid, then empty', () => `${valid}; gatehouse=`],
-  ])('R24 (§2 row 4): two session cookies (%s) are never authenticated', async (_name, header) => {
+  ])('two session cookies (%s) are never authenticated', async (_name, header) => {
     const upstreamBefore = s.upstream.requests.length;
     for (const path of ['/api/x', '/auth/session']) {
       const r = await gw().get(path).set(SPA).set('Cookie', header());
@@ -182,14 +181,14 @@ describe('security: the session cookie as untrusted input (§2 rows 1–8)', () 
     'connect.sid',
     'gatehouse-tx',
     ' gatehouse2',
-  ])('R24 (§2 row 5): the valid value under the name %j → 401', async (name) => {
+  ])('the valid value under the name %j → 401', async (name) => {
     const r = await gw().get('/auth/session').set(SPA).set('Cookie', `${name}=${validValue}`);
     expect(r.status).toBe(401);
     expect(r.body).toEqual(UNAUTHENTICATED);
     await gw().get('/api/x').set(SPA).set('Cookie', `${name}=${validValue}`).expect(401);
   });
 
-  it('§2 row 7: the tx cookie value presented as the session cookie → 401', async () => {
+  it('the tx cookie value presented as the session cookie → 401', async () => {
     const l = await startLogin(gw());
     const tx = setCookies(l.start)
       .map(parseSetCookie)
@@ -201,7 +200,7 @@ describe('security: the session cookie as untrusted input (§2 rows 1–8)', () 
     }
   });
 
-  it('R66 (§2 row 8): a 20 KiB Cookie header → 431 or 400, no upstream call, and the process keeps serving', async () => {
+  it('a 20 KiB Cookie header → 431 or 400, no upstream call, and the process keeps serving', async () => {
     const upstreamBefore = s.upstream.requests.length;
     const big = `${valid}; filler=${'x'.repeat(20 * 1024)}`;
     const r = await rawSocket(
@@ -214,7 +213,7 @@ describe('security: the session cookie as untrusted input (§2 rows 1–8)', () 
     await expectStillValid();
   });
 
-  it('R68: forged, logged-out and missing sessions get byte-identical 401 answers', async () => {
+  it('forged, logged-out and missing sessions get byte-identical 401 answers', async () => {
     const agent = s.gw.agent();
     const cb = await loginAs(agent, s.idp, 'r68');
     const loggedOut = `gatehouse=${issuedCookie(cb, 'gatehouse').value}`;
@@ -247,7 +246,7 @@ describe('security: the session cookie as untrusted input (§2 rows 1–8)', () 
     }
   });
 
-  it('R33, R65: no response of this file carries a token, the raw session id or X-Powered-By', async () => {
+  it('no response of this file carries a token, the raw session id or X-Powered-By', async () => {
     await settle();
     const tokens = tokenForms(s.idp.tokensIssued());
     const id = [sessionIdOf(validValue)];
@@ -261,7 +260,7 @@ describe('security: the session cookie as untrusted input (§2 rows 1–8)', () 
     expect(found).toEqual([]);
     for (const r of recorded) expect(r.head).not.toMatch(/x-powered-by/i);
     for (const r of recorded) expect(r.status).toBeLessThan(500);
-    // R63: any response that sets or clears the session cookie is no-store
+    // any response that sets or clears the session cookie is no-store (no cache may keep or replay it)
     const touching = recorded.filter((r) => /\r\nset-cookie: gatehouse=/i.test(r.head));
     expect(touching.length).toBeGreaterThan(20);
     for (const r of touching) expect(r.head).toMatch(/\r\ncache-control: no-store\r\n/i);

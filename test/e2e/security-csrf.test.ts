@@ -1,7 +1,6 @@
 /**
- * CSRF and CORS (R29–R31, STANDARDS.md §2 rows 11–13), always with a valid session cookie: only a
- * same-origin request carrying `X-CSRF: 1` gets through, on /api, /auth/session and /auth/logout alike,
- * and a refused request never reaches the upstream.
+ * CSRF and CORS, always with a valid session cookie: only a same-origin request carrying `X-CSRF: 1` gets
+ * through, on /api, /auth/session and /auth/logout alike, and a refused request never reaches the upstream.
  */
 import request from 'supertest';
 import { loginAs } from '../support/login';
@@ -10,7 +9,7 @@ import { issuedCookie, recordResponses, settle, type Recorded } from '../support
 
 const CSRF = { error: 'csrf', message: 'Cross-site request refused. Send X-CSRF: 1 from the same origin.' };
 
-describe('security: CSRF and CORS (R29–R31)', () => {
+describe('security: CSRF and CORS', () => {
   let s: Stack;
   let recorded: Recorded[];
   let cookie: string;
@@ -55,7 +54,7 @@ describe('security: CSRF and CORS (R29–R31)', () => {
     return v.text === undefined ? req.send({ a: 1 }) : req.send(v.text);
   }
 
-  describe('R29 (§2 row 11): /api/x is refused with 403 csrf and the upstream records nothing', () => {
+  describe('/api/x is refused with 403 csrf and the upstream records nothing', () => {
     it.each(refused)('%s', async (_name, v) => {
       const before = s.upstream.requests.length;
       const r = await send('/api/x', v);
@@ -65,7 +64,7 @@ describe('security: CSRF and CORS (R29–R31)', () => {
     });
   });
 
-  describe('R29: the same rule guards GET /auth/session', () => {
+  describe('the same rule guards GET /auth/session', () => {
     it.each(refused.filter(([, v]) => v.text === undefined))('%s', async (_name, v) => {
       const r = await send('/auth/session', v, 'GET');
       expect(r.status).toBe(403);
@@ -74,7 +73,7 @@ describe('security: CSRF and CORS (R29–R31)', () => {
     });
   });
 
-  describe('R31 (§2 row 13): a cross-site POST /auth/logout is refused and the session survives', () => {
+  describe('a cross-site POST /auth/logout is refused and the session survives', () => {
     it.each(refused)('%s', async (_name, v) => {
       const r = await send('/auth/logout', v, 'POST');
       expect(r.status).toBe(403);
@@ -84,7 +83,7 @@ describe('security: CSRF and CORS (R29–R31)', () => {
     });
   });
 
-  it('R31 (§2 row 13): GET /auth/logout → 405 with Allow: POST, and the session survives', async () => {
+  it('GET /auth/logout → 405 with Allow: POST, and the session survives', async () => {
     for (const headers of [{}, SPA]) {
       const r = await gw().get('/auth/logout').set(headers).set('Cookie', cookie);
       expect(r.status).toBe(405);
@@ -95,7 +94,7 @@ describe('security: CSRF and CORS (R29–R31)', () => {
     await gw().get('/auth/session').set(SPA).set('Cookie', cookie).expect(200);
   });
 
-  it('R30 (§2 row 12): OPTIONS /api/x from a foreign Origin gets no Access-Control-Allow-* headers and reaches nothing', async () => {
+  it('OPTIONS /api/x from a foreign Origin gets no Access-Control-Allow-* headers and reaches nothing', async () => {
     const before = s.upstream.requests.length;
     for (const path of ['/api/x', '/auth/session', '/auth/logout']) {
       const r = await gw()
@@ -113,7 +112,7 @@ describe('security: CSRF and CORS (R29–R31)', () => {
     expect(s.upstream.requests.length).toBe(before);
   });
 
-  it('R29 (g): a same-origin request with X-CSRF: 1 goes through (Origin and Sec-Fetch-Site same-origin, or absent)', async () => {
+  it('a same-origin request with X-CSRF: 1 goes through (Origin and Sec-Fetch-Site same-origin, or absent)', async () => {
     const before = s.upstream.requests.length;
     await gw()
       .post('/api/x')
@@ -129,7 +128,7 @@ describe('security: CSRF and CORS (R29–R31)', () => {
     expect(s.upstream.last().headers['x-csrf']).toBeUndefined();
   });
 
-  it('R31, R20: a same-origin POST /auth/logout ends the session; a post_logout_redirect_uri in the request is ignored', async () => {
+  it('a same-origin POST /auth/logout ends the session; a post_logout_redirect_uri in the request is ignored', async () => {
     const out = await gw()
       .post(`/auth/logout?post_logout_redirect_uri=${encodeURIComponent('https://evil.example/')}`)
       .set(SPA)
@@ -144,7 +143,7 @@ describe('security: CSRF and CORS (R29–R31)', () => {
     await gw().get('/auth/session').set(SPA).set('Cookie', cookie).expect(401);
   });
 
-  it('R63: every refusal is no-store and no response has X-Powered-By', async () => {
+  it('every refusal is no-store and no response has X-Powered-By', async () => {
     await settle();
     const refusals = recorded.filter((r) => r.status === 403);
     expect(refusals.length).toBeGreaterThan(20);

@@ -1,7 +1,7 @@
 /**
- * HTTPS deployment behind one TLS-terminating proxy (publicUrl https://app.example, trustProxy 1):
- * the __Host- cookie names and their attributes (R5, R21, R52), and no unusable session when the proxy
- * header is missing (R64). Cookies are carried by hand: a client over plain http would not send Secure ones.
+ * HTTPS deployment behind one TLS-terminating proxy (publicUrl https://app.example, trustProxy 1): the
+ * __Host- cookie names and their attributes, and no unusable session when the proxy header is missing.
+ * Cookies are carried by hand: a client over plain http would not send Secure ones.
  */
 import request from 'supertest';
 import { followIdp } from '../support/login';
@@ -25,7 +25,7 @@ const SESSION = '__Host-Http-gatehouse';
 const TX = '__Host-gatehouse-tx-';
 const HTTPS = { 'X-Forwarded-Proto': 'https' } as const;
 
-describe('security: https deployment cookies (R5, R21, R52, R64)', () => {
+describe('security: https deployment cookies', () => {
   let s: Stack;
   let recorded: Recorded[];
 
@@ -73,7 +73,7 @@ describe('security: https deployment cookies (R5, R21, R52, R64)', () => {
     expect(setCookies(l.start).filter((c) => c.startsWith('gatehouse-tx'))).toHaveLength(0);
   });
 
-  it('R21: the session cookie is __Host-Http-gatehouse; Secure; HttpOnly; Path=/; SameSite=Strict, without Domain, and it works', async () => {
+  it('the session cookie is __Host-Http-gatehouse; Secure; HttpOnly; Path=/; SameSite=Strict, without Domain, and it works', async () => {
     const { cb } = await login('https-user');
     expect(cb.status).toBe(302);
     expect(cb.headers.location).toBe('/app');
@@ -92,7 +92,7 @@ describe('security: https deployment cookies (R5, R21, R52, R64)', () => {
     await gw().get('/auth/session').set(HTTPS).set(SPA).set('Cookie', `__Host-gatehouse=${c.value}`).expect(401);
   });
 
-  it('R52: every clearing cookie repeats Secure, HttpOnly, Path=/ and SameSite, without Domain (logout and 401)', async () => {
+  it('every clearing cookie repeats Secure, HttpOnly, Path=/ and SameSite, without Domain (logout and 401)', async () => {
     const { cb } = await login('https-logout');
     const cookie = `${SESSION}=${issuedCookie(cb, SESSION).value}`;
 
@@ -117,7 +117,7 @@ describe('security: https deployment cookies (R5, R21, R52, R64)', () => {
     expect(s.upstream.requests).toHaveLength(0);
   });
 
-  it('R64: a callback that arrives without X-Forwarded-Proto answers 400 login_failed and creates no session', async () => {
+  it('a callback that arrives without X-Forwarded-Proto answers 400 login_failed and creates no session', async () => {
     const codeGrants = s.idp.grants.authorization_code;
     const keysBefore = (await s.redis!.keys(`${s.prefix}s:*`)).length;
     const { cb } = await login('no-proto', {});
@@ -129,7 +129,7 @@ describe('security: https deployment cookies (R5, R21, R52, R64)', () => {
     expect(s.idp.grants.authorization_code).toBe(codeGrants);
   });
 
-  it('R63, R65: every /auth/* response is no-store and none has X-Powered-By', async () => {
+  it('every /auth/* response is no-store and none has X-Powered-By', async () => {
     await settle();
     const auth = recorded.filter((r) => r.url.startsWith('/auth'));
     expect(auth.length).toBeGreaterThan(5);

@@ -1,6 +1,6 @@
 /**
- * STANDARDS.md A–C (R1–R19) against the real IdP: the authorization request, the login-transaction cookie,
- * the callback's failure modes (§2 rows 18–23) and the headers of every /auth/* response.
+ * Login and callback against the real IdP: the authorization request (OIDC Core §3.1.2.1, PKCE per RFC 7636),
+ * the login-transaction cookie, the callback's failure modes and the headers of every /auth/* response.
  */
 import { OPEN_REDIRECT_PAYLOADS } from '../support/payloads';
 import request from 'supertest';
@@ -34,7 +34,7 @@ const txCookieName = (res: request.Response) =>
     .map(parseSetCookie)
     .find((c) => c.name.startsWith('gatehouse-tx-') && c.value !== '')!.name;
 
-describe('security: login and callback (R1–R19)', () => {
+describe('security: login and callback', () => {
   let s: Stack;
   let recorded: Recorded[];
   let authorizationEndpoint: string;
@@ -54,7 +54,7 @@ describe('security: login and callback (R1–R19)', () => {
   const gw = () => request(s.gw.server);
   const sessionCookies = (res: request.Response) => cookiesNamed(res, 'gatehouse').filter((c) => c.value !== '');
 
-  it('R1, R2: redirects to the authorization endpoint with the code flow and a PKCE S256 challenge', async () => {
+  it('redirects to the authorization endpoint with the code flow and a PKCE S256 challenge', async () => {
     const { start, authorizationUrl: url } = await startLogin(gw());
     expect(start.status).toBe(302);
     expect(url.origin + url.pathname).toBe(authorizationEndpoint);
@@ -68,7 +68,7 @@ describe('security: login and callback (R1–R19)', () => {
     expect(p.get('code_challenge')).toMatch(/^[A-Za-z0-9_-]{43}$/);
   });
 
-  it('R3, R4: state and nonce carry at least 128 bits and are fresh and distinct over 50 logins', async () => {
+  it('state and nonce carry at least 128 bits and are fresh and distinct over 50 logins', async () => {
     const states = new Set<string>();
     const nonces = new Set<string>();
     const challenges = new Set<string>();
@@ -92,7 +92,7 @@ describe('security: login and callback (R1–R19)', () => {
     for (const st of states) expect(nonces.has(st)).toBe(false);
   });
 
-  it('R7 (§2 row 19): ignores protocol parameters sent by the caller', async () => {
+  it('ignores protocol parameters sent by the caller', async () => {
     const q = new URLSearchParams({
       redirect_uri: 'https://evil.example/cb',
       response_type: 'token',
@@ -140,7 +140,7 @@ describe('security: login and callback (R1–R19)', () => {
     expect(b64urlSha256(decodeURIComponent(tx.value))).not.toBe(l.challenge);
   });
 
-  it('R21, R22: the session cookie is HttpOnly, Path=/, SameSite=Strict, session-only, no Domain, a signed 256-bit id under 200 bytes', async () => {
+  it('the session cookie is HttpOnly, Path=/, SameSite=Strict, session-only, no Domain, a signed 256-bit id under 200 bytes', async () => {
     const cb = await loginAs(s.gw.agent(), s.idp, 'cookie-attrs');
     expect(cb.status).toBe(302);
     const c = issuedCookie(cb, 'gatehouse');
@@ -157,12 +157,12 @@ describe('security: login and callback (R1–R19)', () => {
     expect(id.startsWith('eyJ')).toBe(false);
   });
 
-  it('R1: the gateway authenticates itself on every token request', () => {
+  it('the gateway authenticates itself on every token request', () => {
     expect(s.idp.tokenRequests.length).toBeGreaterThan(0);
     for (const t of s.idp.tokenRequests) expect(t.clientAuth).toBe('client_secret_basic');
   });
 
-  it('R17: a session cookie planted before login is never adopted', async () => {
+  it('a session cookie planted before login is never adopted', async () => {
     const planted = signedCookieValue('planted-id-0123456789abcdefghijklmnopqrstuvw', SESSION_SECRET);
     const agent = s.gw.agent();
     agent.jar.setCookie(`gatehouse=${planted}; Path=/`, '127.0.0.1', '/');
@@ -172,7 +172,7 @@ describe('security: login and callback (R1–R19)', () => {
     await gw().get('/auth/session').set(SPA).set('Cookie', `gatehouse=${planted}`).expect(401);
   });
 
-  it('R6: two tabs of one browser logging in at once both succeed', async () => {
+  it('two tabs of one browser logging in at once both succeed', async () => {
     const browser = s.gw.agent();
     const a = await startLogin(browser, '/auth/login?returnTo=%2Ftab-a');
     const b = await startLogin(browser, '/auth/login?returnTo=%2Ftab-b');
@@ -188,7 +188,7 @@ describe('security: login and callback (R1–R19)', () => {
     expect((me.body as { user: { sub: string } }).user.sub).toBe('tabs');
   });
 
-  it('R9 (§2 row 21): a replayed callback answers 400 login_failed, with no second token request and no new session', async () => {
+  it('a replayed callback answers 400 login_failed, with no second token request and no new session', async () => {
     const browser = s.gw.agent();
     const cb = await loginAs(browser, s.idp, 'replay');
     expect(cb.status).toBe(302);
@@ -212,7 +212,7 @@ describe('security: login and callback (R1–R19)', () => {
     await browser.get('/auth/session').set(SPA).expect(200); // the session of the first callback is untouched
   });
 
-  describe('R8, R10 (§2 row 20): callbacks with bad state, parameters or cookies answer 400 and never reach the token endpoint', () => {
+  describe('callbacks with bad state, parameters or cookies answer 400 and never reach the token endpoint', () => {
     type Variant = (ctx: {
       browser: ReturnType<Stack['gw']['agent']>;
       path: string;
@@ -242,13 +242,10 @@ describe('security: login and callback (R1–R19)', () => {
             .redirects(0),
       ],
       [
-        '(R11, §2 row 22) an iss other than the issuer',
+        'an iss other than the issuer',
         ({ browser, path }) => browser.get(path.replace(/iss=[^&]*/, 'iss=' + encodeURIComponent('https://evil.example'))).redirects(0),
       ],
-      [
-        '(R11, §2 row 22) no iss although the IdP advertises it',
-        ({ browser, path }) => browser.get(path.replace(/&?iss=[^&]*/, '')).redirects(0),
-      ],
+      ['no iss although the IdP advertises it', ({ browser, path }) => browser.get(path.replace(/&?iss=[^&]*/, '')).redirects(0)],
       [
         'two tx cookies',
         ({ path, tx }) =>
@@ -273,7 +270,7 @@ describe('security: login and callback (R1–R19)', () => {
     });
   });
 
-  it("§2 row 24: an attacker's code injected with the victim's state fails PKCE at the IdP → 400, no session", async () => {
+  it("an attacker's code injected with the victim's state fails PKCE at the IdP → 400, no session", async () => {
     const attacker = s.gw.agent();
     const attackerLogin = await startLogin(attacker);
     const attackerCode = new URL(await callbackPathFor(s.idp, attackerLogin, 'attacker'), s.gw.url).searchParams.get('code')!;
@@ -292,7 +289,7 @@ describe('security: login and callback (R1–R19)', () => {
     await victim.get('/auth/session').set(SPA).expect(401);
   });
 
-  it('R17: logging in as another user in the same browser ends the previous session', async () => {
+  it('logging in as another user in the same browser ends the previous session', async () => {
     const browser = s.gw.agent();
     const first = issuedCookie(await loginAs(browser, s.idp, 'first-user'), 'gatehouse').value;
     const second = issuedCookie(await loginAs(browser, s.idp, 'second-user'), 'gatehouse').value;
@@ -302,7 +299,7 @@ describe('security: login and callback (R1–R19)', () => {
     expect((me.body as { user: { sub: string } }).user.sub).toBe('second-user');
   });
 
-  it('R12 (§2 row 23): an IdP error response with HTML in error_description fails closed and reflects nothing', async () => {
+  it('an IdP error response with HTML in error_description fails closed and reflects nothing', async () => {
     const browser = s.gw.agent();
     const l = await startLogin(browser);
     const codeGrants = s.idp.grants.authorization_code;
@@ -324,7 +321,7 @@ describe('security: login and callback (R1–R19)', () => {
     expect(s.idp.grants.authorization_code).toBe(codeGrants);
   });
 
-  describe('R19 (§2 row 18): a returnTo payload never leads off-origin after a full login', () => {
+  describe('a returnTo payload never leads off-origin after a full login', () => {
     const payloads = OPEN_REDIRECT_PAYLOADS;
 
     it.each(payloads.map((p) => [p.length > 64 ? `10 KiB path (${p.length} chars)` : JSON.stringify(p), p]))(
@@ -358,7 +355,7 @@ describe('security: login and callback (R1–R19)', () => {
     });
   });
 
-  it('R13 (§2 row 10): Host and X-Forwarded-Host never change redirect_uri or the code exchange', async () => {
+  it('Host and X-Forwarded-Host never change redirect_uri or the code exchange', async () => {
     const browser = s.gw.agent();
     const spoof = { Host: 'evil.example', 'X-Forwarded-Host': 'evil.example', 'X-Forwarded-Proto': 'https' };
     const errorsBefore = s.idp.grantErrors.length;
@@ -378,7 +375,7 @@ describe('security: login and callback (R1–R19)', () => {
     expect(s.idp.grantErrors.slice(errorsBefore)).toEqual([]);
   });
 
-  it('R17/R23: a forged but well-formed cookie is not turned into a session by the callback either', async () => {
+  it('a forged but well-formed cookie is not turned into a session by the callback either', async () => {
     const forged = forgedCookieValue();
     const browser = s.gw.agent();
     browser.jar.setCookie(`gatehouse=${forged}; Path=/`, '127.0.0.1', '/');
@@ -387,7 +384,7 @@ describe('security: login and callback (R1–R19)', () => {
     expect(issuedCookie(cb, 'gatehouse').value).not.toBe(forged);
   });
 
-  it('R63, R18, R65: every /auth/* response is no-store, the callback sends Referrer-Policy: no-referrer, and no response has X-Powered-By', async () => {
+  it('every /auth/* response is no-store, the callback sends Referrer-Policy: no-referrer, and no response has X-Powered-By', async () => {
     await gw().get('/auth/session').set(SPA).expect(401);
     await gw().post('/auth/logout').set(SPA).expect(200);
     await gw().get('/auth/logout').expect(405);
@@ -407,7 +404,7 @@ describe('security: login and callback (R1–R19)', () => {
     for (const r of recorded) expect(r.head).not.toMatch(/x-powered-by/i);
   });
 
-  it('R33: no token the IdP issued appears in any response of this file', async () => {
+  it('no token the IdP issued appears in any response of this file', async () => {
     await settle();
     const tokens = tokenForms(s.idp.tokensIssued());
     expect(tokens.length).toBeGreaterThan(0);

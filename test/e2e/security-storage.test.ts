@@ -1,7 +1,7 @@
 /**
- * Token storage and secrecy (R33–R35): after real logins, refreshes and a logout, a dump of every Redis key
- * under the gateway's prefix holds no token, no raw session id and no user claim in clear, and every key
- * expires; no gateway response and no gateway log line carries a token or a raw session id.
+ * Token storage and secrecy: after real logins, refreshes and a logout, a dump of every Redis key under
+ * the gateway's prefix holds no token, no raw session id and no user claim in clear, and every key expires;
+ * no gateway response and no gateway log line carries a token or a raw session id.
  */
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -21,7 +21,7 @@ import {
   type Recorded,
 } from '../support/security';
 
-describe('security: nothing secret at rest, on the wire or in the logs (R33–R35)', () => {
+describe('security: nothing secret at rest, on the wire or in the logs', () => {
   let s: Stack;
   let recorded: Recorded[];
   let dump: RedisEntry[];
@@ -71,7 +71,7 @@ describe('security: nothing secret at rest, on the wire or in the logs (R33–R3
     expect(dump.length).toBeGreaterThanOrEqual(5);
   });
 
-  it('R34: no access, refresh or ID token appears in any Redis key or value', () => {
+  it('no access, refresh or ID token appears in any Redis key or value', () => {
     const tokens = tokenForms(s.idp.tokensIssued());
     // also each JWT's parts on their own (a stored payload or signature would leak the claims or be replayable)
     const jwtParts = s.idp
@@ -82,13 +82,13 @@ describe('security: nothing secret at rest, on the wire or in the logs (R33–R3
     expect(found).toEqual([]);
   });
 
-  it('R34: no raw session id appears in any Redis key or value (live or logged out)', () => {
+  it('no raw session id appears in any Redis key or value (live or logged out)', () => {
     const forms = [...sessionIds, ...cookieValues, ...cookieValues.map(decodeURIComponent)];
     const found = dump.flatMap((e) => leaks(`${e.key}\n${e.value}`, forms).map((l) => `${e.key}: ${l}`));
     expect(found).toEqual([]);
   });
 
-  it('R34: no user claim (sub, email, name) appears in clear in Redis', () => {
+  it('no user claim (sub, email, name) appears in clear in Redis', () => {
     const claims = subs.flatMap((sub) => [sub, `${sub}@example.test`, `Test ${sub}`]);
     const text = dump.map((e) => `${e.key}\n${e.value}`).join('\n');
     for (const c of claims) expect(text.includes(c) ? c : null).toBeNull();
@@ -97,21 +97,21 @@ describe('security: nothing secret at rest, on the wire or in the logs (R33–R3
     }
   });
 
-  it('R35: every key under the prefix has a TTL (login transactions at most 600 s)', () => {
+  it('every key under the prefix has a TTL (login transactions at most 600 s)', () => {
     for (const e of dump) expect({ key: e.key, hasTtl: e.pttl > 0 }).toEqual({ key: e.key, hasTtl: true });
     const tx = dump.filter((e) => e.key.startsWith(`${s.prefix}x:`));
     expect(tx.length).toBeGreaterThanOrEqual(1);
     for (const e of tx) expect(e.pttl).toBeLessThanOrEqual(600_000);
   });
 
-  it('R33: no token the IdP issued reaches the browser in any response header or body (only id_token_hint in logoutUrl)', () => {
+  it('no token the IdP issued reaches the browser in any response header or body (only id_token_hint in logoutUrl)', () => {
     expect(recorded.length).toBeGreaterThan(15);
     const tokens = tokenForms(s.idp.tokensIssued());
     const found = recorded.flatMap((r) => leaks(scannable(r, s.idp.issuer), tokens).map((l) => `${r.method} ${r.url}: ${l}`));
     expect(found).toEqual([]);
   });
 
-  it('R33, R69: the gateway logs hold no token, no raw session id and no cookie value', () => {
+  it('the gateway logs hold no token, no raw session id and no cookie value', () => {
     expect(s.logs.length).toBeGreaterThan(0);
     expect(s.logs.some((l) => l.includes('"login"'))).toBe(true);
     const secrets = [...tokenForms(s.idp.tokensIssued()), ...sessionIds, ...cookieValues, ...cookieValues.map(decodeURIComponent)];

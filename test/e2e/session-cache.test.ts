@@ -1,5 +1,5 @@
 /**
- * Issue 6: a replica reuses a session it read from Redis a moment ago (GATEHOUSE_SESSION_CACHE_MS), and a
+ * A replica reuses a session it read from Redis a moment ago (GATEHOUSE_SESSION_CACHE_MS), and a
  * logout, a kill or a back-channel logout on any other replica ends the session there within one second.
  *
  * The replicas here keep sessions for the longest allowed period, 1000 ms. The first test shows the cache
@@ -17,7 +17,7 @@ const CACHE_MS = 1000;
 const ANNOUNCED_WITHIN_MS = 300;
 const ADMIN_TOKEN = 'admin-token-of-the-session-cache-test-0123456789';
 
-describe('the session cache across replicas (issue 6)', () => {
+describe('the session cache across replicas', () => {
   let s: Stack;
   let a: Instance;
   let b: Instance;

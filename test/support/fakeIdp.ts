@@ -1,7 +1,7 @@
 /**
  * A SCRIPTED fake OpenID provider, for the misbehaviour a real IdP (src/testing/testIdp.ts) cannot produce:
- * forged or malformed ID tokens, odd token-endpoint bodies and statuses (STANDARDS.md: "a small scripted OP in
- * the tests is right"). It implements just enough OIDC for openid-client 6:
+ * forged or malformed ID tokens, odd token-endpoint bodies and statuses (a real IdP cannot be made to send
+ * them, so a small scripted one does). It implements just enough OIDC for openid-client 6:
  *
  * - `GET /.well-known/openid-configuration`: issuer, authorization/token/revocation/end-session endpoints, jwks_uri,
  *   `id_token_signing_alg_values_supported: ['RS256']`, `code_challenge_methods_supported: ['S256']`, optionally

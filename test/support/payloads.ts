@@ -1,6 +1,6 @@
 /** Bad inputs shared by unit and end-to-end tests, so every layer is checked against the same list. */
 
-/** STANDARDS.md §2 row 18 (R19): returnTo values that must never lead off-origin. */
+/** returnTo values that must never lead off-origin (each one a known open-redirect trick). */
 export const OPEN_REDIRECT_PAYLOADS: readonly string[] = [
   'https://evil.example',
   '//evil.example',
@@ -20,7 +20,7 @@ export const OPEN_REDIRECT_PAYLOADS: readonly string[] = [
   `/${'a'.repeat(10 * 1024)}`,
 ];
 
-/** The variables DESIGN.md marks as required: an empty environment names each of them once. */
+/** The required variables (docs/configuration.md): an empty environment names each of them once. */
 export const REQUIRED_VARIABLES: readonly string[] = [
   'GATEHOUSE_ISSUER',
   'GATEHOUSE_CLIENT_ID',

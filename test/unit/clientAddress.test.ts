@@ -1,5 +1,5 @@
 /**
- * R64: /api computes the browser's address without Express, so it must agree with what Express' `req.ip`
+ * /api computes the browser's address without Express, so it must agree with what Express' `req.ip`
  * gives under `trust proxy` = the same hop count (which it used before, and which /auth still uses).
  */
 import http, { type IncomingMessage } from 'node:http';
@@ -22,7 +22,7 @@ const HEADERS = [
   ',',
 ];
 
-describe('clientAddress (R64: X-Forwarded-For trusted only as far as the configured hops)', () => {
+describe('clientAddress (X-Forwarded-For trusted only as far as the configured hops)', () => {
   const servers: http.Server[] = [];
   afterAll(async () => {
     await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));

@@ -3,13 +3,13 @@ import { sessionCookieOk } from '../../src/http/cookieGuard';
 const id = 'A'.repeat(43);
 const sig = 'b+/'.repeat(14) + 'c';
 
-describe('sessionCookieOk (R24: the cookie is untrusted input)', () => {
+describe('sessionCookieOk (the cookie is untrusted input)', () => {
   it('accepts express-session signed ids, raw or URL-encoded', () => {
     expect(sessionCookieOk(`s:${id}.${sig}`)).toBe(true);
     expect(sessionCookieOk(encodeURIComponent(`s:${id}.${sig}`))).toBe(true);
   });
 
-  // STANDARDS.md §2 row 3.
+  // Malformed values: anything but the signed-id shape is refused before a store lookup.
   it.each([
     'abc',
     'x'.repeat(4096),

@@ -14,7 +14,7 @@ function only(lines: string[]): Record<string, unknown> {
 /** An authorization code as oidc-provider issues them: 43 random base64url characters. */
 const AUTH_CODE = 'Qm7xK2pZr9T_vW4nB8sLd1Yc6Hf0Ju3Ae5Gi-oXtNqR';
 
-describe('logger (STYLE §14: secrets never reach logs)', () => {
+describe('logger (secrets never reach logs)', () => {
   it('redacts fields named like tokens, cookies, secrets and authorization, at any depth', () => {
     const { log, lines } = capture();
     log.info(

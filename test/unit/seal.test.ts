@@ -1,6 +1,6 @@
 import { deriveKey, keyedHash, open, randomId, seal } from '../../src/crypto/seal';
 
-describe('seal/open (R34: AES-256-GCM at rest)', () => {
+describe('seal/open (AES-256-GCM at rest)', () => {
   const key = deriveKey('a-secret-of-at-least-thirty-two-chars!', 'test');
 
   it('round-trips and never contains the plaintext', () => {
@@ -28,7 +28,7 @@ describe('seal/open (R34: AES-256-GCM at rest)', () => {
     expect(seal(key, 'same', 'k')).not.toBe(seal(key, 'same', 'k'));
   });
 
-  it('makes 256-bit base64url ids that never repeat (R22)', () => {
+  it('makes 256-bit base64url ids that never repeat', () => {
     const ids = new Set(Array.from({ length: 1000 }, randomId));
     expect(ids.size).toBe(1000);
     for (const id of ids) expect(id).toMatch(/^[A-Za-z0-9_-]{43}$/);

@@ -9,7 +9,7 @@ const [A, B] = ['a-secret-of-at-least-thirty-two-characters', 'b-secret-of-at-le
 const keys = [A, B].map((s) => createSecretKey(Buffer.from(s, 'utf8')));
 const id = 'x'.repeat(43);
 
-describe('sessionLoader.verifiedId (R24: the /api loader accepts only cookies signed with a configured secret)', () => {
+describe('sessionLoader.verifiedId (the /api loader accepts only cookies signed with a configured secret)', () => {
   it('accepts exactly what express-session signs (cookie-signature), under the current or an older secret', () => {
     expect(verifiedId(`s:${sign(id, A)}`, keys)).toBe(id);
     expect(verifiedId(`s:${sign(id, B)}`, keys)).toBe(id);
