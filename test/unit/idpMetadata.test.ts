@@ -26,7 +26,10 @@ describe('settings the IdP’s metadata makes impossible stop start-up', () => {
       'GATEHOUSE_PAR: required, but the IdP offers no pushed authorization request endpoint — set it to auto or off',
     ]);
     expect(
-      metadataProblems({ par: 'off', dpop: false, settingNames: 'option', routes: r }, meta({ require_pushed_authorization_requests: true })),
+      metadataProblems(
+        { par: 'off', dpop: false, settingNames: 'option', routes: r },
+        meta({ require_pushed_authorization_requests: true }),
+      ),
     ).toEqual(['par: off, but the IdP requires pushed authorization requests — set it to auto or required']);
   });
 
