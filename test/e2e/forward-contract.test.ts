@@ -79,7 +79,7 @@ describe('the forwarder, given an exchange', () => {
       forwarder.forward(req, res, {
         upstreamPath: upstreamPath(req.url ?? '')!,
         bound: 'b',
-        ...(accessToken !== undefined && { accessToken }),
+        ...(accessToken !== undefined && { token: { accessToken } }),
       }),
     );
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
