@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: Gatehouse against two baselines, in one run on one machine (issue 6).
+ * `npm run bench`: Gatehouse against two baselines, in one run on one machine.
  *
  * Longer than 250 lines because it is the schedule itself, read top to bottom: start everything, warm up,
  * measure in interleaved rounds, count Redis commands, grow Redis to 100,000 sessions and measure again,

@@ -376,7 +376,7 @@ export class TokenService {
   }
 
   /**
-   * Issue 4 anomaly signal: refreshes far more frequent than token lifetimes explain mean someone else holds
+   * The anomaly signal: refreshes far more frequent than token lifetimes explain mean someone else holds
    * the session or its refresh token. Logged as a security event and counted; optionally the session ends.
    */
   private async checkRate(keys: SessionKeys, version: number, result: AccessResult): Promise<AccessResult> {
