@@ -99,12 +99,13 @@ describe('the forwarder replays a request without a body once after 401 invalid_
       const current = hook;
       const exchange: Exchange = {
         upstreamPath: upstreamPath(req.url ?? '')!,
-        accessToken: 'old-token',
+        token: { accessToken: 'old-token' },
         bound: 'one-session',
         ...(current && {
-          retryWithNewToken: () => {
+          retryWithNewToken: async () => {
             hookCalls++;
-            return current(res);
+            const accessToken = await current(res);
+            return accessToken === undefined ? undefined : { accessToken };
           },
         }),
       };
