@@ -1,6 +1,6 @@
 /**
  * What the bench measured, checked against its targets, as JSON (bench/results/latest.json) and as
- * the markdown table printed at the end and copied into the README.
+ * the markdown table printed at the end and copied into docs/performance.md.
  */
 import { readFileSync } from 'node:fs';
 import type { LoadResult, WaveResult } from './load';
