@@ -237,7 +237,7 @@ export class Fleet {
   /**
    * Judges every 401 once the run is over: expected when the soak caused it (a revocation of the account, an
    * exposure of its refresh token at a kill, a data loss, the absolute lifetime), all after the session began
-   * and before the call. Each revocation or exposure explains one 401.
+   * and before the answer. Each revocation or exposure explains one 401.
    */
   judge(revocations: Array<{ sub: string; at: number }>, exposures: Array<{ sub: string; at: number; cause: string }>): void {
     const unused = (list: Array<{ sub: string; at: number }>) => list.map((x) => ({ ...x, used: false }));
@@ -252,9 +252,10 @@ export class Fleet {
       const u = c.unauthorized;
       if (!u) continue;
       const sub = this.browsers[c.browser]!.sub;
-      if (u.code === 'session_expired' && take(revoked, sub, u.sessionFrom, c.sent)) c.outcome = '401 revoked';
-      else if (u.code === 'session_expired' && take(exposed, sub, u.sessionFrom, c.sent)) c.outcome = '401 kill';
-      else if (u.code === 'unauthenticated' && this.wipes.some((w) => w >= u.sessionFrom && w <= c.sent)) c.outcome = '401 data loss';
+      // The cause may come while the call waits (a refresh held up by a slow IdP): before the answer will do.
+      if (u.code === 'session_expired' && take(revoked, sub, u.sessionFrom, c.done)) c.outcome = '401 revoked';
+      else if (u.code === 'session_expired' && take(exposed, sub, u.sessionFrom, c.done)) c.outcome = '401 kill';
+      else if (u.code === 'unauthenticated' && this.wipes.some((w) => w >= u.sessionFrom && w <= c.done)) c.outcome = '401 data loss';
       else if (u.code === 'unauthenticated' && c.sent >= u.sessionFrom + this.o.absoluteMs - 500) c.outcome = '401 lifetime';
       else {
         c.outcome = `401 unexpected ${u.code || '(no code)'}`;

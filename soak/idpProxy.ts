@@ -67,7 +67,7 @@ const stats: IdpStats = {
     ok: 0,
     initial: 0,
     due: 0,
-    premature: 0,
+    atOnce: 0,
     failedBeforeIdp: {},
     idpErrors: {},
     invalidGrant: { revokedOnPurpose: 0, afterGatewayRevoked: 0, afterReuse: 0, killPhysics: 0, unexplained: 0 },
@@ -75,6 +75,7 @@ const stats: IdpStats = {
     lostRotations: 0,
     maxGrantsPerExpiry: 0,
     early: {},
+    earlyAt: [],
   },
   revocationRequests: 0,
   kills: [],
@@ -108,41 +109,49 @@ function newChain(sub: string): Chain {
 }
 
 /**
- * How much earlier than its nominal refresh point a grant may come and still be for an expiry: the gateway
- * counts a token's life from when it sent the request, which may be a little before it reached the proxy,
- * and a JWT's whole-second `exp` may shorten the life by up to a second. A second grant for one expiry
- * comes at once (two replicas refreshing together), seconds before the point.
+ * A grant this soon after the one before it in the same chain is a second grant for one expiry: two
+ * refreshers racing (the exactly-once rule broken). Anything later is a refresh of its own.
+ */
+const AT_ONCE_MS = 1000;
+/**
+ * How much earlier than its nominal refresh point (half the token's life after the previous grant reached the
+ * proxy) a refresh may come without a remark: the gateway counts a token's life from when it sent the
+ * request, which may be a little before it reached the proxy, and a JWT's whole-second `exp` may shorten the
+ * life by up to a second. Earlier ones are listed, with the replicas' event-loop delay at the time.
  */
 const EARLY_TOLERANCE_MS = 1500;
 
-/** A refresh grant answered 200 at `at` (when its request arrived): the first for the API, due, or premature. */
+/** A refresh grant answered 200 at `at` (when its request arrived): the first for the API, due, or a second one. */
 function countGrant(chain: Chain, at: number, accessToken: string | undefined, pid: number | undefined): void {
   const p = payloadOf(accessToken);
   const life = typeof p?.exp === 'number' && typeof p.iat === 'number' ? p.exp - p.iat : o.accessTokenTtl;
   const r = stats.refresh;
   if (!chain.last) {
     r.initial++;
+  } else if (at - chain.last.at < AT_ONCE_MS) {
+    r.atOnce++;
+    chain.sinceDue++;
+    anomaly(
+      `second grant for one expiry: sub ${chain.sub}, ${at - chain.last.at} ms after the one pid ${chain.last.pid} got; now pid ${pid}`,
+    );
   } else {
+    r.due++;
+    chain.sinceDue = 1;
     // The gateway refreshes at half the token's life (its skew, capped at half the life).
-    const point = chain.last.at + (chain.last.life / 2) * 1000;
-    const early = point - at;
+    const early = chain.last.at + (chain.last.life / 2) * 1000 - at;
     if (early > 0)
       bump(
         r.early,
-        early <= 500 ? 'up to 0.5 s' : early <= 1000 ? '0.5 to 1 s' : early <= EARLY_TOLERANCE_MS ? '1 to 1.5 s' : 'more (premature)',
+        early <= 500 ? 'up to 0.5 s' : early <= 1000 ? '0.5 to 1 s' : early <= EARLY_TOLERANCE_MS ? '1 to 1.5 s' : 'more than 1.5 s',
       );
-    if (early <= EARLY_TOLERANCE_MS) {
-      r.due++;
-      chain.sinceDue = 1;
-    } else {
-      r.premature++;
-      chain.sinceDue++;
+    if (early > EARLY_TOLERANCE_MS) {
+      r.earlyAt.push(at);
       anomaly(
-        `premature grant: sub ${chain.sub}, ${(early / 1000).toFixed(2)} s before the refresh point of the token pid ${chain.last.pid} got ${((at - chain.last.at) / 1000).toFixed(2)} s before; now pid ${pid}`,
+        `refresh ${(early / 1000).toFixed(2)} s before its point: sub ${chain.sub}, the token pid ${chain.last.pid} got ${((at - chain.last.at) / 1000).toFixed(2)} s before; now pid ${pid}`,
       );
     }
-    r.maxGrantsPerExpiry = Math.max(r.maxGrantsPerExpiry, chain.sinceDue);
   }
+  r.maxGrantsPerExpiry = Math.max(r.maxGrantsPerExpiry, chain.sinceDue);
   chain.last = { at, life, pid };
 }
 

@@ -47,10 +47,10 @@ export interface IdpStats {
     ok: number;
     /** the first token for the API after a login (one per session) */
     initial: number;
-    /** a token whose predecessor had reached its refresh point */
+    /** a token refreshed in its own right: its predecessor's expiry (however early, listed in `early`) */
     due: number;
-    /** a token refreshed before its predecessor reached its refresh point: a second grant for one expiry */
-    premature: number;
+    /** a grant right after another of the same session (under a second): a second grant for one expiry */
+    atOnce: number;
     /** never reached the IdP, by why: 503 burst, reset, down, client gone while waiting, dropped at a kill */
     failedBeforeIdp: Record<string, number>;
     /** answered by the IdP with an error, by error and cause */
@@ -70,6 +70,8 @@ export interface IdpStats {
     maxGrantsPerExpiry: number;
     /** grants that came before their nominal refresh point, by how much */
     early: Record<string, number>;
+    /** when the grants more than 1.5 s early came (epoch ms) */
+    earlyAt: number[];
   };
   /** the proxy's event-loop delay: its timestamps are this exact */
   lagMs?: { p99: number; max: number };

@@ -95,15 +95,18 @@ export class SoakRedis {
     this.proc?.kill('SIGCONT');
   }
 
-  /** SIGKILL (a crash), then a new redis-server on the same port: with its data folder, or an empty one. */
-  async crashAndRestart(keepData: boolean, onDown?: () => void): Promise<void> {
+  /**
+   * SIGKILL (a crash), then a new redis-server on the same port: with its data folder, or an empty one.
+   * `beforeKill` runs at the last moment the data is there.
+   */
+  async crashAndRestart(keepData: boolean, beforeKill?: () => void): Promise<void> {
     const proc = this.proc;
+    beforeKill?.();
     if (proc && proc.exitCode === null && proc.signalCode === null) {
       const exited = new Promise((resolve) => proc.once('exit', resolve));
       proc.kill('SIGKILL');
       await exited;
     }
-    onDown?.();
     if (!keepData) {
       rmSync(this.dataDir, { recursive: true, force: true });
       mkdirSync(this.dataDir, { recursive: true });

@@ -76,15 +76,22 @@ export async function killReplica(r: Replica): Promise<void> {
   await child.exited;
 }
 
-/** V8's heap in use, from the replica's own metrics (admin port). */
-export async function heapUsed(r: Replica): Promise<number | undefined> {
+/**
+ * V8's heap in use and the longest event-loop delay since the last scrape (prom-client resets it on each
+ * read), from the replica's own metrics (admin port).
+ */
+export async function scrape(r: Replica): Promise<{ heap?: number; lagMaxMs?: number }> {
   try {
     const res = await fetch(`http://127.0.0.1:${r.metricsPort}/metrics`, { signal: AbortSignal.timeout(2000) });
     const text = await res.text();
-    const v = Number(/^gatehouse_nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1] ?? NaN);
-    return Number.isFinite(v) ? v : undefined;
+    const read = (name: string) => {
+      const v = Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN);
+      return Number.isFinite(v) ? v : undefined;
+    };
+    const lag = read('gatehouse_nodejs_eventloop_lag_max_seconds');
+    return { heap: read('gatehouse_nodejs_heap_size_used_bytes'), ...(lag !== undefined && { lagMaxMs: Math.round(lag * 1000) }) };
   } catch {
-    return undefined;
+    return {};
   }
 }
 

@@ -25,7 +25,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { cpuSeconds, forkHelper, freePort, machineBusySeconds, memory, stop, type Child } from '../bench/procs';
 import { DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET } from '../src/testing/testIdp';
 import { SoakRedis, type KeyCensus } from './redis';
-import { gatewayScript, heapUsed, killReplica, logSummary, replica, startReplica, type Replica } from './replicas';
+import { gatewayScript, killReplica, logSummary, replica, scrape, startReplica, type Replica } from './replicas';
 import { Fleet } from './browsers';
 import { forgetConnections } from './http';
 import { rpcClient, type HoldPhase, type IdpFault, type IdpStats, type KillReport, type UpstreamFault } from './protocol';
@@ -160,14 +160,14 @@ async function main(): Promise<void> {
       const gw = await Promise.all(
         replicas.map(async (r) => {
           if (!r.up || !r.child) return { name: r.name, starts: r.starts };
-          const heap = await heapUsed(r);
+          const { heap, lagMaxMs } = await scrape(r);
           let rss: number | undefined;
           try {
             rss = memory(r.child.pid).rss;
           } catch {
             rss = undefined;
           }
-          return { name: r.name, starts: r.starts, rss, heap };
+          return { name: r.name, starts: r.starts, rss, heap, lagMaxMs };
         }),
       );
       samples.push({ t: at(), gateways: gw, redis: await redis.sample(), cpu: cpuPercent(lastCpu, cpu), loggedIn: fleet.loggedIn });
@@ -269,6 +269,7 @@ async function main(): Promise<void> {
 
   await sleep(Math.max(0, t0 + warmupMs - Date.now()));
   const events: FaultEvent[] = [];
+  const quiet = (k: FaultKind) => Math.max(S.gapSeconds, FAULTS[k].quiet ?? 0);
   const counts: Partial<Record<FaultKind, number>> = {};
   const loadEnd = t0 + loadMs;
   for (let i = 0; ; i++) {
@@ -276,7 +277,7 @@ async function main(): Promise<void> {
     let kind: FaultKind | undefined;
     for (let k = 0; k < CYCLE.length && !kind; k++) {
       const c = CYCLE[(i + k) % CYCLE.length]!;
-      if (Date.now() + (FAULTS[c].seconds + S.gapSeconds) * 1000 <= loadEnd - cooldownMs) {
+      if (Date.now() + (FAULTS[c].seconds + quiet(c)) * 1000 <= loadEnd - cooldownMs) {
         kind = c;
         i += k;
       }
@@ -288,7 +289,7 @@ async function main(): Promise<void> {
     ev.end = at();
     if (detail) ev.detail = detail;
     events.push(ev);
-    await sleep(S.gapSeconds * 1000);
+    await sleep(quiet(kind) * 1000);
   }
   await sleep(Math.max(0, loadEnd - Date.now()));
 
