@@ -43,7 +43,7 @@ export function renderSvg(r: Results): string {
   const seconds = Math.max(1, r.perSecond.length);
   const x = (t: number) => LEFT + (t / seconds) * PLOT;
   const out: string[] = [];
-  const labelRows = 3;
+  const labelRows = 4;
   const top = 40 + labelRows * 14;
   const h1 = 300;
   const gap = 50;

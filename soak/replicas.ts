@@ -110,9 +110,12 @@ export function logSummary(r: Replica): Record<string, number> {
       continue;
     }
     try {
-      const l = JSON.parse(line) as { level?: number; msg?: string };
-      if ((l.level ?? 0) < 40) continue;
-      const k = `${l.level === 40 ? 'warn' : l.level === 50 ? 'error' : 'fatal'}: ${l.msg ?? ''}`;
+      // pino writes the level as a label (the gateway's logger) or as a number (pino's default).
+      const l = JSON.parse(line) as { level?: number | string; msg?: string };
+      const level =
+        typeof l.level === 'number' ? (l.level >= 60 ? 'fatal' : l.level >= 50 ? 'error' : l.level >= 40 ? 'warn' : 'info') : l.level;
+      if (level !== 'warn' && level !== 'error' && level !== 'fatal') continue;
+      const k = `${level}: ${l.msg ?? ''}`;
       out[k] = (out[k] ?? 0) + 1;
     } catch {
       // a line cut by the SIGKILL

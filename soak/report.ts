@@ -617,6 +617,17 @@ export function renderMarkdown(r: Results): string {
       `| \`${k}\` | ${lifetimeOf(k, r.settings).seconds} | ${v.keys} | ${Math.round(v.maxTtlMs / 1000)} | ${v.noTtl} | ${red.tail.left.byKind[k]?.keys ?? 0} |`,
     );
   lines.push('');
+  const logLines: Record<string, number> = {};
+  for (const byMessage of Object.values(r.logs)) for (const [k, v] of Object.entries(byMessage)) logLines[k] = (logLines[k] ?? 0) + v;
+  const logged = Object.entries(logLines).sort((a, b) => b[1] - a[1]);
+  if (logged.length) {
+    lines.push("The replicas' warnings and errors, all three together:");
+    lines.push('');
+    lines.push('| log line | count |');
+    lines.push('| --- | ---: |');
+    for (const [k, v] of logged) lines.push(`| ${k.replace(/\|/g, '\\|')} | ${v} |`);
+    lines.push('');
+  }
   if (r.findings.length || r.anomalies.length) {
     lines.push('Findings:');
     lines.push('');
