@@ -182,7 +182,10 @@ export class Vault {
    * newer token set); the marker expires by itself. False when the record moved.
    */
   async kill(keys: SessionKeys, version: number): Promise<boolean> {
-    return this.settled(keys, await this.kv.compareAndSet(keys.tokensKey, version, `${version + 1}|${DEAD}`, TOMBSTONE_MS));
+    const written = await this.kv.compareAndSet(keys.tokensKey, version, `${version + 1}|${DEAD}`, TOMBSTONE_MS);
+    // The session is over: its refresh count serves nothing more (it would otherwise hold its key for an hour).
+    if (written) await this.kv.del(keys.rateKey).catch(() => undefined);
+    return this.settled(keys, written);
   }
 
   async remove(keys: SessionKeys): Promise<void> {
