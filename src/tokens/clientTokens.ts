@@ -13,15 +13,13 @@ import type { Keyring } from '../session/keyring';
 import type { Audience } from '../api/routes';
 import { open, randomId, seal } from '../crypto/seal';
 import { classifyRefreshError } from '../idp/classify';
-import { accessTokenFrom, usable, type AccessToken, type TokenTiming } from './vault';
-import type { AccessResult } from './refresh';
+import { accessTokenFrom, type AccessToken, type TokenTiming } from './vault';
+import { bearer, type AccessResult } from './refresh';
+import { fallback, plan } from './refreshRules';
 import { newDpopKey, type DpopJwk } from './dpop';
 
 /** A stored client token, with the private key it is bound to when it is a DPoP token. */
 type ClientToken = AccessToken & { dpopKey?: DpopJwk };
-
-const bearer = (t: ClientToken): AccessResult =>
-  t.dpop && t.dpopKey ? { kind: 'bearer', accessToken: t.accessToken, dpop: t.dpopKey } : { kind: 'bearer', accessToken: t.accessToken };
 
 export interface ClientTokensOptions {
   kv: Kv;
@@ -78,12 +76,11 @@ export class ClientTokens {
       token = (await this.read(audience)) ?? token;
       if (token) this.known.set(audience.key, token);
     }
-    if (token && now < token.refreshAt) return bearer(token);
-    if (token && usable(token, now)) {
-      void this.flight(audience).catch(() => undefined);
-      return bearer(token);
-    }
-    return this.flight(audience);
+    const next = token ? plan(token, now) : 'refresh';
+    if (next === 'refresh' || !token) return this.flight(audience);
+    // Still good to send: no call waits for the IdP; the grant runs behind it.
+    if (next === 'send-and-refresh') void this.flight(audience).catch(() => undefined);
+    return bearer(token, token.dpopKey);
   }
 
   private flight(audience: Audience): Promise<AccessResult> {
@@ -118,7 +115,7 @@ export class ClientTokens {
       const current = await this.read(audience);
       if (current && now() < current.refreshAt) {
         this.known.set(audience.key, current);
-        return bearer(current);
+        return bearer(current, current.dpopKey);
       }
       if (now() - (this.failedAt.get(audience.key) ?? -Infinity) < COOLDOWN_MS) return this.fallback(current) ?? unavailable;
       if (await kv.setIfAbsent(lock, owner, LOCK_LEASE_MS)) {
@@ -147,7 +144,7 @@ export class ClientTokens {
       this.known.set(audience.key, token);
       this.failedAt.delete(audience.key);
       this.onGrant?.('ok');
-      return bearer(token);
+      return bearer(token, token.dpopKey);
     } catch (err) {
       this.failedAt.set(audience.key, now());
       this.onGrant?.('failed');
@@ -161,6 +158,6 @@ export class ClientTokens {
 
   /** The current token while it may still be sent. */
   private fallback(current: ClientToken | undefined): AccessResult | undefined {
-    return current && usable(current, this.now()) ? bearer(current) : undefined;
+    return current && fallback(current, this.now()) === 'send' ? bearer(current, current.dpopKey) : undefined;
   }
 }

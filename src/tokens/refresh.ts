@@ -94,10 +94,8 @@ const STORE_RETRY_MS = 500;
 const STORE_BACKGROUND_ATTEMPTS = 30;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** The token to send; a DPoP-bound one with the session's key. */
-const bearer = (t: AccessToken, tokens: Tokens): AccessResult =>
-  t.dpop && tokens.dpopKey
-    ? { kind: 'bearer', accessToken: t.accessToken, dpop: tokens.dpopKey }
-    : { kind: 'bearer', accessToken: t.accessToken };
+export const bearer = (t: AccessToken, key: DpopJwk | undefined): AccessResult =>
+  t.dpop && key ? { kind: 'bearer', accessToken: t.accessToken, dpop: key } : { kind: 'bearer', accessToken: t.accessToken };
 /** An audience's access token before the first was obtained: due, and not usable. */
 const NONE_YET: AccessToken = { accessToken: '', expiresAt: 0, refreshAt: 0, usableUntil: 0 };
 /** The access token `audience` names in a record (without one, the login's); NONE_YET before its first grant. */
@@ -144,7 +142,7 @@ export class TokenService {
     if (entry.dead) return { kind: 'session-expired' };
     const token = tokenFor(entry.tokens, audience);
     const next = plan(token, this.now());
-    if (next === 'send') return bearer(token, entry.tokens);
+    if (next === 'send') return bearer(token, entry.tokens.dpopKey);
     // Still good to send: no call waits for the IdP. The refresh is the same single flight (and the same
     // lock across replicas) that a call inside the margin joins and waits for; a failure keeps the session
     // and the current token, and the next call inside the window tries again (after the cooldown).
@@ -152,7 +150,7 @@ export class TokenService {
       this.flight(keys, session, entry, 'background', undefined, audience).catch((err: unknown) =>
         this.log.warn({ err, session: keys.hash }, 'background refresh failed; the next call tries again'),
       );
-      return bearer(token, entry.tokens);
+      return bearer(token, entry.tokens.dpopKey);
     }
     return this.flight(keys, session, entry, 'foreground', undefined, audience);
   }
@@ -168,7 +166,7 @@ export class TokenService {
     if (!entry) return { kind: 'gone' };
     if (entry.dead) return { kind: 'session-expired' };
     const token = tokenFor(entry.tokens, audience);
-    if (token !== NONE_YET && token.accessToken !== rejected) return bearer(token, entry.tokens);
+    if (token !== NONE_YET && token.accessToken !== rejected) return bearer(token, entry.tokens.dpopKey);
     const result = await this.flight(keys, session, entry, 'foreground', rejected, audience);
     return result.kind === 'bearer' && result.accessToken === rejected
       ? { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS }
@@ -197,7 +195,7 @@ export class TokenService {
           // A store that cannot coordinate a refresh (a Sentinel failover, Redis away) keeps the session,
           // and the current access token is used while it is still valid.
           const token = tokenFor(entry.tokens, audience);
-          if (err instanceof StoreUnavailableError && usable(token, this.now())) return bearer(token, entry.tokens);
+          if (err instanceof StoreUnavailableError && usable(token, this.now())) return bearer(token, entry.tokens.dpopKey);
           throw err;
         })
         .finally(() => this.inflight.delete(id));
@@ -261,14 +259,14 @@ export class TokenService {
     if (entry.dead) return { kind: 'session-expired' };
     const token = tokenFor(entry.tokens, audience);
     // Waiters reuse the winner's result.
-    return token !== NONE_YET && settles(token, entry.version, due, this.now(), rejected) ? bearer(token, entry.tokens) : undefined;
+    return token !== NONE_YET && settles(token, entry.version, due, this.now(), rejected) ? bearer(token, entry.tokens.dpopKey) : undefined;
   }
 
   /** A failed refresh keeps the session; the current token is used while it is still valid (and not refused). */
   private degrade(tokens: Tokens, rejected?: string, audience?: Audience): AccessResult {
     const token = tokenFor(tokens, audience);
     return fallback(token, this.now(), rejected) === 'send'
-      ? bearer(token, tokens)
+      ? bearer(token, tokens.dpopKey)
       : { kind: 'unavailable', retryAfterSeconds: RETRY_AFTER_SECONDS };
   }
 
@@ -292,7 +290,7 @@ export class TokenService {
     const sent = entry.tokens.refreshToken;
     if (!sent) {
       // No refresh token was issued (no offline_access): the session ends with its access token.
-      return fallback(current, now(), rejected) === 'send' ? bearer(current, entry.tokens) : this.kill(keys, entry.version);
+      return fallback(current, now(), rejected) === 'send' ? bearer(current, entry.tokens.dpopKey) : this.kill(keys, entry.version);
     }
 
     // RFC 9449 §5: a DPoP session proves its key on every refresh; the new access token is bound to it.
@@ -419,12 +417,12 @@ export class TokenService {
     const giveUpAt = now() + STORE_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        return (await this.tryStore(keys, session, version, tokens)) ?? bearer(token, tokens);
+        return (await this.tryStore(keys, session, version, tokens)) ?? bearer(token, tokens.dpopKey);
       } catch (err) {
         if (attempt >= 4 || now() >= giveUpAt) {
           log.error({ session: keys.hash, err }, 'could not store rotated tokens yet; retrying in the background');
           this.storeLater(keys, session, version, tokens);
-          return bearer(token, tokens);
+          return bearer(token, tokens.dpopKey);
         }
         await sleep(100 * 2 ** attempt);
       }
