@@ -18,6 +18,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Replica } from './replicas';
 import { errorCode, Jar, request, RequestFailed, type Answer } from './http';
+import { parseForm } from '../src/testing/idpBrowser';
 
 export interface CallRecord {
   sent: number;
@@ -378,24 +379,3 @@ function backoff(n: number): number {
 }
 
 const iso = (t: number) => new Date(t).toISOString().slice(11, 23);
-
-const decodeHtml = (s: string) =>
-  s
-    .replace(/&quot;/g, '"')
-    .replace(/&#39;|&#x27;/g, "'")
-    .replace(/&lt;/g, '<')
-    .replace(/&gt;/g, '>')
-    .replace(/&amp;/g, '&');
-
-/** The first form of a page: its action and fields. */
-function parseForm(html: string): { action: string; fields: Record<string, string> } | undefined {
-  const form = /<form\b[^>]*\baction="([^"]*)"[^>]*>([\s\S]*?)<\/form>/i.exec(html);
-  if (!form || form[1] === undefined) return undefined;
-  const fields: Record<string, string> = {};
-  for (const m of (form[2] ?? '').matchAll(/<input\b[^>]*>/gi)) {
-    const name = /\bname="([^"]*)"/i.exec(m[0])?.[1];
-    const value = /\bvalue="([^"]*)"/i.exec(m[0])?.[1];
-    if (name !== undefined) fields[decodeHtml(name)] = value === undefined ? '' : decodeHtml(value);
-  }
-  return { action: decodeHtml(form[1]), fields };
-}

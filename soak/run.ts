@@ -201,6 +201,14 @@ async function main(): Promise<void> {
   // ---------- faults ----------
   const idpFault = (f: IdpFault) => proxyRpc.call('fault', f);
   const upFault = (f: UpstreamFault) => upRpc.call('fault', f);
+  /** A fault for `ms`, then none again. */
+  const during =
+    <F extends { kind: string }>(set: (f: F | { kind: 'none' }) => Promise<unknown>, fault: F, ms: number) =>
+    async () => {
+      await set(fault);
+      await sleep(ms);
+      await set({ kind: 'none' });
+    };
   let victim = 0;
   const heldBy = new Map<number, () => void>();
   proxyRpc.onEvent((e) => {
@@ -235,36 +243,12 @@ async function main(): Promise<void> {
     'redis-pause': () => redis.pause(2000),
     'redis-restart': () => redis.crashAndRestart(true),
     'redis-wipe': () => redis.crashAndRestart(false, () => fleet.wiped(Date.now())),
-    'idp-503': async () => {
-      await idpFault({ kind: '503' });
-      await sleep(5000);
-      await idpFault({ kind: 'none' });
-    },
-    'idp-slow': async () => {
-      await idpFault({ kind: 'slow', ms: S.idpSlowMs });
-      await sleep(15_000);
-      await idpFault({ kind: 'none' });
-    },
-    'idp-reset': async () => {
-      await idpFault({ kind: 'reset' });
-      await sleep(10_000);
-      await idpFault({ kind: 'none' });
-    },
-    'idp-down': async () => {
-      await idpFault({ kind: 'down' });
-      await sleep(20_000);
-      await idpFault({ kind: 'none' });
-    },
-    'upstream-down': async () => {
-      await upFault({ kind: 'down' });
-      await sleep(5000);
-      await upFault({ kind: 'none' });
-    },
-    'upstream-slow': async () => {
-      await upFault({ kind: 'slow', ms: S.upstreamSlowMs });
-      await sleep(10_000);
-      await upFault({ kind: 'none' });
-    },
+    'idp-503': during(idpFault, { kind: '503' }, 5000),
+    'idp-slow': during(idpFault, { kind: 'slow', ms: S.idpSlowMs }, 15_000),
+    'idp-reset': during(idpFault, { kind: 'reset' }, 10_000),
+    'idp-down': during(idpFault, { kind: 'down' }, 20_000),
+    'upstream-down': during(upFault, { kind: 'down' }, 5000),
+    'upstream-slow': during(upFault, { kind: 'slow', ms: S.upstreamSlowMs }, 10_000),
   };
 
   await sleep(Math.max(0, t0 + warmupMs - Date.now()));

@@ -23,7 +23,7 @@ const decodeHtml = (s: string) =>
     .replace(/&amp;/g, '&');
 
 /** first `<form ... action="...">` and its `<input name=... value=...>` fields */
-function parseForm(html: string): { action: string; fields: Record<string, string> } | undefined {
+export function parseForm(html: string): { action: string; fields: Record<string, string> } | undefined {
   const form = /<form\b[^>]*\baction="([^"]*)"[^>]*>([\s\S]*?)<\/form>/i.exec(html);
   if (!form || form[1] === undefined) return undefined;
   const fields: Record<string, string> = {};
