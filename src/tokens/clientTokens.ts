@@ -120,7 +120,14 @@ export class ClientTokens {
       if (now() - (this.failedAt.get(audience.key) ?? -Infinity) < COOLDOWN_MS) return this.fallback(current) ?? unavailable;
       if (await kv.setIfAbsent(lock, owner, LOCK_LEASE_MS)) {
         try {
-          return await this.grant(audience, record, sealKey, current);
+          // Another replica may have stored a token and let go of the lock between our read and our lock:
+          // read again under the lock, so one expiry costs one grant.
+          const latest = (await this.read(audience)) ?? current;
+          if (latest && now() < latest.refreshAt) {
+            this.known.set(audience.key, latest);
+            return bearer(latest, latest.dpopKey);
+          }
+          return await this.grant(audience, record, sealKey, latest);
         } finally {
           void kv.releaseLock(lock, owner).catch(() => undefined);
         }
